@@ -1,0 +1,587 @@
+"""
+L{SMTPClient}: the line-level SMTP client, a drop-in for Twisted's.
+
+The state machine keeps Twisted's shape (C{_expected}, C{_okresponse},
+C{_failresponse} and the C{smtpState_*} handlers) because subclasses in the
+wild override and set those names.  What Twisted gets wrong is fixed in the
+pieces it is built from: reply framing (L{mailclient._reply}), body encoding
+(L{mailclient._data}), address checks (L{mailclient._address}) and the
+transcript (L{mailclient._log}); and here, by reporting exactly one outcome
+for each message attempt.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO, Any, Callable, Collection, List, Optional, Tuple, Union
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols import basic, policies
+from twisted.python.failure import Failure
+
+from mailclient._address import quoteaddr
+from mailclient._data import DataEncoder
+from mailclient._errors import (
+    InvalidAddressError,
+    MessageReadError,
+    SMTPClientError,
+    SMTPConnectError,
+    SMTPProtocolError,
+    SMTPTimeoutError,
+)
+from mailclient._log import TranscriptLog, redact
+from mailclient._reply import MalformedReply, ReplyAssembler
+
+# Used for fast success code lookup, as in Twisted.
+SUCCESS = dict.fromkeys(range(200, 300))
+
+_log = Logger()
+
+AddressType = Union[bytes, str, Any]
+StateHandler = Callable[[int, bytes], Any]
+
+
+def checkIdentity(identity: Union[bytes, str, None]) -> bytes:
+    """
+    Return the HELO/EHLO identity as bytes.
+
+    @raise ValueError: if it holds CR, LF or NUL, which would inject commands.
+    """
+    if isinstance(identity, str):
+        try:
+            identity = identity.encode("ascii")
+        except UnicodeEncodeError:
+            identity = identity.encode("idna")
+    identity = identity or b""
+    if any(c in identity for c in (b"\r", b"\n", b"\0")):
+        raise ValueError("SMTP identity contains CR, LF or NUL: %r" % (identity,))
+    return identity
+
+
+class _TextToBytes(io.RawIOBase):
+    """
+    Read a text-mode file as UTF-8 bytes (Twisted's own C{mailmail} passes
+    text files; Twisted's client then fails inside the producer and hangs).
+    """
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        if size is None or size < 0:
+            data = self._pending + self._text.read().encode("utf-8")
+            self._pending = b""
+            return data
+        while len(self._pending) < size:
+            more = self._text.read(size)
+            if not more:
+                break
+            self._pending += more.encode("utf-8")
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pending = b""
+        return self._text.seek(offset, whence)
+
+
+def binaryFile(f: Any) -> Any:
+    """
+    Return C{f}, or a bytes view of it if it is a text-mode file.
+    """
+    if isinstance(f, io.TextIOBase):
+        return _TextToBytes(f)
+    mode = getattr(f, "mode", "")
+    if isinstance(mode, str) and mode and "b" not in mode and "r" in mode:
+        return _TextToBytes(f)
+    return f
+
+
+class BodySender(basic.FileSender):
+    """
+    A pull producer that streams a message body to the transport.
+
+    Unlike Twisted's C{FileSender} it never lets an exception from C{read} or
+    the transform escape into the reactor (the Deferred fails instead), and
+    it writes nothing, and does not update C{lastSent}, for a chunk that
+    encodes to no bytes.
+    """
+
+    lastSent = b""
+
+    def resumeProducing(self) -> None:
+        try:
+            chunk = self.file.read(self.CHUNK_SIZE) if self.file else b""
+            if chunk and self.transform:
+                chunk = self.transform(chunk)
+            elif not chunk:
+                self._finish()
+                return
+        except BaseException:
+            self.abort(Failure())
+            return
+        if chunk:
+            self.consumer.write(chunk)
+            self.lastSent = chunk[-1:]
+
+    def _finish(self) -> None:
+        self.file = None
+        self.consumer.unregisterProducer()
+        d, self.deferred = self.deferred, None
+        if d is not None:
+            d.callback(self.lastSent)
+
+    def abort(self, reason: Failure) -> None:
+        """
+        Stop producing and fail the transfer with C{reason}.
+        """
+        if self.file is None and self.deferred is None:
+            return
+        self.file = None
+        self.consumer.unregisterProducer()
+        d, self.deferred = self.deferred, None
+        if d is not None:
+            d.errback(reason)
+
+
+class _TransferStopped(Exception):
+    """
+    The transport stopped the body producer (the connection went away).
+    """
+
+
+class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
+    """
+    SMTP client for sending emails.
+
+    After the client has connected to the SMTP server, it repeatedly calls
+    L{getMailFrom}, L{getMailTo} and L{getMailData} and uses this information
+    to send an email.  It then calls L{getMailFrom} again; if it returns
+    L{None}, the client will disconnect, otherwise it will continue as normal
+    and send a new email.
+
+    Each message attempt ends with exactly one call of L{sentMail} or
+    L{sendError}; an error between messages (for example a failed C{RSET})
+    only closes the connection.
+    """
+
+    #: If enabled then log SMTP client server communication.
+    debug: bool = True
+
+    #: Number of seconds to wait for the server before timing out a
+    #: connection.  If None, perform no timeout checking.
+    timeout: Optional[float] = None
+
+    mailFile: Any = None
+    toAddresses: Any = None
+    lastAddress: Any = None
+    _expected: Collection[int]
+    _okresponse: StateHandler
+    _failresponse: StateHandler
+
+    def __init__(self, identity: Union[bytes, str, None], logsize: int = 10) -> None:
+        """
+        @param identity: The name to give in C{HELO}/C{EHLO}.
+        @param logsize: How many lines of the transcript to keep in C{log}.
+        @raise ValueError: if C{identity} holds CR, LF or NUL.
+        """
+        self.identity: bytes = checkIdentity(identity)
+        self.toAddressesResult: List[Tuple[Any, int, bytes]] = []
+        self.successAddresses: List[Any] = []
+        self._from: Any = None
+        self.resp: List[bytes] = []
+        self.code: int = -1
+        self.log: TranscriptLog = TranscriptLog(logsize)
+        # The reason the connection was lost, for the sender factories.
+        self._failureReason: Optional[Failure] = None
+        self._replies = ReplyAssembler()
+        # Whether the outcome of the current message attempt was reported.
+        self._reported = False
+        self._quitting = False
+        self._inSASL = False
+        self._sender: Optional[BodySender] = None
+        self._encoder = DataEncoder()
+
+    def sendLine(self, line: bytes) -> None:  # type: ignore[override]
+        """
+        Send a line to the server, recording it (credentials redacted).
+        """
+        if self.debug:
+            self.log.append(b">>> " + redact(line, self._inSASL))
+        basic.LineReceiver.sendLine(self, line)
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self.timeout)
+        self._expected = [220]
+        self._okresponse = self.smtpState_helo
+        self._failresponse = self.smtpConnectionFailed
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        """
+        We are no longer connected.
+
+        If a message attempt was still open, report an L{SMTPConnectError}
+        through L{sendError} (Twisted reports nothing, except a bare
+        C{Exception} when the body was being sent).
+        """
+        self._failureReason = reason
+        self.setTimeout(None)
+        self.mailFile = None
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.abort(Failure(_TransferStopped()))
+        if not (self._reported or self._quitting):
+            self._fail(
+                SMTPConnectError(
+                    -1,
+                    b"Connection to the SMTP server was lost: "
+                    + str(reason.value).encode("utf-8", "replace"),
+                    self.log.str(),
+                )
+            )
+
+    def timeoutConnection(self) -> None:
+        """
+        Called when the server did not answer in time.
+        """
+        self._fail(
+            SMTPTimeoutError(
+                -1, b"Timeout waiting for SMTP server response", self.log.str()
+            )
+        )
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._fail(
+            SMTPProtocolError(
+                -1,
+                b"Reply line from the SMTP server longer than %d bytes"
+                % (self.MAX_LENGTH,),
+                self.log.str(),
+            )
+        )
+
+    def lineReceived(self, line: bytes) -> Any:
+        self.resetTimeout()
+        if self.debug:
+            self.log.append(b"<<< " + line)
+        try:
+            reply = self._replies.feed(line)
+        except MalformedReply as e:
+            if line[:3].isdigit():
+                text = "Malformed response from SMTP server: %s" % (e,)
+            else:
+                text = "Invalid response from SMTP server: %s" % (line[:200],)
+            self._fail(SMTPProtocolError(-1, text, self.log.str()))
+            return None
+        if reply is None:
+            self.code = int(line[:3])
+            self.resp.append(line[4:])
+            return None
+        self.code, self.resp = reply.code, reply.lines
+        resp = reply.text
+        try:
+            if self._sender is not None:
+                # The server answered before the end of the body: the two
+                # sides no longer agree on where they are.
+                self._abortTransfer()
+                return self._fail(
+                    SMTPProtocolError(
+                        reply.code,
+                        b"Reply received before the end of the message data: "
+                        + resp,
+                        self.log.str(),
+                    )
+                )
+            if reply.code in self._expected:
+                return self._okresponse(reply.code, resp)
+            return self._failresponse(reply.code, resp)
+        except Exception:
+            self._internalError(Failure())
+            return None
+        finally:
+            self.code = -1
+            self.resp = []
+
+    def _internalError(self, failure: Failure) -> None:
+        _log.failure("Error in the SMTP client", failure)
+        self._fail(
+            SMTPClientError(
+                -1,
+                "Unexpected error in the SMTP client: %s" % (failure.getErrorMessage(),),
+                self.log.str(),
+                isFatal=True,
+            )
+        )
+
+    def _fail(self, exc: SMTPClientError) -> None:
+        """
+        Report C{exc} for the current message attempt, or, when there is no
+        attempt left to report on, just close the connection.
+        """
+        if self._reported or self._quitting:
+            self._abortTransfer()
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
+        try:
+            self.sendError(exc)
+        except Exception:
+            _log.failure("Error in sendError", Failure())
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+    def smtpConnectionFailed(self, code: int, resp: bytes) -> None:
+        self.sendError(SMTPConnectError(code, resp, self.log.str()))
+
+    def smtpTransferFailed(self, code: int, resp: bytes) -> None:
+        if code < 0:
+            self.sendError(SMTPProtocolError(code, resp, self.log.str()))
+        else:
+            self.smtpState_msgSent(code, resp)
+
+    def smtpState_helo(self, code: int, resp: bytes) -> None:
+        self.sendLine(b"HELO " + self.identity)
+        self._expected = SUCCESS
+        self._okresponse = self.smtpState_from
+
+    def smtpState_from(self, code: int, resp: bytes) -> None:
+        self._from = self.getMailFrom()
+        self._failresponse = self.smtpTransferFailed
+        if self._from is None:
+            # All messages have been sent, disconnect
+            self._disconnectFromServer()
+            return
+        self._reported = False
+        try:
+            sender = self.quoteAddress(self._from)
+        except InvalidAddressError as e:
+            self._invalidAddress(e)
+            return
+        self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
+        self._expected = [250]
+        self._okresponse = self.smtpState_to
+
+    def smtpState_disconnect(self, code: int, resp: Optional[bytes]) -> None:
+        self._quitting = True
+        self._abortTransfer()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def smtpState_to(self, code: int, resp: bytes) -> Any:
+        recipients = self.getMailTo()
+        if isinstance(recipients, (bytes, str)):
+            # A single address, not a sequence of one-character addresses.
+            recipients = [recipients]
+        recipients = list(recipients)
+        try:
+            for address in recipients:
+                self.quoteAddress(address)
+        except InvalidAddressError as e:
+            self._invalidAddress(e)
+            return None
+        self.toAddresses = iter(recipients)
+        self.toAddressesResult = []
+        self.successAddresses = []
+        self._okresponse = self.smtpState_toOrData
+        self._expected = range(0, 1000)
+        self.lastAddress = None
+        return self.smtpState_toOrData(0, b"")
+
+    def smtpState_toOrData(self, code: int, resp: bytes) -> Any:
+        if self.lastAddress is not None:
+            self.toAddressesResult.append((self.lastAddress, code, resp))
+            if code in SUCCESS:
+                self.successAddresses.append(self.lastAddress)
+        try:
+            self.lastAddress = next(self.toAddresses)
+        except StopIteration:
+            if self.successAddresses:
+                self.sendLine(b"DATA")
+                self._expected = [354]
+                self._okresponse = self.smtpState_data
+            else:
+                return self.smtpState_msgSent(code, b"No recipients accepted")
+        else:
+            self.sendLine(
+                b"RCPT TO:" + self.quoteAddress(self.lastAddress)
+                + self.rcptToParameters(self.lastAddress)
+            )
+        return None
+
+    def smtpState_data(self, code: int, resp: bytes) -> None:
+        self.mailFile = binaryFile(self.getMailData())
+        self._encoder = DataEncoder()
+        sender = self._sender = BodySender()
+        d = sender.beginFileTransfer(self.mailFile, self.transport, self.transformChunk)
+        d.addCallbacks(self._transferDone, self._transferFailed)
+        self._expected = SUCCESS
+        self._okresponse = self.smtpState_msgSent
+
+    def _transferDone(self, lastsent: bytes) -> None:
+        self._sender = None
+        self.finishedFileTransfer(lastsent)
+
+    def _transferFailed(self, reason: Failure) -> None:
+        self._sender = None
+        if reason.check(_TransferStopped):
+            # connectionLost reports it.
+            return
+        if self.transport is not None and hasattr(self.transport, "abortConnection"):
+            self.transport.abortConnection()
+        self._fail(
+            MessageReadError(
+                "Could not read the message to send: %s" % (reason.getErrorMessage(),),
+                self.log.str(),
+            )
+        )
+
+    def _abortTransfer(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.abort(Failure(_TransferStopped()))
+            if self.transport is not None and hasattr(self.transport, "abortConnection"):
+                # Never let a half-sent body be completed by the transport.
+                self.transport.abortConnection()
+
+    def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        if self._from is not None:
+            self._reported = True
+            self.sentMail(
+                code, resp, len(self.successAddresses), self.toAddressesResult, self.log
+            )
+        self.toAddressesResult = []
+        self._from = None
+        self.sendLine(b"RSET")
+        self._expected = SUCCESS
+        self._okresponse = self.smtpState_from
+        # Twisted sends RSET again for ever when the server refuses it.
+        self._failresponse = self._rsetFailed
+
+    def _rsetFailed(self, code: int, resp: bytes) -> None:
+        self._disconnectFromServer()
+
+    def _invalidAddress(self, exc: InvalidAddressError) -> None:
+        exc.log = self.log.str()
+        self._fail(exc)
+
+    # Helpers for the body producer
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        """
+        Perform the necessary local to network newline conversion and escape
+        leading periods.
+
+        The conversion keeps its state across chunks (see
+        L{mailclient._data.DataEncoder}).  This method also resets the idle
+        timeout so that as long as progress is being made sending the message
+        body, the client will not time out.
+        """
+        self.resetTimeout()
+        return self._encoder.encode(chunk)
+
+    def finishedFileTransfer(self, lastsent: bytes) -> None:
+        """
+        Send the end-of-data marker after the body.
+
+        @param lastsent: The last byte written, or an empty string for an
+            empty body.
+        """
+        if not lastsent or lastsent == b"\n":
+            line = b"."
+        else:
+            line = b"\r\n."
+        self.sendLine(line)
+
+    # Envelope hooks: mailclient additions used by ESMTP extensions.
+
+    def quoteAddress(self, address: AddressType) -> bytes:
+        """
+        Return the C{<address>} form of C{address} for MAIL or RCPT.
+
+        @raise InvalidAddressError: if it cannot be sent as one address.
+        """
+        return quoteaddr(address)
+
+    def mailFromParameters(self) -> bytes:
+        """
+        Return the ESMTP parameters to append to C{MAIL FROM} (with a leading
+        space), or C{b""}.  Override to add your own.
+        """
+        return b""
+
+    def rcptToParameters(self, address: AddressType) -> bytes:
+        """
+        Return the ESMTP parameters to append to C{RCPT TO} for C{address}
+        (with a leading space), or C{b""}.  Override to add your own.
+        """
+        return b""
+
+    # These methods should be overridden in subclasses
+
+    def getMailFrom(self) -> Optional[AddressType]:
+        """
+        Return the email address the mail is from, or None when there is no
+        more mail to send.
+        """
+        raise NotImplementedError
+
+    def getMailTo(self) -> Any:
+        """
+        Return a list of emails to send to.
+        """
+        raise NotImplementedError
+
+    def getMailData(self) -> Any:
+        """
+        Return file-like object containing data of message to be sent.
+
+        Lines in the file may be delimited by LF, CRLF or CR.  A text-mode
+        file is sent as UTF-8.
+        """
+        raise NotImplementedError
+
+    def sendError(self, exc: Exception) -> None:
+        """
+        If an error occurs before a mail message is sent sendError will be
+        called.  This base class method sends a QUIT if the error is
+        non-fatal and disconnects the connection.
+
+        @param exc: The SMTPClientError (or child class) raised
+        """
+        self._reported = True
+        if isinstance(exc, SMTPClientError) and not exc.isFatal:
+            self._disconnectFromServer()
+        else:
+            # If the error was fatal then the communication channel with the
+            # SMTP Server is broken so just close the transport connection
+            self.smtpState_disconnect(-1, None)
+
+    def sentMail(
+        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+    ) -> None:
+        """
+        Called when an attempt to send an email is completed.
+
+        If some addresses were accepted, code and resp are the response
+        to the DATA command.  If no addresses were accepted, code is the
+        reply to the last command and resp is an informative message.
+
+        @param code: the code returned by the SMTP Server
+        @param resp: The string response returned from the SMTP Server
+        @param numOk: the number of addresses accepted by the remote host.
+        @param addresses: is a list of tuples (address, code, resp) listing
+            the response to each RCPT command.
+        @param log: is the SMTP session log
+        """
+        raise NotImplementedError
+
+    def _disconnectFromServer(self) -> None:
+        self._quitting = True
+        self._expected = range(0, 1000)
+        self._okresponse = self.smtpState_disconnect
+        self.sendLine(b"QUIT")

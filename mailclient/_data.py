@@ -1,0 +1,76 @@
+"""
+The DATA encoder: message bytes in, SMTP wire bytes out.
+
+Pure and incremental.  Input may use LF, CRLF, CR or any mix of them as line
+endings and may be cut into chunks anywhere (even between a CR and its LF);
+the output always uses CRLF, never contains a bare CR or LF, and has every
+line that starts with C{.} dot-stuffed (RFC 5321, section 4.5.2), including
+the first line of the body and lines that begin exactly at a chunk boundary.
+L{DataEncoder.finish} returns the end-of-data marker so that the body always
+ends with exactly one C{CRLF.CRLF}.
+"""
+
+from __future__ import annotations
+
+
+class DataEncoder:
+    """
+    Encode a message body for the DATA command, one chunk at a time.
+
+    The state kept between chunks is two flags: whether the output so far
+    ends at the start of a line, and whether the last input byte was a CR
+    (so that an LF at the start of the next chunk completes that line break
+    instead of starting another).
+    """
+
+    __slots__ = ("_atLineStart", "_pendingCR")
+
+    def __init__(self) -> None:
+        self._atLineStart = True
+        self._pendingCR = False
+
+    def encode(self, chunk: bytes) -> bytes:
+        """
+        Encode one chunk of the message.
+
+        @param chunk: Any bytes of the message, continuing the previous chunk.
+        @return: The bytes to write to the transport (possibly empty).
+        """
+        if not chunk:
+            return b""
+        if self._pendingCR and chunk[:1] == b"\n":
+            # The CR that ended the previous chunk already produced CRLF.
+            chunk = chunk[1:]
+            if not chunk:
+                return b""
+        self._pendingCR = chunk[-1:] == b"\r"
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n." in chunk:
+            chunk = chunk.replace(b"\n.", b"\n..")
+        if self._atLineStart and chunk[:1] == b".":
+            chunk = b"." + chunk
+        self._atLineStart = chunk[-1:] == b"\n"
+        return chunk.replace(b"\n", b"\r\n")
+
+    def finish(self) -> bytes:
+        """
+        Return the end-of-data marker, completing the last line if needed.
+        """
+        return self.terminator(self._atLineStart)
+
+    @staticmethod
+    def terminator(atLineStart: bool) -> bytes:
+        """
+        The end-of-data marker after output that does (or does not) end at
+        the start of a line.
+        """
+        return b".\r\n" if atLineStart else b"\r\n.\r\n"
+
+
+def encodeData(data: bytes) -> bytes:
+    """
+    Encode a whole message body, end-of-data marker included.
+    """
+    encoder = DataEncoder()
+    return encoder.encode(data) + encoder.finish()

@@ -1,0 +1,286 @@
+"""
+The exception classes of the SMTP client.
+
+Names, constructor signatures, attributes and ``str()``/``bytes()`` formats
+are those of ``twisted.mail.smtp``, so code that catches or inspects them
+keeps working after changing its imports.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+
+class SMTPError(Exception):
+    """
+    Base class of every SMTP error.
+    """
+
+
+class SMTPClientError(SMTPError):
+    """
+    Base class for SMTP client errors.
+
+    @ivar code: The SMTP reply code associated with the error, or -1 when the
+        error did not come from a server reply.
+    @ivar resp: The reply text (L{bytes}).
+    @ivar log: The transcript leading up to the error (L{bytes}), with any
+        credentials redacted, or L{None}.
+    @ivar addresses: Per-recipient results, when relevant.
+    @ivar isFatal: Whether the connection cannot be used any more.
+    @ivar retry: Whether delivery may be retried.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        addresses: Optional[object] = None,
+        isFatal: bool = False,
+        retry: bool = False,
+    ) -> None:
+        if isinstance(resp, str):
+            resp = resp.encode("utf-8")
+        if isinstance(log, str):
+            log = log.encode("utf-8")
+        self.code = code
+        self.resp: bytes = resp
+        self.log: Optional[bytes] = log
+        self.addresses = addresses
+        self.isFatal = isFatal
+        self.retry = retry
+
+    def __str__(self) -> str:
+        return self.__bytes__().decode("utf-8", "replace")
+
+    def __bytes__(self) -> bytes:
+        if self.code > 0:
+            parts = [b"%03d " % (self.code,) + self.resp]
+        else:
+            parts = [self.resp]
+        if self.log:
+            parts.append(self.log)
+            parts.append(b"")
+        return b"\n".join(parts)
+
+
+class ESMTPClientError(SMTPClientError):
+    """
+    Base class for ESMTP client errors.
+    """
+
+
+class EHLORequiredError(ESMTPClientError):
+    """
+    The server does not support EHLO.
+
+    This is considered a non-fatal error (the connection will not be dropped).
+    """
+
+
+class AUTHRequiredError(ESMTPClientError):
+    """
+    Authentication was required but could not be performed.
+
+    This is considered a non-fatal error (the connection will not be dropped).
+    """
+
+
+class TLSRequiredError(ESMTPClientError):
+    """
+    Transport security was required but the server does not support it.
+
+    This is considered a non-fatal error (the connection will not be dropped).
+    """
+
+
+class AUTHDeclinedError(ESMTPClientError):
+    """
+    The server rejected our credentials.
+
+    This is considered a non-fatal error (the connection will not be dropped).
+    """
+
+
+class AuthenticationError(ESMTPClientError):
+    """
+    An error occurred while authenticating.
+
+    This is considered a non-fatal error (the connection will not be dropped).
+    """
+
+
+class TLSError(ESMTPClientError):
+    """
+    An error occurred while negotiating transport security.
+
+    This is considered a non-fatal error (the connection will not be dropped).
+    """
+
+
+# Twisted's internal name for the same class.
+SMTPTLSError = TLSError
+
+
+class SMTPConnectError(SMTPClientError):
+    """
+    Failed to connect to the mail exchange host, or lost the connection.
+
+    This is considered a fatal error.  A retry will be made.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        addresses: Optional[object] = None,
+        isFatal: bool = True,
+        retry: bool = True,
+    ) -> None:
+        SMTPClientError.__init__(self, code, resp, log, addresses, isFatal, retry)
+
+
+class SMTPTimeoutError(SMTPClientError):
+    """
+    Failed to receive a response from the server in the expected time period.
+
+    This is considered a fatal error.  A retry will be made.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        addresses: Optional[object] = None,
+        isFatal: bool = True,
+        retry: bool = True,
+    ) -> None:
+        SMTPClientError.__init__(self, code, resp, log, addresses, isFatal, retry)
+
+
+class SMTPProtocolError(SMTPClientError):
+    """
+    The server sent a mangled response.
+
+    This is considered a fatal error.  A retry will not be made.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        addresses: Optional[object] = None,
+        isFatal: bool = True,
+        retry: bool = False,
+    ) -> None:
+        SMTPClientError.__init__(self, code, resp, log, addresses, isFatal, retry)
+
+
+class SMTPDeliveryError(SMTPClientError):
+    """
+    Indicates that a delivery attempt has had an error.
+    """
+
+
+class SMTPServerError(SMTPError):
+    """
+    An error reply, as raised by server-side code.
+    """
+
+    def __init__(self, code: int, resp: Any) -> None:
+        self.code = code
+        self.resp = resp
+
+    def __str__(self) -> str:
+        return "%.3d %s" % (self.code, self.resp)
+
+
+class SMTPAddressError(SMTPServerError):
+    """
+    An address was refused.
+    """
+
+    def __init__(self, addr: Any, code: int, resp: Any) -> None:
+        from mailclient._address import Address
+
+        SMTPServerError.__init__(self, code, resp)
+        self.addr = Address(addr)
+
+    def __str__(self) -> str:
+        return "%.3d <%s>... %s" % (self.code, self.addr, self.resp)
+
+
+class SMTPBadRcpt(SMTPAddressError):
+    """
+    A recipient address was refused.
+    """
+
+    def __init__(
+        self,
+        addr: Any,
+        code: int = 550,
+        resp: Any = "Cannot receive for specified address",
+    ) -> None:
+        SMTPAddressError.__init__(self, addr, code, resp)
+
+
+class SMTPBadSender(SMTPAddressError):
+    """
+    A sender address was refused.
+    """
+
+    def __init__(
+        self, addr: Any, code: int = 550, resp: Any = "Sender not acceptable"
+    ) -> None:
+        SMTPAddressError.__init__(self, addr, code, resp)
+
+
+class AddressError(SMTPError):
+    """
+    Parse error in address.
+    """
+
+
+class InvalidAddressError(SMTPClientError, AddressError):
+    """
+    The client refused to put an address (or a host name) on the wire.
+
+    Raised for an empty list, a list of several addresses given as one,
+    trailing junk, CR, LF or NUL characters, or non-ASCII characters that the
+    server did not agree to receive.  No command carrying it was sent.
+
+    This is a mailclient addition.  It is both an L{SMTPClientError} (code -1,
+    not fatal: the connection can still be closed politely; never retried)
+    and an L{AddressError}.
+    """
+
+    def __init__(
+        self,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        addresses: Optional[object] = None,
+    ) -> None:
+        SMTPClientError.__init__(
+            self, -1, resp, log, addresses, isFatal=False, retry=False
+        )
+
+
+class MessageReadError(SMTPClientError):
+    """
+    The message body could not be read or encoded while it was being sent.
+
+    The transaction was abandoned by closing the connection, so the server
+    never accepted the message.  Fatal; never retried.  A mailclient
+    addition.
+    """
+
+    def __init__(
+        self,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+    ) -> None:
+        SMTPClientError.__init__(self, -1, resp, log, None, isFatal=True, retry=False)

@@ -1,0 +1,45 @@
+"""
+The session transcript, and the rule that keeps credentials out of it.
+
+Errors carry the transcript (C{exc.log}) and print it in C{str(exc)}, so a
+line holding a password would leak wherever errors are logged.  L{redact}
+rewrites outgoing lines before they are recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from twisted.python import util
+
+REDACTED = b"<redacted>"
+
+
+def redact(line: bytes, inSASL: bool) -> bytes:
+    """
+    Return the form of an outgoing line that may be written to the log.
+
+    @param line: The line about to be sent, without CRLF.
+    @param inSASL: Whether an authentication exchange is in progress, in
+        which case every client line is a (secret) SASL response.
+    """
+    if inSASL:
+        return REDACTED
+    if line[:5].upper() == b"AUTH ":
+        parts = line.split(None, 2)
+        if len(parts) > 2:
+            return b" ".join(parts[:2]) + b" " + REDACTED
+    return line
+
+
+class TranscriptLog(util.LineLog):
+    """
+    A bounded log of the last lines exchanged, compatible with Twisted's
+    C{LineLog} (C{.str()}, C{bytes()}, C{.clear()}).
+    """
+
+    def __getitem__(self, item: Any) -> Any:
+        return list(self)[item]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (line for line in self.log if line)

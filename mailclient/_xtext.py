@@ -1,0 +1,67 @@
+"""
+The xtext encoding of RFC 3461 (DSN ENVID and ORCPT), registered as the
+C{"xtext"} codec on import, as Twisted does.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Any, Optional, Tuple, Union
+
+
+def xtext_encode(s: Union[str, bytes], errors: Optional[str] = None) -> Tuple[bytes, int]:
+    """
+    Encode C{s}: C{+}, C{=}, and bytes outside 33..126 become C{+XX}.
+    """
+    data = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    out = bytearray()
+    for o in data:
+        if o < 33 or o > 126 or o in (0x2B, 0x3D):
+            out += b"+%02X" % (o,)
+        else:
+            out.append(o)
+    return bytes(out), len(s)
+
+
+def xtext_decode(s: Union[bytes, str], errors: Optional[str] = None) -> Tuple[str, int]:
+    """
+    Decode the xtext-encoded C{s}.  A C{+} not followed by two hex digits is
+    kept as it is.
+    """
+    data = s.encode("ascii") if isinstance(s, str) else bytes(s)
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        hexdigits = data[i + 1 : i + 3]
+        if data[i] == 0x2B and len(hexdigits) == 2:
+            try:
+                out.append(int(hexdigits, 16))
+                i += 3
+                continue
+            except ValueError:
+                pass
+        out.append(data[i])
+        i += 1
+    return out.decode("utf-8", "replace"), len(s)
+
+
+class xtextStreamReader(codecs.StreamReader):
+    def decode(self, s: Any, errors: str = "strict") -> Tuple[str, int]:
+        return xtext_decode(s)
+
+
+class xtextStreamWriter(codecs.StreamWriter):
+    def encode(self, s: Any, errors: str = "strict") -> Tuple[bytes, int]:
+        return xtext_encode(s)
+
+
+def xtext_codec(name: str) -> Optional[Tuple[Any, Any, Any, Any]]:
+    """
+    The codec search function for C{"xtext"}.
+    """
+    if name == "xtext":
+        return (xtext_encode, xtext_decode, xtextStreamReader, xtextStreamWriter)
+    return None
+
+
+codecs.register(xtext_codec)

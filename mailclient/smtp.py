@@ -1,0 +1,91 @@
+"""
+The SMTP client half of C{twisted.mail.smtp}, reimplemented.
+
+Change C{from twisted.mail.smtp import X} into C{from mailclient.smtp import X}
+and the same names, signatures, attributes, hooks and Deferred results are
+there.  The logic lives in private modules; this module only gathers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailclient._address import Address, quoteaddr
+from mailclient._client import SUCCESS, SMTPClient
+from mailclient._errors import (
+    AddressError,
+    AUTHDeclinedError,
+    AuthenticationError,
+    AUTHRequiredError,
+    EHLORequiredError,
+    ESMTPClientError,
+    InvalidAddressError,
+    MessageReadError,
+    SMTPAddressError,
+    SMTPBadRcpt,
+    SMTPBadSender,
+    SMTPClientError,
+    SMTPConnectError,
+    SMTPDeliveryError,
+    SMTPError,
+    SMTPProtocolError,
+    SMTPServerError,
+    SMTPTimeoutError,
+    TLSError,
+    TLSRequiredError,
+)
+from mailclient._host import getDNSName
+from mailclient._util import idGenerator, messageid, rfc822date
+from mailclient._xtext import (
+    xtext_codec,
+    xtext_decode,
+    xtext_encode,
+    xtextStreamReader,
+    xtextStreamWriter,
+)
+from mailclient.interfaces import IClientAuthentication
+
+
+def __getattr__(name: str) -> Any:
+    # DNSNAME is looked up on first use, not at import time.
+    if name == "DNSNAME":
+        return getDNSName()
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+__all__ = [
+    "AUTHDeclinedError",
+    "AUTHRequiredError",
+    "Address",
+    "AddressError",
+    "AuthenticationError",
+    "DNSNAME",
+    "EHLORequiredError",
+    "ESMTPClientError",
+    "IClientAuthentication",
+    "InvalidAddressError",
+    "MessageReadError",
+    "SMTPAddressError",
+    "SMTPBadRcpt",
+    "SMTPBadSender",
+    "SMTPClient",
+    "SMTPClientError",
+    "SMTPConnectError",
+    "SMTPDeliveryError",
+    "SMTPError",
+    "SMTPProtocolError",
+    "SMTPServerError",
+    "SMTPTimeoutError",
+    "SUCCESS",
+    "TLSError",
+    "TLSRequiredError",
+    "idGenerator",
+    "messageid",
+    "quoteaddr",
+    "rfc822date",
+    "xtextStreamReader",
+    "xtextStreamWriter",
+    "xtext_codec",
+    "xtext_decode",
+    "xtext_encode",
+]
