@@ -4,6 +4,12 @@ C{twisted.mail}.
 """
 
 from mailclient.smtp import (
+    ESMTPClient,
+    ESMTPSender,
+    ESMTPSenderFactory,
+    SMTPSender,
+    SMTPSenderFactory,
+    sendmail,
     SMTPClient,
     SMTPClientError,
     SMTPDeliveryError,
@@ -13,6 +19,12 @@ from mailclient.smtp import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ESMTPClient",
+    "ESMTPSender",
+    "ESMTPSenderFactory",
+    "SMTPSender",
+    "SMTPSenderFactory",
+    "sendmail",
     "SMTPClient",
     "SMTPClientError",
     "SMTPDeliveryError",

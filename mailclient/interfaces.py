@@ -21,4 +21,26 @@ class IClientAuthentication(Interface):
         """
 
 
-__all__ = ["IClientAuthentication"]
+class IChallengeResponse(Interface):
+    """
+    A challenge/response credentials object (server side of a SASL
+    exchange), as in C{twisted.mail.interfaces}.
+    """
+
+    def getChallenge() -> bytes:
+        """
+        Return the next challenge to send.
+        """
+
+    def setResponse(response: bytes) -> None:
+        """
+        Record the client's response to the last challenge.
+        """
+
+    def moreChallenges() -> bool:
+        """
+        Whether more challenges remain.
+        """
+
+
+__all__ = ["IClientAuthentication", "IChallengeResponse"]

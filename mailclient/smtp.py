@@ -12,6 +12,23 @@ from typing import Any
 
 from mailclient._address import Address, quoteaddr
 from mailclient._client import SUCCESS, SMTPClient
+from mailclient._esmtp import ESMTPClient
+from mailclient._sasl import (
+    CramMD5ClientAuthenticator,
+    LOGINAuthenticator,
+    LOGINCredentials,
+    OAUTHBEARERAuthenticator,
+    PLAINAuthenticator,
+    XOAUTH2Authenticator,
+)
+from mailclient._sender import (
+    ESMTPSender,
+    ESMTPSenderFactory,
+    SenderMixin,
+    SMTPSender,
+    SMTPSenderFactory,
+)
+from mailclient._sendmail import sendmail
 from mailclient._errors import (
     AddressError,
     AUTHDeclinedError,
@@ -54,6 +71,19 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CramMD5ClientAuthenticator",
+    "ESMTPClient",
+    "ESMTPSender",
+    "ESMTPSenderFactory",
+    "LOGINAuthenticator",
+    "LOGINCredentials",
+    "OAUTHBEARERAuthenticator",
+    "PLAINAuthenticator",
+    "SMTPSender",
+    "SMTPSenderFactory",
+    "SenderMixin",
+    "XOAUTH2Authenticator",
+    "sendmail",
     "AUTHDeclinedError",
     "AUTHRequiredError",
     "Address",

@@ -1,0 +1,385 @@
+"""
+L{ESMTPClient}: EHLO, STARTTLS and AUTH on top of L{SMTPClient}.
+
+Same state handlers, hooks, errors and codes as Twisted's class.  Fixed:
+EHLO keywords are case-insensitive; bytes the server sends after its reply
+to STARTTLS and before the handshake are refused (response injection);
+capabilities are forgotten when TLS starts; credentials never cross an
+unencrypted, non-loopback connection unless allowed; PLAIN is not retried in
+a second form; errors say whether the client or the server is at fault.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import warnings
+from typing import Any, List, Optional
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import ISSLTransport
+from twisted.python.failure import Failure
+
+from mailclient._client import SUCCESS, SMTPClient
+from mailclient._ehlo import Capabilities, parseCapabilities
+from mailclient._errors import (
+    AUTHDeclinedError,
+    AuthenticationError,
+    AUTHRequiredError,
+    EHLORequiredError,
+    SMTPProtocolError,
+    TLSError,
+    TLSRequiredError,
+)
+from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable
+
+
+def _mechanismName(authenticator: Any) -> bytes:
+    name = authenticator.getName()
+    if isinstance(name, str):
+        name = name.encode("ascii")
+    return bytes(name).upper()
+
+
+class ESMTPClient(SMTPClient):
+    """
+    A client for sending emails over ESMTP.
+
+    @ivar heloFallback: Whether or not to fall back to plain SMTP if the
+        C{EHLO} command is not recognised by the server.  Not honoured when
+        authentication or (on a connection not yet secured) transport
+        security is required.
+    @ivar requireAuthentication: If C{True}, refuse to proceed if
+        authentication cannot be performed.
+    @ivar requireTransportSecurity: If C{True}, refuse to proceed if the
+        transport cannot be secured.
+    @ivar allowCleartextAuthentication: If C{True}, credentials may be sent
+        over an unencrypted connection to a remote host.  By default they are
+        only sent over TLS or to a loopback address.  (mailclient addition)
+    @ivar context: The TLS context factory (or client connection creator)
+        to use for STARTTLS, if desired.
+    @ivar capabilities: The extensions of the last EHLO reply
+        (case-insensitive mapping), empty before EHLO and after STARTTLS.
+    """
+
+    heloFallback = True
+    requireAuthentication = False
+    requireTransportSecurity = False
+    allowCleartextAuthentication = False
+    context: Any = None
+    _tlsMode = False
+
+    def __init__(
+        self, secret: Any, contextFactory: Any = None, *args: Any, **kw: Any
+    ) -> None:
+        SMTPClient.__init__(self, *args, **kw)
+        self.authenticators: List[Any] = []
+        self.secret = secret
+        self.context = contextFactory
+        self.capabilities: Capabilities = Capabilities()
+        self._startingTLS = False
+
+    @property
+    def tlsMode(self) -> bool:
+        """
+        Deprecated: whether the connection is over TLS.
+        """
+        warnings.warn(
+            "tlsMode attribute of mailclient.smtp.ESMTPClient is deprecated "
+            "(as in Twisted since 13.0)",
+            category=DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._tlsMode
+
+    @tlsMode.setter
+    def tlsMode(self, value: bool) -> None:
+        warnings.warn(
+            "tlsMode attribute of mailclient.smtp.ESMTPClient is deprecated "
+            "(as in Twisted since 13.0)",
+            category=DeprecationWarning,
+            stacklevel=2,
+        )
+        self._tlsMode = value
+
+    # Error hooks: same classes and codes as Twisted.
+
+    def esmtpEHLORequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+        """
+        Fail because the server does not support ESMTP, which is required.
+        """
+        self.sendError(
+            EHLORequiredError(
+                502, b"Server does not support ESMTP Authentication", self.log.str()
+            )
+        )
+
+    def esmtpAUTHRequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+        """
+        Fail because authentication is required and cannot be performed.
+
+        The message says why: no password was given, no mechanism is
+        registered, or the server offers none of ours.
+        """
+        if not self.secret:
+            text = b"Authentication is required but no password was given"
+            code = -1
+        elif not self.authenticators:
+            text = b"Authentication is required but no authenticator is registered"
+            code = -1
+        else:
+            names = b", ".join(_mechanismName(a) for a in self.authenticators)
+            text = b"Server does not support Client Authentication schemes [%s]" % (
+                names,
+            )
+            code = 502
+        self.sendError(AUTHRequiredError(code, text, self.log.str()))
+
+    def esmtpTLSRequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+        """
+        Fail because TLS is required and cannot be used; the message says
+        whether the server does not offer it or the client has no context.
+        """
+        if self.context is None and b"STARTTLS" in self.capabilities:
+            if tlsAvailable():
+                text = (
+                    b"TLS is required but the client has no TLS context "
+                    b"(pass contextFactory or hostname)"
+                )
+            else:
+                text = (
+                    b"TLS is required but TLS support is not installed "
+                    b"(pip install mailclient[tls])"
+                )
+            code = -1
+        else:
+            text = b"Server does not support secure communication via TLS / SSL"
+            code = 502
+        self.sendError(TLSRequiredError(code, text, self.log.str()))
+
+    def esmtpTLSFailed(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+        """
+        Fail because TLS could not be started: the server refused STARTTLS,
+        or the handshake failed.
+        """
+        if code > 0 and resp is not None:
+            text = b"Server refused STARTTLS: " + resp
+        else:
+            text = b"Could not complete the SSL/TLS handshake"
+        self.sendError(TLSError(code, text, self.log.str()))
+
+    def esmtpAUTHDeclined(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+        """
+        Fail because the authentication was rejected.
+        """
+        self.sendError(AUTHDeclinedError(code, resp or b"", self.log.str()))
+
+    def esmtpAUTHMalformedChallenge(
+        self, code: int = -1, resp: Optional[bytes] = None
+    ) -> None:
+        """
+        Fail because the server sent a malformed authentication challenge.
+        """
+        self.sendError(
+            AuthenticationError(
+                501,
+                b"Login failed because the SMTP Server returned a malformed "
+                b"Authentication Challenge",
+                self.log.str(),
+            )
+        )
+
+    def esmtpAUTHServerError(
+        self, code: int = -1, resp: Optional[bytes] = None
+    ) -> None:
+        """
+        Fail because of some other authentication error.
+        """
+        self.sendError(AuthenticationError(code, resp or b"", self.log.str()))
+
+    def registerAuthenticator(self, auth: Any) -> None:
+        """
+        Register an authenticator.  The client uses the first registered
+        mechanism the server offers, so register the most secure first.
+
+        @param auth: an L{IClientAuthentication} provider.
+        """
+        self.authenticators.append(auth)
+
+    # States
+
+    def connectionMade(self) -> None:
+        """
+        Called when a connection has been made; the greeting triggers EHLO.
+        """
+        self._tlsMode = ISSLTransport.providedBy(self.transport)
+        SMTPClient.connectionMade(self)
+        self._okresponse = self.esmtpState_ehlo
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        tls = describeTLSFailure(reason)
+        if tls is not None and not (self._reported or self._quitting):
+            self._startingTLS = False
+            self._fail(TLSError(-1, tls, self.log.str(), isFatal=True))
+        SMTPClient.connectionLost(self, reason)
+
+    def esmtpState_ehlo(self, code: int, resp: bytes) -> None:
+        """
+        Send C{EHLO}.  If L{heloFallback} is set and neither TLS nor
+        authentication is required, a refused EHLO falls back to C{HELO}.
+        """
+        self._expected = SUCCESS
+        self._okresponse = self.esmtpState_serverConfig
+        self._failresponse = self.esmtpEHLORequired
+        needTLS = False if self._tlsMode else self.requireTransportSecurity
+        if self.heloFallback and not self.requireAuthentication and not needTLS:
+            self._failresponse = self.smtpState_helo
+        self.sendLine(b"EHLO " + self.identity)
+
+    def esmtpState_serverConfig(self, code: int, resp: bytes) -> None:
+        """
+        Parse the EHLO reply and take the next step (STARTTLS, AUTH or MAIL).
+        """
+        self.capabilities = parseCapabilities(resp)
+        self.tryTLS(code, resp, self.capabilities)
+
+    def tryTLS(self, code: int, resp: bytes, items: Any) -> None:
+        """
+        Start TLS if it is possible and not in use; fail if it is required
+        and impossible; otherwise go on to authentication.
+        """
+        hasTLS = self._tlsMode
+        canTLS = self.context is not None and b"STARTTLS" in items
+        mustTLS = self.requireTransportSecurity
+        if hasTLS or not (canTLS or mustTLS):
+            self.authenticate(code, resp, items)
+        elif canTLS:
+            self._expected = [220]
+            self._okresponse = self.esmtpState_starttls
+            self._failresponse = self.esmtpTLSFailed
+            self.sendLine(b"STARTTLS")
+        else:
+            self.esmtpTLSRequired()
+
+    def esmtpState_starttls(self, code: int, resp: bytes) -> None:
+        """
+        Start TLS after the server's 220, then send EHLO again.
+        """
+        if self._buffer:
+            # Anything after the 220 was sent in clear text before the
+            # handshake: a man in the middle may have injected it.
+            self._buffer = b""
+            self.sendError(
+                SMTPProtocolError(
+                    -1,
+                    b"Server sent data after its reply to STARTTLS, before the "
+                    b"TLS handshake (possible response injection)",
+                    self.log.str(),
+                )
+            )
+            return
+        self.capabilities = Capabilities()
+        try:
+            self.transport.startTLS(self.context)
+            self._tlsMode = True
+        except Exception as e:
+            self.sendError(
+                TLSError(
+                    -1,
+                    b"Could not start TLS: " + str(e).encode("utf-8", "replace"),
+                    self.log.str(),
+                    isFatal=True,
+                )
+            )
+            return
+        self.esmtpState_ehlo(code, resp)
+
+    def authenticate(self, code: int, resp: bytes, items: Any) -> None:
+        """
+        Authenticate with the first registered mechanism the server offers,
+        or go on to the mail transaction.
+        """
+        if self.secret and items.get(b"AUTH"):
+            offered = set(items[b"AUTH"].upper().split())
+            for auth in self.authenticators:
+                name = _mechanismName(auth)
+                if name in offered:
+                    if not self._mayAuthenticate():
+                        self._refuseCleartextAuthentication()
+                        return
+                    self._startAuthentication(auth, name)
+                    return
+        if self.requireAuthentication:
+            self.esmtpAUTHRequired()
+        else:
+            self.smtpState_from(code, resp)
+
+    def _mayAuthenticate(self) -> bool:
+        return (
+            self._tlsMode
+            or self.allowCleartextAuthentication
+            or isLoopback(self.transport)
+        )
+
+    def _refuseCleartextAuthentication(self) -> None:
+        self.sendError(
+            AUTHRequiredError(
+                -1,
+                b"Refusing to send credentials over an unencrypted connection "
+                b"(the server did not offer STARTTLS or no TLS context was "
+                b"given); set allowCleartextAuthentication to allow it",
+                self.log.str(),
+            )
+        )
+
+    def _startAuthentication(self, auth: Any, name: bytes) -> None:
+        self._authinfo = auth
+        reset = getattr(auth, "reset", None)
+        if reset is not None:
+            reset()
+        initial = getattr(auth, "initialResponse", None)
+        if initial is not None:
+            response = base64.b64encode(initial(self.secret)) or b"="
+            self._expected = [235, 334]
+            self._okresponse = self.smtpState_maybeAuthenticated
+            self._failresponse = self.esmtpAUTHDeclined
+            self.sendLine(b"AUTH " + name + b" " + response)
+        else:
+            self._expected = [334]
+            self._okresponse = self.esmtpState_challenge
+            self._failresponse = self.esmtpAUTHServerError
+            self.sendLine(b"AUTH " + name)
+
+    def esmtpState_challenge(self, code: int, resp: bytes) -> None:
+        self._authResponse(self._authinfo, resp)
+
+    def _authResponse(self, auth: Any, challenge: bytes) -> None:
+        self._failresponse = self.esmtpAUTHDeclined
+        try:
+            decoded = base64.b64decode(challenge, validate=True)
+        except (binascii.Error, ValueError):
+            # Illegal challenge: cancel the exchange, then give up.
+            self.sendLine(b"*")
+            self._okresponse = self.esmtpAUTHMalformedChallenge
+            self._failresponse = self.esmtpAUTHMalformedChallenge
+            return
+        response = auth.challengeResponse(self.secret, decoded)
+        self._expected = [235, 334]
+        self._okresponse = self.smtpState_maybeAuthenticated
+        self._inSASL = True
+        try:
+            self.sendLine(base64.b64encode(response))
+        finally:
+            self._inSASL = False
+
+    def smtpState_maybeAuthenticated(self, code: int, resp: bytes) -> None:
+        """
+        Handle the reply after a SASL response: success, or another
+        challenge.
+        """
+        if code == 235:
+            del self._authinfo
+            self.smtpState_from(code, resp)
+        else:
+            self._authResponse(self._authinfo, resp)
+

@@ -1,0 +1,176 @@
+"""
+L{sendmail}: send one message with one call, returning a Deferred.
+"""
+
+from __future__ import annotations
+
+import email.message
+import io
+from typing import Any, Optional, Sequence, Union
+
+from twisted.internet import defer
+
+from mailclient._client import checkIdentity
+from mailclient._errors import InvalidAddressError
+from mailclient._sender import ESMTPSenderFactory
+from mailclient._tls import verifyingContext
+
+#: The default time, in seconds, to wait for each server reply.
+DEFAULT_TIMEOUT = 300.0
+
+#: The port on which SMTP is spoken over implicit TLS (RFC 8314).
+SMTPS_PORT = 465
+
+
+def _messageFile(msg: Any) -> Any:
+    if hasattr(msg, "read"):
+        return msg
+    if isinstance(msg, email.message.Message):
+        # Flatten with CRLF line endings, keeping the message's own policy.
+        return io.BytesIO(msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+    if isinstance(msg, str):
+        return io.BytesIO(msg.encode("utf-8"))
+    return io.BytesIO(bytes(msg))
+
+
+def _text(value: Union[str, bytes]) -> str:
+    return value.decode("idna") if isinstance(value, bytes) else value
+
+
+def sendmail(
+    smtphost: Union[str, bytes],
+    from_addr: Any,
+    to_addrs: Any,
+    msg: Any,
+    senderDomainName: Optional[Union[str, bytes]] = None,
+    port: int = 25,
+    reactor: Any = None,
+    username: Optional[Union[str, bytes]] = None,
+    password: Optional[Union[str, bytes]] = None,
+    requireAuthentication: bool = False,
+    requireTransportSecurity: bool = False,
+    *,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
+    implicitTLS: Optional[bool] = None,
+    contextFactory: Any = None,
+    allowCleartextAuthentication: bool = False,
+    authenticators: Optional[Sequence[Any]] = None,
+    retries: int = 5,
+) -> defer.Deferred:
+    """
+    Send an email, as C{twisted.mail.smtp.sendmail} does.
+
+    Falls back to plain SMTP if the server does not speak ESMTP (unless TLS
+    or authentication is required), uses STARTTLS when the server offers it,
+    verifying the certificate for C{smtphost}, and authenticates when a
+    password is given.
+
+    @param smtphost: The host the message should be sent to.
+    @param from_addr: The (envelope) address sending this mail.
+    @param to_addrs: A list of addresses to send this mail to; a string is
+        one address.
+    @param msg: The message, including headers: L{bytes}, L{str} (sent as
+        UTF-8), a file (binary or text mode), or an L{email.message.Message}
+        (flattened with CRLF line endings).
+    @param senderDomainName: Name by which to identify (default: this host's
+        name).
+    @param port: Remote port to which to connect.
+    @param reactor: The reactor to use (default: the global reactor).
+    @param username: The username to use, if authenticating.
+    @param password: The secret to use; without it there is no
+        authentication.
+    @param requireAuthentication: Whether authentication is required.
+    @param requireTransportSecurity: Whether TLS is required.
+    @param timeout: Seconds to wait for each server reply (default 300, the
+        RFC 5321 figure); L{None} waits for ever, as Twisted does.
+    @param implicitTLS: Speak TLS from the first byte (SMTPS, RFC 8314).
+        Defaults to True when C{port} is 465.
+    @param contextFactory: TLS options to use instead of the default, which
+        verifies the server's certificate for C{smtphost}.
+    @param allowCleartextAuthentication: Allow the password to be sent over
+        an unencrypted connection to a remote host.
+    @param authenticators: SASL authenticators to use instead of CRAM-MD5,
+        LOGIN and PLAIN (for example L{XOAUTH2Authenticator}).
+    @param retries: How many times to retry, with backoff, after a
+        connection failure or a temporary error.
+
+    @return: A cancellable Deferred that fires with C{(numOk, addresses)}
+        when the server accepted the message for at least one recipient,
+        or fails with an L{SMTPClientError}.  Cancelling it stops retrying
+        and drops the connection at once.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    if implicitTLS is None:
+        implicitTLS = port == SMTPS_PORT
+    tlsHostname = _text(smtphost)
+    if contextFactory is None:
+        contextFactory = verifyingContext(tlsHostname)
+    if isinstance(username, str):
+        username = username.encode("utf-8")
+    if isinstance(password, str):
+        password = password.encode("utf-8")
+
+    factory: Optional[ESMTPSenderFactory] = None
+    connector: Any = None
+
+    def cancel(d: defer.Deferred) -> None:
+        if factory is None:
+            return
+        factory.sendFinished = True
+        factory.cancelRetry()
+        current = factory.currentProtocol
+        if current is not None and current.transport is not None:
+            current.transport.abortConnection()
+        elif connector is not None:
+            connector.disconnect()
+
+    d: defer.Deferred = defer.Deferred(cancel)
+    try:
+        domain = None if senderDomainName is None else checkIdentity(senderDomainName)
+        factory = ESMTPSenderFactory(
+            username,
+            password,
+            from_addr,
+            to_addrs,
+            _messageFile(msg),
+            d,
+            retries=retries,
+            timeout=timeout,
+            contextFactory=contextFactory,
+            heloFallback=True,
+            requireAuthentication=requireAuthentication,
+            requireTransportSecurity=requireTransportSecurity,
+            hostname=tlsHostname,
+            allowCleartextAuthentication=allowCleartextAuthentication,
+            authenticators=authenticators,
+        )
+    except (ValueError, InvalidAddressError) as e:
+        d.errback(
+            e if isinstance(e, InvalidAddressError) else InvalidAddressError(str(e))
+        )
+        return d
+    except Exception:
+        d.errback()
+        return d
+    if domain is not None:
+        factory.domain = domain
+    factory.reactor = reactor
+    if implicitTLS:
+        if contextFactory is None:
+            from mailclient._errors import TLSRequiredError
+
+            d.errback(
+                TLSRequiredError(
+                    -1,
+                    b"Implicit TLS requested but TLS support is not installed "
+                    b"(pip install mailclient[tls])",
+                )
+            )
+            return d
+        connector = reactor.connectSSL(tlsHostname, port, factory, contextFactory)
+    else:
+        connector = reactor.connectTCP(tlsHostname, port, factory)
+    return d

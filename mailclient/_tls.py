@@ -1,0 +1,84 @@
+"""
+TLS helpers: verifying client contexts, loopback detection, and readable
+descriptions of handshake failures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Optional, Union
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.python.failure import Failure
+
+
+def tlsAvailable() -> bool:
+    """
+    Whether pyOpenSSL (and so Twisted's TLS support) is installed.
+    """
+    try:
+        from twisted.internet import ssl  # noqa: F401
+        import OpenSSL  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def verifyingContext(hostname: Union[str, bytes]) -> Optional[Any]:
+    """
+    Return client TLS options that verify the server's certificate against
+    the system trust store and check that it is valid for C{hostname}, or
+    L{None} when TLS support is not installed.
+    """
+    if not tlsAvailable():
+        return None
+    from twisted.internet.ssl import optionsForClientTLS
+
+    if isinstance(hostname, bytes):
+        hostname = hostname.decode("idna")
+    return optionsForClientTLS(hostname)
+
+
+def isLoopback(transport: Any) -> bool:
+    """
+    Whether C{transport} connects to this machine (a loopback address or a
+    UNIX socket), where credentials never cross a network.
+    """
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return False
+    if isinstance(peer, UNIXAddress):
+        return True
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        try:
+            return ipaddress.ip_address(peer.host.split("%")[0]).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
+def describeTLSFailure(reason: Failure) -> Optional[bytes]:
+    """
+    Return a short explanation when C{reason} is a TLS handshake or
+    certificate verification failure, else L{None}.
+    """
+    try:
+        from service_identity import VerificationError
+    except ImportError:  # pragma: no cover
+        VerificationError = None
+    if VerificationError is not None and reason.check(VerificationError):
+        return (
+            b"TLS certificate does not match the server host name: "
+            + str(reason.value).encode("utf-8", "replace")
+        )
+    try:
+        from OpenSSL.SSL import Error as SSLError
+    except ImportError:  # pragma: no cover
+        return None
+    if reason.check(SSLError):
+        text = str(reason.value)
+        if "certificate verify failed" in text:
+            return b"TLS certificate verification failed (untrusted or invalid certificate): " + text.encode("utf-8", "replace")
+        return b"TLS handshake failed: " + text.encode("utf-8", "replace")
+    return None
