@@ -42,6 +42,7 @@ class DataEncoder:
             # The CR that ended the previous chunk already produced CRLF.
             chunk = chunk[1:]
             if not chunk:
+                self._pendingCR = False
                 return b""
         self._pendingCR = chunk[-1:] == b"\r"
         if b"\r" in chunk:

@@ -46,11 +46,19 @@ def xtext_decode(s: Union[bytes, str], errors: Optional[str] = None) -> Tuple[st
 
 
 class xtextStreamReader(codecs.StreamReader):
+    """
+    Stream reader of the xtext codec.
+    """
+
     def decode(self, s: Any, errors: str = "strict") -> Tuple[str, int]:
         return xtext_decode(s)
 
 
 class xtextStreamWriter(codecs.StreamWriter):
+    """
+    Stream writer of the xtext codec.
+    """
+
     def encode(self, s: Any, errors: str = "strict") -> Tuple[bytes, int]:
         return xtext_encode(s)
 
