@@ -13,7 +13,7 @@ for each message attempt.
 from __future__ import annotations
 
 import io
-from typing import IO, Any, Callable, Collection, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Collection, List, Optional, Tuple, Union, cast
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -49,10 +49,11 @@ def checkIdentity(identity: Union[bytes, str, None]) -> bytes:
     @raise ValueError: if it holds CR, LF or NUL, which would inject commands.
     """
     if isinstance(identity, str):
+        text = identity
         try:
-            identity = identity.encode("ascii")
+            identity = text.encode("ascii")
         except UnicodeEncodeError:
-            identity = identity.encode("idna")
+            identity = text.encode("idna")
     identity = identity or b""
     if any(c in identity for c in (b"\r", b"\n", b"\0")):
         raise ValueError("SMTP identity contains CR, LF or NUL: %r" % (identity,))
@@ -95,7 +96,7 @@ def binaryFile(f: Any) -> Any:
     Return C{f}, or a bytes view of it if it is a text-mode file.
     """
     if isinstance(f, io.TextIOBase):
-        return _TextToBytes(f)
+        return _TextToBytes(cast(IO[str], f))
     mode = getattr(f, "mode", "")
     if isinstance(mode, str) and mode and "b" not in mode and "r" in mode:
         return _TextToBytes(f)
@@ -112,7 +113,7 @@ class BodySender(basic.FileSender):
     encodes to no bytes.
     """
 
-    lastSent = b""
+    lastSent = b""  # type: ignore[assignment]
 
     def resumeProducing(self) -> None:
         try:
@@ -275,7 +276,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             if line[:3].isdigit():
                 text = "Malformed response from SMTP server: %s" % (e,)
             else:
-                text = "Invalid response from SMTP server: %s" % (line[:200],)
+                text = "Invalid response from SMTP server: %r" % (line[:200],)
             self._fail(SMTPProtocolError(-1, text, self.log.str()))
             return None
         if reply is None:

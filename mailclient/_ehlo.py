@@ -64,7 +64,7 @@ def parseCapabilities(resp: bytes) -> Capabilities:
             # Legacy form used by old Microsoft servers: AUTH=LOGIN PLAIN
             legacy = keyword[5:] + (b" " + value if value else b"")
             keyword, value = b"AUTH", legacy
-        if keyword == b"AUTH" and dict.get(caps, b"AUTH"):
+        if keyword == b"AUTH" and caps.get(b"AUTH"):
             old = caps[b"AUTH"] or b""
             extra = [m for m in (value or b"").split() if m.upper() not in old.upper().split()]
             value = b" ".join([old] + extra) if extra else old

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import warnings
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
@@ -280,7 +280,7 @@ class ESMTPClient(SMTPClient):
             return
         self.capabilities = Capabilities()
         try:
-            self.transport.startTLS(self.context)
+            cast(Any, self.transport).startTLS(self.context)
             self._tlsMode = True
         except Exception as e:
             self.sendError(

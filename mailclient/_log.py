@@ -8,7 +8,7 @@ rewrites outgoing lines before they are recorded.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, List, Optional, cast
 
 from twisted.python import util
 
@@ -42,4 +42,5 @@ class TranscriptLog(util.LineLog):
         return list(self)[item]
 
     def __iter__(self) -> Iterator[bytes]:
-        return (line for line in self.log if line)
+        lines = cast(List[Optional[bytes]], self.log)
+        return (line for line in lines if line)

@@ -122,8 +122,9 @@ def sendmail(
         factory.sendFinished = True
         factory.cancelRetry()
         current = factory.currentProtocol
-        if current is not None and current.transport is not None:
-            current.transport.abortConnection()
+        transport: Any = current.transport if current is not None else None
+        if transport is not None:
+            transport.abortConnection()
         elif connector is not None:
             connector.disconnect()
 

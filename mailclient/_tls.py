@@ -66,12 +66,13 @@ def describeTLSFailure(reason: Failure) -> Optional[bytes]:
     try:
         from service_identity import VerificationError
     except ImportError:  # pragma: no cover
-        VerificationError = None
-    if VerificationError is not None and reason.check(VerificationError):
-        return (
-            b"TLS certificate does not match the server host name: "
-            + str(reason.value).encode("utf-8", "replace")
-        )
+        pass
+    else:
+        if reason.check(VerificationError):
+            return (
+                b"TLS certificate does not match the server host name: "
+                + str(reason.value).encode("utf-8", "replace")
+            )
     try:
         from OpenSSL.SSL import Error as SSLError
     except ImportError:  # pragma: no cover

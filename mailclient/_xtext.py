@@ -63,12 +63,18 @@ class xtextStreamWriter(codecs.StreamWriter):
         return xtext_encode(s)
 
 
-def xtext_codec(name: str) -> Optional[Tuple[Any, Any, Any, Any]]:
+def xtext_codec(name: str) -> Optional[codecs.CodecInfo]:
     """
     The codec search function for C{"xtext"}.
     """
     if name == "xtext":
-        return (xtext_encode, xtext_decode, xtextStreamReader, xtextStreamWriter)
+        return codecs.CodecInfo(
+            xtext_encode,  # type: ignore[arg-type]
+            xtext_decode,  # type: ignore[arg-type]
+            xtextStreamReader,
+            xtextStreamWriter,
+            name="xtext",
+        )
     return None
 
 
