@@ -343,6 +343,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         *,
         allowCleartextAuthentication: bool = False,
         authenticators: Optional[Sequence[Any]] = None,
+        tls: bool = True,
     ) -> None:
         """
         Arguments as Twisted's, plus (keyword only):
@@ -352,6 +353,8 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         @param authenticators: SASL authenticators to use instead of the
             default CRAM-MD5, LOGIN, PLAIN (for example an
             L{XOAUTH2Authenticator}).
+        @param tls: C{False} never uses TLS, even when the server offers it
+            (for servers with broken TLS on trusted networks).
         """
         SMTPSenderFactory.__init__(
             self, fromEmail, toEmail, file, deferred, retries, timeout
@@ -365,18 +368,19 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         self._hostname = hostname
         self._allowCleartextAuthentication = allowCleartextAuthentication
         self._authenticators = list(authenticators) if authenticators else None
+        self._tls = tls
 
     def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
         """
         Build an L{ESMTPSender} configured as given to L{__init__}; this sets
         L{currentProtocol} too.
         """
-        hostname = self._hostname or self._connectHost
+        hostname = (self._hostname or self._connectHost) if self._tls else None
         try:
             p = self.protocol(  # type: ignore[call-arg]
                 self.username,
                 self.password,
-                self._contextFactory,
+                self._contextFactory if self._tls else None,
                 self.domain,
                 self.nEmails * 2 + 2,
                 hostname=hostname,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import email.message
 import io
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Type, Union
 
 from twisted.internet import defer
 
@@ -56,6 +56,8 @@ def sendmail(
     allowCleartextAuthentication: bool = False,
     authenticators: Optional[Sequence[Any]] = None,
     retries: int = 5,
+    tls: bool = True,
+    _factoryClass: Type[ESMTPSenderFactory] = ESMTPSenderFactory,
 ) -> defer.Deferred:
     """
     Send an email, as C{twisted.mail.smtp.sendmail} does.
@@ -91,6 +93,7 @@ def sendmail(
         an unencrypted connection to a remote host.
     @param authenticators: SASL authenticators to use instead of CRAM-MD5,
         LOGIN and PLAIN (for example L{XOAUTH2Authenticator}).
+    @param tls: C{False} never uses TLS, even if the server offers it.
     @param retries: How many times to retry, with backoff, after a
         connection failure or a temporary error.
 
@@ -106,7 +109,7 @@ def sendmail(
     if implicitTLS is None:
         implicitTLS = port == SMTPS_PORT
     tlsHostname = _text(smtphost)
-    if contextFactory is None:
+    if contextFactory is None and tls:
         contextFactory = verifyingContext(tlsHostname)
     if isinstance(username, str):
         username = username.encode("utf-8")
@@ -131,7 +134,7 @@ def sendmail(
     d: defer.Deferred = defer.Deferred(cancel)
     try:
         domain = None if senderDomainName is None else checkIdentity(senderDomainName)
-        factory = ESMTPSenderFactory(
+        factory = _factoryClass(
             username,
             password,
             from_addr,
@@ -147,6 +150,7 @@ def sendmail(
             hostname=tlsHostname,
             allowCleartextAuthentication=allowCleartextAuthentication,
             authenticators=authenticators,
+            tls=tls,
         )
     except (ValueError, InvalidAddressError) as e:
         d.errback(
@@ -160,7 +164,7 @@ def sendmail(
         factory.domain = domain
     factory.reactor = reactor
     if implicitTLS:
-        if contextFactory is None:
+        if contextFactory is None or not tls:
             from mailclient._errors import TLSRequiredError
 
             d.errback(

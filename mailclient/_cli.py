@@ -1,0 +1,330 @@
+"""
+The C{mailclient} command: C{send}, C{demo} and C{sink}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import email.utils
+import io
+import os
+import sys
+from typing import IO, Any, List, Optional, Sequence, TextIO, Tuple
+
+from twisted.internet import defer, task
+
+from mailclient._errors import SMTPClientError, SMTPDeliveryError
+from mailclient._log import redact
+from mailclient._sender import ESMTPSender, ESMTPSenderFactory
+from mailclient._sendmail import sendmail
+
+EX_OK = 0
+EX_FAILED = 1
+EX_USAGE = 64
+EX_TEMPFAIL = 75
+
+PASSWORD_ENV = "MAILCLIENT_PASSWORD"
+
+
+def _splitHeaders(raw: IO[bytes]) -> Tuple[bytes, IO[bytes]]:
+    """
+    Read the header block of a message (up to and including the empty line)
+    and return it with the file positioned at the body.
+    """
+    header = bytearray()
+    while True:
+        line = raw.readline()
+        header += line
+        if not line or line in (b"\n", b"\r\n") or len(header) > 1 << 20:
+            return bytes(header), raw
+
+
+def _stripBcc(header: bytes) -> bytes:
+    out: List[bytes] = []
+    skipping = False
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        skipping = line[:4].lower() == b"bcc:"
+        if not skipping:
+            out.append(line)
+    return b"".join(out)
+
+
+class _Chain(io.RawIOBase):
+    """
+    A read-only file made of a bytes prefix followed by another file.
+    """
+
+    def __init__(self, prefix: bytes, rest: IO[bytes]) -> None:
+        self._prefix = prefix
+        self._rest = rest
+        self._restStart = rest.tell() if rest.seekable() else 0
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._rest.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if offset != 0 or whence != 0:
+            raise io.UnsupportedOperation("can only rewind")
+        self._rest.seek(self._restStart)
+        self._pos = 0
+        return 0
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        if self._pos < len(self._prefix):
+            end = len(self._prefix) if size < 0 else self._pos + size
+            data = self._prefix[self._pos:end]
+            self._pos += len(data)
+            return data
+        return self._rest.read(size)
+
+
+class _Progress(io.RawIOBase):
+    """
+    Reports on stderr how much of a large message has been read.
+    """
+
+    STEP = 8 << 20
+
+    def __init__(self, inner: IO[bytes], total: Optional[int], out: TextIO) -> None:
+        self._inner = inner
+        self._total = total
+        self._out = out
+        self._done = 0
+        self._next = self.STEP
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._done = 0
+        self._next = self.STEP
+        return self._inner.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        data = self._inner.read(size)
+        self._done += len(data)
+        if self._done >= self._next:
+            self._next += self.STEP
+            total = " of %d MiB" % (self._total >> 20) if self._total else ""
+            self._out.write("sent %d MiB%s\n" % (self._done >> 20, total))
+        return data
+
+
+def _verboseFactory(out: TextIO) -> Any:
+    class VerboseSender(ESMTPSender):
+        _logsize = 0
+
+        def sendLine(self, line: bytes) -> None:  # type: ignore[override]
+            shown = redact(line, self._inSASL)
+            out.write("C: %s\n" % shown.decode("utf-8", "replace"))
+            ESMTPSender.sendLine(self, line)
+
+        def lineReceived(self, line: bytes) -> Any:
+            out.write("S: %s\n" % line.decode("utf-8", "replace"))
+            return ESMTPSender.lineReceived(self, line)
+
+    class VerboseFactory(ESMTPSenderFactory):
+        protocol = VerboseSender
+
+    return VerboseFactory
+
+
+def _readPassword(args: argparse.Namespace) -> Optional[bytes]:
+    if args.user is None:
+        return None
+    if args.password_file:
+        with open(args.password_file, "rb") as f:
+            return f.read().rstrip(b"\r\n")
+    value = os.environ.get(args.password_env)
+    if value is None:
+        raise SystemExit(
+            "mailclient: --user given but no password: set $%s or use "
+            "--password-file" % (args.password_env,)
+        )
+    return value.encode("utf-8")
+
+
+def _trustRoot(cafile: Optional[str]) -> Any:
+    if cafile is None:
+        return None
+    from twisted.internet.ssl import Certificate, optionsForClientTLS  # noqa: F401
+
+    with open(cafile, "rb") as f:
+        return Certificate.loadPEM(f.read())
+
+
+def _contextFor(host: str, cafile: Optional[str], tlsName: Optional[str]) -> Any:
+    if cafile is None and tlsName is None:
+        return None
+    from twisted.internet.ssl import optionsForClientTLS
+
+    return optionsForClientTLS(tlsName or host, trustRoot=_trustRoot(cafile))
+
+
+def _recipientsFromHeaders(header: bytes) -> List[str]:
+    parsed = email.parser.BytesHeaderParser().parsebytes(header)
+    fields: List[str] = []
+    for name in ("to", "cc", "bcc"):
+        fields.extend(str(v) for v in parsed.get_all(name, []))
+    return [addr for _, addr in email.utils.getaddresses(fields) if addr]
+
+
+def _senderFromHeaders(header: bytes) -> Optional[str]:
+    parsed = email.parser.BytesHeaderParser().parsebytes(header)
+    value = parsed.get("from")
+    if value is None:
+        return None
+    return email.utils.parseaddr(str(value))[1] or None
+
+
+def _openMessage(path: str) -> IO[bytes]:
+    if path == "-":
+        import tempfile
+
+        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        while True:
+            chunk = sys.stdin.buffer.read(1 << 16)
+            if not chunk:
+                break
+            spool.write(chunk)
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+@defer.inlineCallbacks
+def _send(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> Any:
+    raw = _openMessage(args.file)
+    header, body = _splitHeaders(raw)
+    recipients = list(args.recipients)
+    if args.t:
+        recipients += _recipientsFromHeaders(header)
+        header = _stripBcc(header)
+    if not recipients:
+        err.write("mailclient: no recipients (give addresses or -t)\n")
+        return EX_USAGE
+    sender = args.sender or _senderFromHeaders(header) or ""
+    message: IO[bytes] = _Chain(header, body)  # type: ignore[assignment]
+    try:
+        size: Optional[int] = os.fstat(raw.fileno()).st_size
+    except Exception:
+        size = None
+    if size is not None and size > _Progress.STEP:
+        message = _Progress(message, size, err)  # type: ignore[assignment]
+    tls = args.tls_mode
+    try:
+        result = yield sendmail(
+            args.host,
+            sender,
+            recipients,
+            message,
+            senderDomainName=args.helo,
+            port=args.port or (465 if tls == "tls" else 25),
+            reactor=reactor,
+            username=args.user,
+            password=_readPassword(args),
+            requireTransportSecurity=tls in ("starttls", "tls"),
+            requireAuthentication=args.user is not None,
+            timeout=args.timeout,
+            implicitTLS=tls == "tls",
+            contextFactory=_contextFor(args.host, args.cafile, args.tls_name),
+            allowCleartextAuthentication=args.allow_cleartext_auth,
+            retries=0,
+            tls=tls != "none",
+            _factoryClass=_verboseFactory(err) if args.verbose else ESMTPSenderFactory,
+        )
+    except SMTPDeliveryError as e:
+        _report(out, list(e.addresses or []), e)  # type: ignore[call-overload]
+        return EX_TEMPFAIL if 400 <= e.code < 500 else EX_FAILED
+    except SMTPClientError as e:
+        out.write("FAILED %s\n" % (str(e).splitlines()[0] if str(e) else repr(e),))
+        return EX_TEMPFAIL if e.retry or 400 <= e.code < 500 else EX_FAILED
+    finally:
+        raw.close()
+    numOk, addresses = result
+    _report(out, addresses, None)
+    return EX_OK if numOk == len(addresses) else EX_FAILED
+
+
+def _report(out: TextIO, addresses: Sequence[Any], exc: Optional[SMTPClientError]) -> None:
+    for addr, code, resp in addresses:
+        if isinstance(addr, bytes):
+            addr = addr.decode("utf-8", "replace")
+        status = "OK" if 200 <= code < 300 and exc is None else "FAILED"
+        if exc is not None and 200 <= code < 300:
+            status = "FAILED"
+            code, resp = exc.code, exc.resp
+        out.write(
+            "%s %s %03d %s\n"
+            % (status, addr, code, resp.decode("utf-8", "replace").replace("\n", " "))
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailclient", description="Send mail with mailclient, or try it."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    send = sub.add_parser("send", help="send an RFC 5322 message (sendmail-style)")
+    send.add_argument("recipients", nargs="*", help="envelope recipients")
+    send.add_argument("--from", dest="sender", help="envelope sender (default: From:)")
+    send.add_argument("-t", action="store_true", help="read recipients from To/Cc/Bcc and remove Bcc")
+    send.add_argument("-f", "--file", default="-", help="message file (default: stdin)")
+    send.add_argument("--host", default="localhost")
+    send.add_argument("--port", type=int, default=None, help="default 25, or 465 with --tls")
+    mode = send.add_mutually_exclusive_group()
+    mode.add_argument("--starttls", dest="tls_mode", action="store_const", const="starttls", help="require STARTTLS")
+    mode.add_argument("--tls", dest="tls_mode", action="store_const", const="tls", help="implicit TLS (SMTPS)")
+    mode.add_argument("--no-tls", dest="tls_mode", action="store_const", const="none", help="never use TLS")
+    send.set_defaults(tls_mode="opportunistic")
+    send.add_argument("--cafile", help="PEM file of CA certificates to trust instead of the system's")
+    send.add_argument("--tls-name", help="host name the certificate must match (default: --host)")
+    send.add_argument("--user", help="user name for AUTH")
+    send.add_argument("--password-env", default=PASSWORD_ENV, help="environment variable holding the password (default $%s)" % PASSWORD_ENV)
+    send.add_argument("--password-file", help="file holding the password")
+    send.add_argument("--allow-cleartext-auth", action="store_true", help="allow AUTH without TLS to a remote host")
+    send.add_argument("--helo", help="name to give in EHLO/HELO")
+    send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each reply")
+    send.add_argument("-v", "--verbose", action="store_true", help="print the (redacted) transcript on stderr")
+
+    demo = sub.add_parser("demo", help="send a sample message to an embedded server and show it")
+    demo.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    sink = sub.add_parser("sink", help="run a local catch-all SMTP server")
+    sink.add_argument("--port", type=int, default=2525)
+    sink.add_argument("--interface", default="127.0.0.1")
+    sink.add_argument("--maildir", help="store messages in this Maildir instead of printing them")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """
+    Entry point of the C{mailclient} command.
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "send":
+        task.react(lambda reactor: _exitWith(_send(reactor, args, sys.stdout, sys.stderr)))
+    elif args.command == "demo":
+        from mailclient._demo import runDemo
+
+        task.react(lambda reactor: _exitWith(runDemo(reactor, sys.stdout, args.quiet)))
+    elif args.command == "sink":
+        from mailclient._demo import runSink
+
+        task.react(lambda reactor: runSink(reactor, args, sys.stdout))
+
+
+def _exitWith(d: defer.Deferred) -> defer.Deferred:
+    def check(code: int) -> None:
+        if code:
+            raise SystemExit(code)
+
+    return d.addCallback(check)
