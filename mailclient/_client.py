@@ -103,6 +103,12 @@ def binaryFile(f: Any) -> Any:
     return f
 
 
+class _TransferStopped(Exception):
+    """
+    The transport stopped the body producer (the connection went away).
+    """
+
+
 class BodySender(basic.FileSender):
     """
     A pull producer that streams a message body to the transport.
@@ -114,6 +120,10 @@ class BodySender(basic.FileSender):
     """
 
     lastSent = b""  # type: ignore[assignment]
+
+    def stopProducing(self) -> None:
+        # The transport is going away: connectionLost reports that.
+        self.abort(Failure(_TransferStopped()))
 
     def resumeProducing(self) -> None:
         try:
@@ -148,12 +158,6 @@ class BodySender(basic.FileSender):
         d, self.deferred = self.deferred, None
         if d is not None:
             d.errback(reason)
-
-
-class _TransferStopped(Exception):
-    """
-    The transport stopped the body producer (the connection went away).
-    """
 
 
 class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
@@ -329,6 +333,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             if self.transport is not None:
                 self.transport.loseConnection()
             return
+        self._reported = True
         try:
             self.sendError(exc)
         except Exception:
@@ -337,11 +342,11 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
                 self.transport.loseConnection()
 
     def smtpConnectionFailed(self, code: int, resp: bytes) -> None:
-        self.sendError(SMTPConnectError(code, resp, self.log.str()))
+        self._fail(SMTPConnectError(code, resp, self.log.str()))
 
     def smtpTransferFailed(self, code: int, resp: bytes) -> None:
         if code < 0:
-            self.sendError(SMTPProtocolError(code, resp, self.log.str()))
+            self._fail(SMTPProtocolError(code, resp, self.log.str()))
         else:
             self.smtpState_msgSent(code, resp)
 
@@ -358,6 +363,8 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             self._disconnectFromServer()
             return
         self._reported = False
+        self.toAddressesResult = []
+        self.successAddresses = []
         try:
             sender = self.quoteAddress(self._from)
         except InvalidAddressError as e:

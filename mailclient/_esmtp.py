@@ -108,7 +108,7 @@ class ESMTPClient(SMTPClient):
         """
         Fail because the server does not support ESMTP, which is required.
         """
-        self.sendError(
+        self._fail(
             EHLORequiredError(
                 502, b"Server does not support ESMTP Authentication", self.log.str()
             )
@@ -133,7 +133,7 @@ class ESMTPClient(SMTPClient):
                 names,
             )
             code = 502
-        self.sendError(AUTHRequiredError(code, text, self.log.str()))
+        self._fail(AUTHRequiredError(code, text, self.log.str()))
 
     def esmtpTLSRequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
         """
@@ -155,7 +155,7 @@ class ESMTPClient(SMTPClient):
         else:
             text = b"Server does not support secure communication via TLS / SSL"
             code = 502
-        self.sendError(TLSRequiredError(code, text, self.log.str()))
+        self._fail(TLSRequiredError(code, text, self.log.str()))
 
     def esmtpTLSFailed(self, code: int = -1, resp: Optional[bytes] = None) -> None:
         """
@@ -166,13 +166,13 @@ class ESMTPClient(SMTPClient):
             text = b"Server refused STARTTLS: " + resp
         else:
             text = b"Could not complete the SSL/TLS handshake"
-        self.sendError(TLSError(code, text, self.log.str()))
+        self._fail(TLSError(code, text, self.log.str()))
 
     def esmtpAUTHDeclined(self, code: int = -1, resp: Optional[bytes] = None) -> None:
         """
         Fail because the authentication was rejected.
         """
-        self.sendError(AUTHDeclinedError(code, resp or b"", self.log.str()))
+        self._fail(AUTHDeclinedError(code, resp or b"", self.log.str()))
 
     def esmtpAUTHMalformedChallenge(
         self, code: int = -1, resp: Optional[bytes] = None
@@ -180,7 +180,7 @@ class ESMTPClient(SMTPClient):
         """
         Fail because the server sent a malformed authentication challenge.
         """
-        self.sendError(
+        self._fail(
             AuthenticationError(
                 501,
                 b"Login failed because the SMTP Server returned a malformed "
@@ -195,7 +195,7 @@ class ESMTPClient(SMTPClient):
         """
         Fail because of some other authentication error.
         """
-        self.sendError(AuthenticationError(code, resp or b"", self.log.str()))
+        self._fail(AuthenticationError(code, resp or b"", self.log.str()))
 
     def registerAuthenticator(self, auth: Any) -> None:
         """
@@ -269,7 +269,7 @@ class ESMTPClient(SMTPClient):
             # Anything after the 220 was sent in clear text before the
             # handshake: a man in the middle may have injected it.
             self._buffer = b""
-            self.sendError(
+            self._fail(
                 SMTPProtocolError(
                     -1,
                     b"Server sent data after its reply to STARTTLS, before the "
@@ -283,7 +283,7 @@ class ESMTPClient(SMTPClient):
             cast(Any, self.transport).startTLS(self.context)
             self._tlsMode = True
         except Exception as e:
-            self.sendError(
+            self._fail(
                 TLSError(
                     -1,
                     b"Could not start TLS: " + str(e).encode("utf-8", "replace"),
@@ -322,7 +322,7 @@ class ESMTPClient(SMTPClient):
         )
 
     def _refuseCleartextAuthentication(self) -> None:
-        self.sendError(
+        self._fail(
             AUTHRequiredError(
                 -1,
                 b"Refusing to send credentials over an unencrypted connection "

@@ -1,0 +1,392 @@
+"""
+Drive an SMTP client over an in-memory transport with scripted replies.
+
+Two pieces, both independent of which implementation is under test:
+
+  - L{recording} builds, from any C{SMTPClient} subclass (Twisted's or
+    ours, plain or ESMTP), a subclass whose hooks serve a queue of
+    L{Message}s and record every hook call with its arguments.
+
+  - L{Session} connects a client to a L{StringTransport}, feeds it server
+    replies, pulls the body producer the way a real transport would, and
+    delivers C{connectionLost} once the client has closed the connection.
+    It keeps the exchange, in order, as C{("C", bytes)} and C{("S", bytes)}
+    entries, so two clients can be compared byte for byte.
+
+Nothing here depends on mailclient, so the same script can be run through
+C{twisted.mail.smtp.SMTPClient} for differential tests.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Type, Union
+
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+__all__ = [
+    "Message",
+    "Session",
+    "describeError",
+    "normaliseCalls",
+    "recording",
+]
+
+Body = Union[bytes, str, Callable[[], Any]]
+
+
+class Message:
+    """
+    One message for a recording client to send.
+
+    @ivar sender: What C{getMailFrom} returns.
+    @ivar recipients: What C{getMailTo} returns (returned as is, so a test
+        can hand back a single string or any iterable).
+    @ivar body: C{bytes} (served as L{io.BytesIO}), C{str} (served as
+        L{io.StringIO}, a text-mode file) or a zero-argument callable
+        returning the file-like object C{getMailData} returns.
+    """
+
+    def __init__(self, sender: Any, recipients: Any, body: Body = b"") -> None:
+        self.sender = sender
+        self.recipients = recipients
+        self.body = body
+
+    def open(self) -> Any:
+        """
+        Return a fresh file-like object holding the body.
+        """
+        if isinstance(self.body, bytes):
+            return io.BytesIO(self.body)
+        if isinstance(self.body, str):
+            return io.StringIO(self.body)
+        return self.body()
+
+    def __repr__(self) -> str:
+        return "Message(%r, %r, %r)" % (self.sender, self.recipients, self.body)
+
+
+class _RecordingHooks:
+    """
+    The hook bodies of a recording client; mixed in front of the class
+    under test by L{recording}.
+
+    @ivar messages: The messages still to send.
+    @ivar current: The message being sent, or L{None}.
+    @ivar calls: Each hook call as a tuple C{(name, *args)}; the C{log}
+        argument of C{sentMail} is recorded as C{log.str()} at call time.
+    @ivar errors: The exceptions passed to C{sendError}, in order.
+    @ivar delivered: The C{(code, resp)} of each C{sentMail} call.
+    """
+
+    messages: List[Message]
+    current: Optional[Message]
+    calls: List[Tuple[Any, ...]]
+
+    def queue(self, *messages: Message) -> None:
+        """
+        Add messages to send.
+        """
+        self.messages.extend(messages)
+
+    def getMailFrom(self) -> Any:
+        self.calls.append(("getMailFrom",))
+        if not self.messages:
+            self.current = None
+            return None
+        self.current = self.messages.pop(0)
+        return self.current.sender
+
+    def getMailTo(self) -> Any:
+        self.calls.append(("getMailTo",))
+        assert self.current is not None, "getMailTo without a message"
+        return self.current.recipients
+
+    def getMailData(self) -> Any:
+        self.calls.append(("getMailData",))
+        assert self.current is not None, "getMailData without a message"
+        return self.current.open()
+
+    def sentMail(
+        self, code: int, resp: Any, numOk: int, addresses: Any, log: Any
+    ) -> None:
+        self.calls.append(
+            ("sentMail", code, resp, numOk, [tuple(a) for a in addresses], log.str())
+        )
+
+    def sendError(self, exc: Exception) -> None:
+        self.calls.append(("sendError", exc))
+        # The default behaviour (QUIT or close) is part of what is compared.
+        self._baseClass.sendError(self, exc)  # type: ignore[attr-defined]
+
+    @property
+    def errors(self) -> List[Exception]:
+        return [c[1] for c in self.calls if c[0] == "sendError"]
+
+    @property
+    def delivered(self) -> List[Tuple[int, Any]]:
+        return [(c[1], c[2]) for c in self.calls if c[0] == "sentMail"]
+
+    def hookNames(self) -> List[str]:
+        """
+        The names of the hooks called, in order.
+        """
+        return [c[0] for c in self.calls]
+
+
+_cache: dict = {}
+
+
+def recording(base: Type[Any]) -> Type[Any]:
+    """
+    Return a subclass of C{base} whose C{getMailFrom}, C{getMailTo},
+    C{getMailData}, C{sentMail} and C{sendError} serve queued
+    L{Message}s and record their calls.
+
+    C{sendError} calls C{base.sendError} after recording, so the class's own
+    error handling (QUIT or close) still runs.  C{__init__} is C{base}'s, so
+    this works for classes with any constructor signature; the recording
+    state is created on first use.
+    """
+    try:
+        return _cache[base]
+    except KeyError:
+        pass
+
+    def __getattr__(self: Any, name: str) -> Any:
+        # Lazily create the recording state, whatever base.__init__ did.
+        if name in ("messages", "calls"):
+            value: List[Any] = []
+            object.__setattr__(self, name, value)
+            return value
+        if name == "current":
+            return None
+        parent = getattr(base, "__getattr__", None)
+        if parent is not None:
+            return parent(self, name)
+        raise AttributeError(name)
+
+    cls = type(
+        "Recording" + base.__name__,
+        (_RecordingHooks, base),
+        {
+            "__getattr__": __getattr__,
+            "_baseClass": base,
+            "__module__": __name__,
+        },
+    )
+    _cache[base] = cls
+    return cls
+
+
+def describeError(exc: Exception) -> Tuple[Any, ...]:
+    """
+    A comparable summary of an error passed to C{sendError}: class name,
+    code, response, transcript, isFatal and retry.
+    """
+    return (
+        type(exc).__name__,
+        getattr(exc, "code", None),
+        getattr(exc, "resp", None),
+        getattr(exc, "log", None),
+        getattr(exc, "isFatal", None),
+        getattr(exc, "retry", None),
+    )
+
+
+def normaliseCalls(calls: Iterable[Tuple[Any, ...]]) -> List[Tuple[Any, ...]]:
+    """
+    Replace each C{sendError} exception with L{describeError} of it, so that
+    two implementations' exception classes of the same name compare equal.
+    """
+    out = []
+    for call in calls:
+        if call[0] == "sendError":
+            out.append(("sendError",) + describeError(call[1]))
+        else:
+            out.append(tuple(call))
+    return out
+
+
+class Session:
+    """
+    One client connected to a L{StringTransport}.
+
+    @ivar client: The protocol under test.
+    @ivar transport: Its L{StringTransport}.
+    @ivar clock: A L{Clock} installed as the client's C{callLater}.
+    @ivar exchange: C{("C", bytes)} for what the client wrote and C{("S",
+        bytes)} for what the server sent, in order.
+    @ivar lostReason: The L{Failure} given to C{connectionLost}, once it
+        was delivered.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        transport: Optional[StringTransport] = None,
+        clock: Optional[Clock] = None,
+        connect: bool = True,
+    ) -> None:
+        self.client = client
+        self.transport = transport if transport is not None else StringTransport()
+        self.clock = clock if clock is not None else Clock()
+        client.callLater = self.clock.callLater
+        self.exchange: List[Tuple[str, bytes]] = []
+        self.lostReason: Optional[Failure] = None
+        self._seen = 0
+        if connect:
+            self.client.makeConnection(self.transport)
+            self._collect()
+
+    # What the client wrote
+
+    def _collect(self) -> bytes:
+        data = self.transport.value()[self._seen :]
+        self._seen += len(data)
+        if data:
+            self.exchange.append(("C", data))
+        return data
+
+    def written(self) -> bytes:
+        """
+        Everything the client has written so far.
+        """
+        self._collect()
+        return self.transport.value()
+
+    def take(self) -> bytes:
+        """
+        What the client has written since the last call of L{take} (or of
+        L{written}, L{receive}, L{pump}).
+        """
+        before = self._seen
+        self._collect()
+        return self.transport.value()[before:]
+
+    def commands(self) -> List[bytes]:
+        """
+        Every line the client wrote, without CRLF.
+        """
+        return self.written().split(b"\r\n")[:-1]
+
+    # Connection state
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the client asked the transport to close (or abort).
+        """
+        return bool(self.transport.disconnecting)
+
+    @property
+    def aborted(self) -> bool:
+        """
+        Whether the client aborted the connection.
+        """
+        return bool(self.transport.disconnected)
+
+    @property
+    def lost(self) -> bool:
+        return self.lostReason is not None
+
+    # Driving the client
+
+    def receive(self, data: bytes) -> bytes:
+        """
+        Deliver raw bytes from the server; return what the client wrote in
+        reaction.  Does not pull the body producer.
+        """
+        self._collect()
+        self.exchange.append(("S", data))
+        self.client.dataReceived(data)
+        return self.take()
+
+    def reply(self, *lines: bytes) -> bytes:
+        """
+        Deliver reply lines (CRLF added), all at once.
+        """
+        return self.receive(b"".join(line + b"\r\n" for line in lines))
+
+    def pump(self, limit: Optional[int] = None) -> int:
+        """
+        Call C{resumeProducing} on the registered producer until it
+        unregisters (or C{limit} calls were made), as a transport with an
+        empty write buffer does.  Stops if the connection was aborted.
+
+        @return: The number of C{resumeProducing} calls made.
+        """
+        n = 0
+        while self.transport.producer is not None and not self.aborted:
+            if limit is not None and n >= limit:
+                break
+            producer = self.transport.producer
+            producer.resumeProducing()
+            n += 1
+            if n > 100000:
+                raise AssertionError("producer never finished")
+        self._collect()
+        return n
+
+    def settle(self) -> None:
+        """
+        Deliver C{connectionLost} if the client closed the connection and a
+        real transport would now report it: at once for an abort, after the
+        producer finished for a close.
+        """
+        if self.lost or not self.closed:
+            return
+        if self.aborted:
+            self.loseConnection(Failure(ConnectionAborted()))
+        elif self.transport.producer is None:
+            self.loseConnection(Failure(ConnectionDone()))
+
+    def loseConnection(self, reason: Optional[Failure] = None) -> None:
+        """
+        Deliver C{connectionLost} (by default a clean close), once.
+
+        As a real transport does, first call C{stopProducing} on a producer
+        that is still registered, then drop it.
+        """
+        if self.lost:
+            return
+        self.lostReason = reason if reason is not None else Failure(ConnectionDone())
+        self._collect()
+        producer = self.transport.producer
+        if producer is not None:
+            # abstract.FileDescriptor.connectionLost: stop, then forget it.
+            producer.stopProducing()
+            if self.transport.producer is not None:
+                self.transport.unregisterProducer()
+        self.client.connectionLost(self.lostReason)
+        self._collect()
+
+    def step(self, data: bytes) -> bytes:
+        """
+        Deliver C{data}, pull the body producer to its end and settle the
+        connection; return what the client wrote meanwhile.
+        """
+        before = self._seen
+        if self.lost:
+            raise AssertionError("data for a closed connection: %r" % (data,))
+        self.receive(data)
+        self.pump()
+        self.settle()
+        self._collect()
+        return self.transport.value()[before:]
+
+    def converse(self, replies: Sequence[bytes]) -> List[Tuple[str, bytes]]:
+        """
+        Send each reply (one or more complete lines, CRLF included) in turn
+        with L{step}, stopping early once the connection is lost.
+
+        @return: L{exchange}.
+        """
+        for data in replies:
+            if self.lost:
+                break
+            self.step(data)
+        return self.exchange
