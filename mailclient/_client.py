@@ -380,15 +380,24 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def smtpState_to(self, code: int, resp: bytes) -> Any:
+    def _recipientList(self) -> List[Any]:
+        """
+        Call L{getMailTo} and check every address.
+
+        @raise InvalidAddressError: if one of them cannot be sent.
+        """
         recipients = self.getMailTo()
         if isinstance(recipients, (bytes, str)):
             # A single address, not a sequence of one-character addresses.
             recipients = [recipients]
         recipients = list(recipients)
+        for address in recipients:
+            self.quoteAddress(address)
+        return recipients
+
+    def smtpState_to(self, code: int, resp: bytes) -> Any:
         try:
-            for address in recipients:
-                self.quoteAddress(address)
+            recipients = self._recipientList()
         except InvalidAddressError as e:
             self._invalidAddress(e)
             return None
@@ -457,6 +466,17 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
                 self.transport.abortConnection()
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        self._reportOutcome(code, resp)
+        self.sendLine(b"RSET")
+        self._expected = SUCCESS
+        self._okresponse = self.smtpState_from
+        # Twisted sends RSET again for ever when the server refuses it.
+        self._failresponse = self._rsetFailed
+
+    def _reportOutcome(self, code: int, resp: bytes) -> None:
+        """
+        Report the outcome of the current message through L{sentMail}.
+        """
         if self._from is not None:
             self._reported = True
             self.sentMail(
@@ -464,11 +484,6 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             )
         self.toAddressesResult = []
         self._from = None
-        self.sendLine(b"RSET")
-        self._expected = SUCCESS
-        self._okresponse = self.smtpState_from
-        # Twisted sends RSET again for ever when the server refuses it.
-        self._failresponse = self._rsetFailed
 
     def _rsetFailed(self, code: int, resp: bytes) -> None:
         self._disconnectFromServer()

@@ -14,13 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 import warnings
-from typing import Any, List, Optional, cast
+from collections import deque
+from typing import Any, Deque, List, Optional, Tuple, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 
 from mailclient._client import SUCCESS, SMTPClient
+from mailclient._errors import InvalidAddressError
 from mailclient._ehlo import Capabilities, parseCapabilities
 from mailclient._errors import (
     AUTHDeclinedError,
@@ -63,6 +65,9 @@ class ESMTPClient(SMTPClient):
     """
 
     heloFallback = True
+    #: Send MAIL, every RCPT and DATA in one group when the server offers
+    #: PIPELINING (RFC 2920).  (mailclient addition)
+    pipelining = True
     requireAuthentication = False
     requireTransportSecurity = False
     allowCleartextAuthentication = False
@@ -78,6 +83,10 @@ class ESMTPClient(SMTPClient):
         self.context = contextFactory
         self.capabilities: Capabilities = Capabilities()
         self._startingTLS = False
+        # Commands of the current pipelined group still waiting for a reply.
+        self._pipeline: Deque[Tuple[bytes, Any]] = deque()
+        self._pipelined = False
+        self._mailReply: Optional[Tuple[int, bytes]] = None
 
     @property
     def tlsMode(self) -> bool:
@@ -382,4 +391,112 @@ class ESMTPClient(SMTPClient):
             self.smtpState_from(code, resp)
         else:
             self._authResponse(self._authinfo, resp)
+
+    # PIPELINING (RFC 2920)
+
+    def smtpState_from(self, code: int, resp: bytes) -> None:
+        """
+        Start the next message.  With PIPELINING offered (and L{pipelining}
+        set), MAIL, every RCPT and DATA go out as one group; otherwise this
+        is the conversation Twisted has.
+        """
+        self._pipelined = self.pipelining and b"PIPELINING" in self.capabilities
+        if not self._pipelined:
+            SMTPClient.smtpState_from(self, code, resp)
+            return
+        self._from = self.getMailFrom()
+        self._failresponse = self.smtpTransferFailed
+        if self._from is None:
+            self._disconnectFromServer()
+            return
+        self._reported = False
+        self.toAddressesResult = []
+        self.successAddresses = []
+        self._mailReply = None
+        try:
+            sender = self.quoteAddress(self._from)
+            recipients = self._recipientList()
+        except InvalidAddressError as e:
+            self._invalidAddress(e)
+            return
+        self.toAddresses = iter(recipients)
+        self.lastAddress = None
+        group = [(b"MAIL", None)] + [(b"RCPT", r) for r in recipients]
+        if recipients:
+            group.append((b"DATA", None))
+        self._pipeline = deque(group)
+        self._expected = range(0, 1000)
+        self._okresponse = self._pipelinedReply
+        for verb, address in group:
+            if verb == b"MAIL":
+                self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
+            elif verb == b"RCPT":
+                self.sendLine(
+                    b"RCPT TO:" + self.quoteAddress(address)
+                    + self.rcptToParameters(address)
+                )
+            else:
+                self.sendLine(b"DATA")
+
+    def _pipelinedReply(self, code: int, resp: bytes) -> None:
+        """
+        Match one reply to the oldest command of the pipelined group.
+        """
+        verb, address = self._pipeline.popleft()
+        if verb == b"MAIL":
+            self._mailReply = (code, resp)
+            if not self._pipeline:
+                # No recipients: as without pipelining.
+                self._failresponse = self.smtpTransferFailed
+                if code == 250:
+                    self.smtpState_msgSent(0, b"No recipients accepted")
+                else:
+                    self.smtpTransferFailed(code, resp)
+            return
+        if verb == b"RCPT":
+            self.lastAddress = address
+            self.toAddressesResult.append((address, code, resp))
+            if code in SUCCESS:
+                self.successAddresses.append(address)
+            return
+        # The reply to DATA ends the group.
+        mailCode, mailResp = self._mailReply or (-1, b"")
+        self._failresponse = self.smtpTransferFailed
+        if code == 354 and (mailCode != 250 or not self.successAddresses):
+            # The server wants the body although the envelope failed.  No
+            # QUIT or RSET is possible in the middle of DATA: report, close.
+            self._failed354(mailCode, mailResp)
+        elif mailCode != 250:
+            self.toAddressesResult = []
+            self.successAddresses = []
+            self.smtpTransferFailed(mailCode, mailResp)
+        elif not self.successAddresses:
+            lastCode = self.toAddressesResult[-1][1]
+            self.smtpState_msgSent(lastCode, b"No recipients accepted")
+        elif code == 354:
+            self.smtpState_data(code, resp)
+        else:
+            self.smtpTransferFailed(code, resp)
+
+    def _failed354(self, mailCode: int, mailResp: bytes) -> None:
+        if mailCode != 250:
+            self.toAddressesResult = []
+            self.successAddresses = []
+            code, resp = mailCode, mailResp
+        else:
+            code, resp = self.toAddressesResult[-1][1], b"No recipients accepted"
+        self._reportOutcome(code, resp)
+        self.smtpState_disconnect(-1, None)
+
+    def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        """
+        Report the message.  After a pipelined transaction that succeeded,
+        go straight on to the next message: RSET is useless there (RFC 5321
+        4.1.1.5) and costs a round trip.
+        """
+        if self._pipelined and code in SUCCESS:
+            self._reportOutcome(code, resp)
+            self.smtpState_from(code, resp)
+        else:
+            SMTPClient.smtpState_msgSent(self, code, resp)
 

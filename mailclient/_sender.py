@@ -344,6 +344,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         allowCleartextAuthentication: bool = False,
         authenticators: Optional[Sequence[Any]] = None,
         tls: bool = True,
+        pipelining: bool = True,
     ) -> None:
         """
         Arguments as Twisted's, plus (keyword only):
@@ -355,6 +356,8 @@ class ESMTPSenderFactory(SMTPSenderFactory):
             L{XOAUTH2Authenticator}).
         @param tls: C{False} never uses TLS, even when the server offers it
             (for servers with broken TLS on trusted networks).
+        @param pipelining: C{False} never pipelines commands, even when the
+            server offers PIPELINING.
         """
         SMTPSenderFactory.__init__(
             self, fromEmail, toEmail, file, deferred, retries, timeout
@@ -369,6 +372,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         self._allowCleartextAuthentication = allowCleartextAuthentication
         self._authenticators = list(authenticators) if authenticators else None
         self._tls = tls
+        self._pipelining = pipelining
 
     def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
         """
@@ -392,6 +396,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         p.requireAuthentication = self._requireAuthentication
         p.requireTransportSecurity = self._requireTransportSecurity
         p.allowCleartextAuthentication = self._allowCleartextAuthentication
+        p.pipelining = self._pipelining
         if self._authenticators is not None:
             p.authenticators = list(self._authenticators)
         return self._configure(p)
