@@ -16,7 +16,7 @@ from mailclient._errors import AddressError, InvalidAddressError
 from mailclient._host import getDNSName
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
-_UTF8 = "\u0080-\U0010ffff"
+_UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"
 
 _QUOTED = r'"(?:[^"\\\r\n\x00]|\\[^\r\n\x00])*"'
 
@@ -31,7 +31,9 @@ def _addrSpec(utf8: bool) -> "re.Pattern[str]":
 
 _ASCII_SPEC = _addrSpec(False)
 _UTF8_SPEC = _addrSpec(True)
-_ANGLE = re.compile(r"(?P<name>[^<>]*)<(?P<addr>[^<>]*)>\s*\Z")
+_ANGLE = re.compile(
+    r'(?P<name>(?:[^<>"]|%s)*)<(?P<addr>(?:[^<>"]|%s)*)>\s*\Z' % (_QUOTED, _QUOTED)
+)
 _QUOTED_RE = re.compile(_QUOTED)
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 
@@ -93,7 +95,7 @@ def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
                 % (text[:200],)
             )
         return angle.group("addr").strip()
-    if "<" in text or ">" in text:
+    if re.search("[<>]", _QUOTED_RE.sub("", text)):
         raise InvalidAddressError("unbalanced <> in address: %r" % (text[:200],))
     return text
 

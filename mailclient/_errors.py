@@ -111,7 +111,7 @@ class AuthenticationError(ESMTPClientError):
     """
 
 
-class TLSError(ESMTPClientError):
+class SMTPTLSError(ESMTPClientError):
     """
     An error occurred while negotiating transport security.
 
@@ -119,8 +119,8 @@ class TLSError(ESMTPClientError):
     """
 
 
-# Twisted's internal name for the same class.
-SMTPTLSError = TLSError
+# The public name (Twisted exports the class as TLSError too).
+TLSError = SMTPTLSError
 
 
 class SMTPConnectError(SMTPClientError):

@@ -25,10 +25,9 @@ def redact(line: bytes, inSASL: bool) -> bytes:
     """
     if inSASL:
         return REDACTED
-    if line[:5].upper() == b"AUTH ":
-        parts = line.split(None, 2)
-        if len(parts) > 2:
-            return b" ".join(parts[:2]) + b" " + REDACTED
+    parts = line.split(None, 2)
+    if len(parts) > 2 and parts[0].upper() == b"AUTH":
+        return parts[0] + b" " + parts[1] + b" " + REDACTED
     return line
 
 

@@ -6,7 +6,12 @@ C{"xtext"} codec on import, as Twisted does.
 from __future__ import annotations
 
 import codecs
+import re
+import sys
 from typing import Any, Optional, Tuple, Union
+
+
+_HEX2 = re.compile(rb"[0-9A-Fa-f]{2}\Z")
 
 
 def xtext_encode(s: Union[str, bytes], errors: Optional[str] = None) -> Tuple[bytes, int]:
@@ -33,13 +38,10 @@ def xtext_decode(s: Union[bytes, str], errors: Optional[str] = None) -> Tuple[st
     i = 0
     while i < len(data):
         hexdigits = data[i + 1 : i + 3]
-        if data[i] == 0x2B and len(hexdigits) == 2:
-            try:
-                out.append(int(hexdigits, 16))
-                i += 3
-                continue
-            except ValueError:
-                pass
+        if data[i] == 0x2B and _HEX2.match(hexdigits):
+            out.append(int(hexdigits, 16))
+            i += 3
+            continue
         out.append(data[i])
         i += 1
     return out.decode("utf-8", "replace"), len(s)
@@ -79,3 +81,8 @@ def xtext_codec(name: str) -> Optional[codecs.CodecInfo]:
 
 
 codecs.register(xtext_codec)
+# Twisted registers a codec of the same name that returns a bare tuple (so
+# codecs.getwriter fails); if it was imported first, ours must win.
+_twisted = sys.modules.get("twisted.mail.smtp")
+if _twisted is not None and hasattr(codecs, "unregister"):
+    codecs.unregister(_twisted.xtext_codec)
