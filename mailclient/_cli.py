@@ -122,7 +122,8 @@ def _verboseFactory(out: TextIO) -> Any:
         _logsize = 0
 
         def sendLine(self, line: bytes) -> None:  # type: ignore[override]
-            shown = redact(line, self._inSASL)
+            # The end-of-data line may start with the CRLF that ends the body.
+            shown = redact(line, self._inSASL).replace(b"\r\n", b"")
             out.write("C: %s\n" % shown.decode("utf-8", "replace"))
             ESMTPSender.sendLine(self, line)
 
@@ -136,19 +137,42 @@ def _verboseFactory(out: TextIO) -> Any:
     return VerboseFactory
 
 
+class _UsageError(Exception):
+    """
+    The command line cannot be acted on; the message says why.
+    """
+
+
 def _readPassword(args: argparse.Namespace) -> Optional[bytes]:
     if args.user is None:
         return None
     if args.password_file:
-        with open(args.password_file, "rb") as f:
-            return f.read().rstrip(b"\r\n")
+        try:
+            with open(args.password_file, "rb") as f:
+                return f.read().rstrip(b"\r\n")
+        except OSError as e:
+            raise _UsageError(
+                "cannot read --password-file %s: %s" % (args.password_file, e.strerror))
     value = os.environ.get(args.password_env)
     if value is None:
-        raise SystemExit(
-            "mailclient: --user given but no password: set $%s or use "
-            "--password-file" % (args.password_env,)
-        )
+        raise _UsageError(
+            "--user given but no password: set $%s or use --password-file"
+            % (args.password_env,))
     return value.encode("utf-8")
+
+
+def _unique(addresses: Sequence[str]) -> List[str]:
+    # sendmail -t sends once to an address named in several fields; the
+    # domain is compared without case, the local part exactly.
+    seen = set()
+    out = []
+    for address in addresses:
+        local, at, domain = address.rpartition("@")
+        key = (local, domain.lower()) if at else (address, "")
+        if key not in seen:
+            seen.add(key)
+            out.append(address)
+    return out
 
 
 def _trustRoot(cafile: Optional[str]) -> Any:
@@ -201,12 +225,30 @@ def _openMessage(path: str) -> IO[bytes]:
 
 @defer.inlineCallbacks
 def _send(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> Any:
-    raw = _openMessage(args.file)
+    try:
+        password = _readPassword(args)
+        raw = _openMessage(args.file)
+    except _UsageError as e:
+        err.write("mailclient: %s\n" % (e,))
+        return EX_USAGE
+    except OSError as e:
+        err.write("mailclient: cannot read %s: %s\n" % (args.file, e.strerror))
+        return EX_USAGE
+    try:
+        return (yield _sendOpened(reactor, args, raw, password, out, err))
+    finally:
+        raw.close()
+
+
+@defer.inlineCallbacks
+def _sendOpened(reactor: Any, args: argparse.Namespace, raw: IO[bytes],
+                password: Optional[bytes], out: TextIO, err: TextIO) -> Any:
     header, body = _splitHeaders(raw)
     recipients = list(args.recipients)
     if args.t:
         recipients += _recipientsFromHeaders(header)
         header = _stripBcc(header)
+    recipients = _unique(recipients)
     if not recipients:
         err.write("mailclient: no recipients (give addresses or -t)\n")
         return EX_USAGE
@@ -229,7 +271,7 @@ def _send(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> A
             port=args.port or (465 if tls == "tls" else 25),
             reactor=reactor,
             username=args.user,
-            password=_readPassword(args),
+            password=password,
             requireTransportSecurity=tls in ("starttls", "tls"),
             requireAuthentication=args.user is not None,
             timeout=args.timeout,
@@ -241,13 +283,15 @@ def _send(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> A
             _factoryClass=_verboseFactory(err) if args.verbose else ESMTPSenderFactory,
         )
     except SMTPDeliveryError as e:
-        _report(out, list(e.addresses or []), e)  # type: ignore[call-overload]
+        addresses = list(e.addresses or [])  # type: ignore[call-overload]
+        if not addresses:
+            # Refused before any RCPT (at MAIL, say): every recipient failed.
+            addresses = [(r, e.code, e.resp) for r in recipients]
+        _report(out, addresses, e)
         return EX_TEMPFAIL if 400 <= e.code < 500 else EX_FAILED
     except SMTPClientError as e:
         out.write("FAILED %s\n" % (str(e).splitlines()[0] if str(e) else repr(e),))
         return EX_TEMPFAIL if e.retry or 400 <= e.code < 500 else EX_FAILED
-    finally:
-        raw.close()
     numOk, addresses = result
     _report(out, addresses, None)
     return EX_OK if numOk == len(addresses) else EX_FAILED
@@ -267,8 +311,15 @@ def _report(out: TextIO, addresses: Sequence[Any], exc: Optional[SMTPClientError
         )
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        # Usage errors exit with EX_USAGE (64), as documented, not 2.
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, "%s: error: %s\n" % (self.prog, message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="mailclient", description="Send mail with mailclient, or try it."
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -32,6 +32,7 @@ from mailclient._errors import (
 )
 from mailclient._log import TranscriptLog, redact
 from mailclient._reply import MalformedReply, ReplyAssembler
+from mailclient._timeouts import Timeouts
 
 # Used for fast success code lookup, as in Twisted.
 SUCCESS = dict.fromkeys(range(200, 300))
@@ -182,6 +183,10 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     #: connection.  If None, perform no timeout checking.
     timeout: Optional[float] = None
 
+    #: Per-phase limits (L{Timeouts}, RFC 5321 4.5.3.2), used when
+    #: C{timeout} is None.  (mailclient addition)
+    timeouts: Optional[Timeouts] = None
+
     mailFile: Any = None
     toAddresses: Any = None
     lastAddress: Any = None
@@ -211,6 +216,10 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self._inSASL = False
         self._sender: Optional[BodySender] = None
         self._encoder = DataEncoder()
+        # Envelope and message asked for ahead of Twisted's order (by ESMTP
+        # extensions that need them before MAIL).
+        self._pendingRecipients: Optional[List[Any]] = None
+        self._pendingFile: Any = None
 
     def sendLine(self, line: bytes) -> None:  # type: ignore[override]
         """
@@ -218,13 +227,33 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         """
         if self.debug:
             self.log.append(b">>> " + redact(line, self._inSASL))
+        if self.timeout is None and self.timeouts is not None:
+            self.setTimeout(self.timeouts.forCommand(line))
         basic.LineReceiver.sendLine(self, line)
 
     def connectionMade(self) -> None:
-        self.setTimeout(self.timeout)
+        if self.timeout is None and self.timeouts is not None:
+            self.setTimeout(self.timeouts.greeting)
+        else:
+            self.setTimeout(self.timeout)
+        self._setNoDelay()
         self._expected = [220]
         self._okresponse = self.smtpState_helo
         self._failresponse = self.smtpConnectionFailed
+
+    def _setNoDelay(self) -> None:
+        # Commands are written whole (and pipelined groups in one write), so
+        # Nagle's algorithm only adds delayed-ACK stalls of ~40 ms.
+        transport: Any = self.transport
+        while transport is not None:
+            setter = getattr(transport, "setTcpNoDelay", None)
+            if setter is not None:
+                try:
+                    setter(True)
+                except Exception:
+                    pass
+                return
+            transport = getattr(transport, "transport", None)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         """
@@ -380,12 +409,24 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         if self.transport is not None:
             self.transport.loseConnection()
 
+    def _messageFile(self) -> Any:
+        """
+        The message of the current transaction (from L{getMailData}, unless
+        it was already asked for), as a binary file.
+        """
+        f, self._pendingFile = self._pendingFile, None
+        return f if f is not None else binaryFile(self.getMailData())
+
     def _recipientList(self) -> List[Any]:
         """
-        Call L{getMailTo} and check every address.
+        Call L{getMailTo} (unless it was already called for this message)
+        and check every address.
 
         @raise InvalidAddressError: if one of them cannot be sent.
         """
+        if self._pendingRecipients is not None:
+            recipients, self._pendingRecipients = self._pendingRecipients, None
+            return recipients
         recipients = self.getMailTo()
         if isinstance(recipients, (bytes, str)):
             # A single address, not a sequence of one-character addresses.
@@ -431,8 +472,10 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         return None
 
     def smtpState_data(self, code: int, resp: bytes) -> None:
-        self.mailFile = binaryFile(self.getMailData())
+        self.mailFile = self._messageFile()
         self._encoder = DataEncoder()
+        if self.timeout is None and self.timeouts is not None:
+            self.setTimeout(self.timeouts.dataBlock)
         sender = self._sender = BodySender()
         d = sender.beginFileTransfer(self.mailFile, self.transport, self.transformChunk)
         d.addCallbacks(self._transferDone, self._transferFailed)

@@ -23,11 +23,16 @@ class DataEncoder:
     instead of starting another).
     """
 
-    __slots__ = ("_atLineStart", "_pendingCR")
+    __slots__ = ("_atLineStart", "_pendingCR", "_dotStuff")
 
-    def __init__(self) -> None:
+    def __init__(self, dotStuff: bool = True) -> None:
+        """
+        @param dotStuff: double leading dots (for DATA); BDAT chunks
+            (RFC 3030) need only the line endings normalised.
+        """
         self._atLineStart = True
         self._pendingCR = False
+        self._dotStuff = dotStuff
 
     def encode(self, chunk: bytes) -> bytes:
         """
@@ -47,10 +52,11 @@ class DataEncoder:
         self._pendingCR = chunk[-1:] == b"\r"
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n." in chunk:
-            chunk = chunk.replace(b"\n.", b"\n..")
-        if self._atLineStart and chunk[:1] == b".":
-            chunk = b"." + chunk
+        if self._dotStuff:
+            if b"\n." in chunk:
+                chunk = chunk.replace(b"\n.", b"\n..")
+            if self._atLineStart and chunk[:1] == b".":
+                chunk = b"." + chunk
         self._atLineStart = chunk[-1:] == b"\n"
         return chunk.replace(b"\n", b"\r\n")
 

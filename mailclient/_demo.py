@@ -126,15 +126,27 @@ def runSink(reactor: Any, args: argparse.Namespace, out: TextIO) -> defer.Deferr
     Run the embedded server as a local catch-all until interrupted, printing
     each message or storing it in a Maildir.
     """
+    done: defer.Deferred = defer.Deferred()
+    # Start once the reactor runs: its signal handlers are installed by then,
+    # so whoever reads the "listening" line may signal us at once.
+    reactor.callWhenRunning(_startSink, reactor, args, out, done)
+    return done
+
+
+def _startSink(reactor: Any, args: argparse.Namespace, out: TextIO,
+               done: defer.Deferred) -> None:
     from mailclient.testing import SMTPTestServer
 
     server = SMTPTestServer(
         hostname="localhost", extensions=["PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 0"]
     )
-    server.listenTCP(reactor, interface=args.interface, port=args.port)
+    try:
+        server.listenTCP(reactor, interface=args.interface, port=args.port)
+    except Exception as e:
+        out.write("mailclient sink: cannot listen: %s\n" % (e,))
+        done.errback(SystemExit(1))
+        return
     box = mailbox.Maildir(args.maildir, create=True) if args.maildir else None
-    out.write("mailclient sink listening on %s:%d\n" % (args.interface, server.portNumber))
-    out.flush()
     seen = [0]
 
     def drain() -> None:
@@ -156,7 +168,6 @@ def runSink(reactor: Any, args: argparse.Namespace, out: TextIO) -> defer.Deferr
     loop = task.LoopingCall(drain)
     loop.clock = reactor
     loop.start(0.2)
-    done: defer.Deferred = defer.Deferred()
 
     def shutdown() -> Any:
         loop.stop()
@@ -164,4 +175,5 @@ def runSink(reactor: Any, args: argparse.Namespace, out: TextIO) -> defer.Deferr
         return server.stopListening()
 
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
-    return done
+    out.write("mailclient sink listening on %s:%d\n" % (args.interface, server.portNumber))
+    out.flush()

@@ -8,7 +8,9 @@ keeps working after changing its imports.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
+
+from mailclient._status import isPermanent, isTemporary, parseEnhancedStatus
 
 
 class SMTPError(Exception):
@@ -50,6 +52,30 @@ class SMTPClientError(SMTPError):
         self.addresses = addresses
         self.isFatal = isFatal
         self.retry = retry
+
+    @property
+    def enhancedStatus(self) -> Optional[Tuple[int, int, int]]:
+        """
+        The enhanced status code (RFC 3463) at the start of C{resp}, such as
+        C{(5, 1, 1)}, or L{None}.  (mailclient addition)
+        """
+        return parseEnhancedStatus(self.code, self.resp.split(b"\n", 1)[0])
+
+    @property
+    def isTemporary(self) -> bool:
+        """
+        Whether the server said the failure is temporary (4xx, or an
+        enhanced code of class 4): the message may succeed later.
+        """
+        return isTemporary(self.code, self.enhancedStatus)
+
+    @property
+    def isPermanent(self) -> bool:
+        """
+        Whether the server said the failure is permanent (5xx, or an
+        enhanced code of class 5).
+        """
+        return isPermanent(self.code, self.enhancedStatus)
 
     def __str__(self) -> str:
         return self.__bytes__().decode("utf-8", "replace")
@@ -284,3 +310,21 @@ class MessageReadError(SMTPClientError):
         log: Optional[Union[bytes, str]] = None,
     ) -> None:
         SMTPClientError.__init__(self, -1, resp, log, None, isFatal=True, retry=False)
+
+
+class CannotSendError(SMTPClientError):
+    """
+    The client refused to send this message to this server: it exceeds the
+    server's SIZE limit, holds 8-bit data the server did not agree to
+    receive, or asks for DSN the server lacks while DSN was required.  A
+    mailclient addition; never retried.  Fatal only when found while the
+    body was being sent (the connection is then dropped).
+    """
+
+    def __init__(
+        self,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        isFatal: bool = False,
+    ) -> None:
+        SMTPClientError.__init__(self, -1, resp, log, None, isFatal=isFatal, retry=False)

@@ -21,8 +21,22 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 
-from mailclient._client import SUCCESS, SMTPClient
-from mailclient._errors import InvalidAddressError
+from mailclient._address import extractAddress, quoteaddr
+from mailclient._chunking import ChunkSender
+from mailclient._client import SUCCESS, SMTPClient, binaryFile
+from mailclient._data import DataEncoder
+from mailclient._errors import CannotSendError, InvalidAddressError, MessageReadError, SMTPClientError
+from mailclient._options import (
+    DEFAULT_OPTIONS,
+    MailOptions,
+    OptionError,
+    checkDSN,
+    checkEightBit,
+    fileSize,
+    holdsEightBit,
+    mailParameters,
+    rcptParameters,
+)
 from mailclient._ehlo import Capabilities, parseCapabilities
 from mailclient._errors import (
     AUTHDeclinedError,
@@ -34,6 +48,11 @@ from mailclient._errors import (
     TLSRequiredError,
 )
 from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable
+
+
+_ENVELOPE_EXTENSIONS = (
+    b"PIPELINING", b"CHUNKING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"DSN",
+)
 
 
 def _mechanismName(authenticator: Any) -> bytes:
@@ -68,6 +87,13 @@ class ESMTPClient(SMTPClient):
     #: Send MAIL, every RCPT and DATA in one group when the server offers
     #: PIPELINING (RFC 2920).  (mailclient addition)
     pipelining = True
+    #: Send the body with BDAT when the server offers CHUNKING and
+    #: PIPELINING (RFC 3030).  (mailclient addition)
+    chunking = True
+    #: Send non-ASCII addresses when the server offers SMTPUTF8 (RFC 6531).
+    smtputf8 = True
+    #: The default L{MailOptions} of every message (see L{getMailOptions}).
+    mailOptions: MailOptions = DEFAULT_OPTIONS
     requireAuthentication = False
     requireTransportSecurity = False
     allowCleartextAuthentication = False
@@ -86,7 +112,13 @@ class ESMTPClient(SMTPClient):
         # Commands of the current pipelined group still waiting for a reply.
         self._pipeline: Deque[Tuple[bytes, Any]] = deque()
         self._pipelined = False
+        self._chunked = False
         self._mailReply: Optional[Tuple[int, bytes]] = None
+        self._bdatFailure: Optional[Tuple[int, bytes]] = None
+        self._chunkSender: Optional[ChunkSender] = None
+        self._options: MailOptions = DEFAULT_OPTIONS
+        self._mailParams: List[bytes] = []
+        self._refuseEightBit = False
 
     @property
     def tlsMode(self) -> bool:
@@ -392,18 +424,66 @@ class ESMTPClient(SMTPClient):
         else:
             self._authResponse(self._authinfo, resp)
 
-    # PIPELINING (RFC 2920)
+    # The mail transaction: PIPELINING (RFC 2920), CHUNKING (RFC 3030),
+    # SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461)
+
+    def getMailOptions(self) -> MailOptions:
+        """
+        Return the L{MailOptions} for the message being started (DSN, 8-bit
+        and binary bodies).  Override to vary them per message; the default
+        is the C{mailOptions} attribute.
+        """
+        return self.mailOptions
+
+    def quoteAddress(self, address: Any) -> bytes:
+        """
+        Quote C{address}, allowing non-ASCII when the server offers SMTPUTF8.
+        """
+        return quoteaddr(
+            address, utf8=self.smtputf8 and b"SMTPUTF8" in self.capabilities
+        )
+
+    def mailFromParameters(self) -> bytes:
+        """
+        The extension parameters of C{MAIL FROM} for the current message.
+        Subclasses may add their own: C{return super().mailFromParameters()
+        + b" X=Y"}.
+        """
+        return b"".join(b" " + p for p in self._mailParams)
+
+    def rcptToParameters(self, address: Any) -> bytes:
+        """
+        The extension parameters of C{RCPT TO} for C{address}.
+        """
+        raw = extractAddress(address).encode("utf-8")
+        return b"".join(
+            b" " + p for p in rcptParameters(self._options, self.capabilities, raw)
+        )
+
+    def _useExtensions(self) -> bool:
+        caps = self.capabilities
+        return any(k in caps for k in _ENVELOPE_EXTENSIONS)
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
         """
-        Start the next message.  With PIPELINING offered (and L{pipelining}
-        set), MAIL, every RCPT and DATA go out as one group; otherwise this
-        is the conversation Twisted has.
+        Start the next message.
+
+        A server that offers none of PIPELINING, CHUNKING, SIZE, 8BITMIME,
+        SMTPUTF8 and DSN gets exactly Twisted's conversation.  Otherwise the
+        whole envelope (and, when SIZE or 8-bit detection needs it, the
+        message file) is gathered first, so that MAIL can carry its
+        parameters; with PIPELINING, MAIL, every RCPT and DATA (or the BDAT
+        chunks) go out as one group.
         """
-        self._pipelined = self.pipelining and b"PIPELINING" in self.capabilities
-        if not self._pipelined:
+        self._options = DEFAULT_OPTIONS
+        self._mailParams = []
+        self._chunked = False
+        if not self._useExtensions():
+            self._pipelined = False
             SMTPClient.smtpState_from(self, code, resp)
             return
+        caps = self.capabilities
+        self._pipelined = self.pipelining and b"PIPELINING" in caps
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
         if self._from is None:
@@ -413,80 +493,215 @@ class ESMTPClient(SMTPClient):
         self.toAddressesResult = []
         self.successAddresses = []
         self._mailReply = None
+        self._bdatFailure = None
         try:
             sender = self.quoteAddress(self._from)
             recipients = self._recipientList()
+            quoted = [self.quoteAddress(r) for r in recipients]
+            options = self.getMailOptions()
+            warning = checkDSN(options, caps)
+            chunked = (
+                self._pipelined and self.chunking and b"CHUNKING" in caps
+                and bool(recipients)
+            )
+            eightBit = options.eightBit
+            size = None
+            if b"SIZE" in caps or chunked or (eightBit is None and recipients):
+                self._pendingFile = binaryFile(self.getMailData())
+                size = fileSize(self._pendingFile)
+                if eightBit is None:
+                    eightBit = holdsEightBit(self._pendingFile)
+            if eightBit is None and b"8BITMIME" in caps:
+                # Unknown (unseekable file): declaring it is always safe.
+                eightBit = True
+            checkEightBit(options, caps, eightBit)
+            self._mailParams = mailParameters(
+                options, caps, [sender] + quoted, size, eightBit, chunked
+            )
         except InvalidAddressError as e:
             self._invalidAddress(e)
             return
+        except OptionError as e:
+            self._pendingFile = None
+            self._fail(CannotSendError(str(e), self.log.str()))
+            return
+        if warning is not None:
+            warnings.warn(warning, stacklevel=2)
+        self._options = options
+        # Refuse 8-bit data found while streaming unless it may be sent.
+        self._refuseEightBit = (
+            eightBit is None
+            and b"8BITMIME" not in caps
+            and not options.allowEightBitWithout8BITMIME
+        )
+        if not self._pipelined:
+            self._pendingRecipients = recipients
+            self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
+            self._expected = [250]
+            self._okresponse = self.smtpState_to
+            return
         self.toAddresses = iter(recipients)
         self.lastAddress = None
+        self._chunked = chunked
         group = [(b"MAIL", None)] + [(b"RCPT", r) for r in recipients]
-        if recipients:
+        if recipients and not chunked:
             group.append((b"DATA", None))
         self._pipeline = deque(group)
         self._expected = range(0, 1000)
         self._okresponse = self._pipelinedReply
-        for verb, address in group:
-            if verb == b"MAIL":
-                self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
-            elif verb == b"RCPT":
-                self.sendLine(
-                    b"RCPT TO:" + self.quoteAddress(address)
-                    + self.rcptToParameters(address)
+        self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
+        for recipient, address in zip(recipients, quoted):
+            self.sendLine(b"RCPT TO:" + address + self.rcptToParameters(recipient))
+        if chunked:
+            self._startChunks()
+        elif recipients:
+            self.sendLine(b"DATA")
+        if self.timeout is None and self.timeouts is not None:
+            # The first reply due is the one to MAIL.
+            self.setTimeout(self.timeouts.mail)
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        if self._refuseEightBit and not chunk.isascii():
+            raise OptionError(
+                "message holds 8-bit data but the server does not offer "
+                "8BITMIME (set allowEightBitWithout8BITMIME to send it anyway)"
+            )
+        return SMTPClient.transformChunk(self, chunk)
+
+    def _transferFailed(self, reason: Failure) -> None:
+        if reason.check(OptionError):
+            self._sender = None
+            self._abortConnection()
+            self._fail(
+                CannotSendError(
+                    reason.getErrorMessage(), self.log.str(), isFatal=True
                 )
-            else:
-                self.sendLine(b"DATA")
+            )
+            return
+        SMTPClient._transferFailed(self, reason)
+
+    def _abortConnection(self) -> None:
+        transport: Any = self.transport
+        if transport is not None and hasattr(transport, "abortConnection"):
+            transport.abortConnection()
+
+    # CHUNKING
+
+    def _startChunks(self) -> None:
+        self.mailFile = self._messageFile()
+        self._encoder = DataEncoder(dotStuff=False)
+        self._chunkSender = ChunkSender(
+            self.mailFile, self.transport, self.transformChunk,
+            self._chunkWritten, self._chunksFailed,
+        )
+        self._chunkSender.start()
+
+    def _chunkWritten(self, line: bytes, last: bool) -> None:
+        if self.debug:
+            self.log.append(b">>> " + line)
+        self._pipeline.append((b"BDAT", last))
+
+    def _chunksFailed(self, reason: Failure) -> None:
+        self._chunkSender = None
+        self._abortConnection()
+        if reason.check(OptionError):
+            exc: SMTPClientError = CannotSendError(
+                reason.getErrorMessage(), self.log.str(), isFatal=True
+            )
+        else:
+            exc = MessageReadError(
+                "Could not read the message to send: %s" % (reason.getErrorMessage(),),
+                self.log.str(),
+            )
+        self._fail(exc)
+
+    def _stopChunks(self) -> None:
+        sender, self._chunkSender = self._chunkSender, None
+        if sender is not None:
+            sender.stop()
+
+    def _abortTransfer(self) -> None:
+        sender, self._chunkSender = self._chunkSender, None
+        if sender is not None and not sender.finished:
+            sender.stopProducing()
+            self._abortConnection()
+        SMTPClient._abortTransfer(self)
 
     def _pipelinedReply(self, code: int, resp: bytes) -> None:
         """
         Match one reply to the oldest command of the pipelined group.
         """
-        verb, address = self._pipeline.popleft()
+        verb, detail = self._pipeline.popleft()
         if verb == b"MAIL":
             self._mailReply = (code, resp)
-            if not self._pipeline:
+            if not self._pipeline and not self._chunked:
                 # No recipients: as without pipelining.
-                self._failresponse = self.smtpTransferFailed
                 if code == 250:
                     self.smtpState_msgSent(0, b"No recipients accepted")
                 else:
                     self.smtpTransferFailed(code, resp)
             return
         if verb == b"RCPT":
-            self.lastAddress = address
-            self.toAddressesResult.append((address, code, resp))
+            self.lastAddress = detail
+            self.toAddressesResult.append((detail, code, resp))
             if code in SUCCESS:
-                self.successAddresses.append(address)
+                self.successAddresses.append(detail)
+            return
+        mailCode, mailResp = self._mailReply or (-1, b"")
+        if verb == b"BDAT":
+            self._bdatReply(code, resp, bool(detail), mailCode, mailResp)
             return
         # The reply to DATA ends the group.
-        mailCode, mailResp = self._mailReply or (-1, b"")
-        self._failresponse = self.smtpTransferFailed
         if code == 354 and (mailCode != 250 or not self.successAddresses):
             # The server wants the body although the envelope failed.  No
             # QUIT or RSET is possible in the middle of DATA: report, close.
-            self._failed354(mailCode, mailResp)
-        elif mailCode != 250:
-            self.toAddressesResult = []
-            self.successAddresses = []
-            self.smtpTransferFailed(mailCode, mailResp)
-        elif not self.successAddresses:
-            lastCode = self.toAddressesResult[-1][1]
-            self.smtpState_msgSent(lastCode, b"No recipients accepted")
+            self._envelopeFailed(mailCode, mailResp)
+            self.smtpState_disconnect(-1, None)
+        elif mailCode != 250 or not self.successAddresses:
+            self._envelopeFailed(mailCode, mailResp, rset=True)
         elif code == 354:
             self.smtpState_data(code, resp)
         else:
             self.smtpTransferFailed(code, resp)
 
-    def _failed354(self, mailCode: int, mailResp: bytes) -> None:
+    def _envelopeFailed(self, mailCode: int, mailResp: bytes, rset: bool = False) -> None:
+        """
+        Report a message whose MAIL or every RCPT was refused, as the
+        unpipelined conversation reports it.
+        """
         if mailCode != 250:
             self.toAddressesResult = []
             self.successAddresses = []
             code, resp = mailCode, mailResp
         else:
             code, resp = self.toAddressesResult[-1][1], b"No recipients accepted"
-        self._reportOutcome(code, resp)
-        self.smtpState_disconnect(-1, None)
+        if rset:
+            self._pipelined = False
+            self.smtpState_msgSent(code, resp)
+        else:
+            self._reportOutcome(code, resp)
+
+    def _bdatReply(
+        self, code: int, resp: bytes, last: bool, mailCode: int, mailResp: bytes
+    ) -> None:
+        envelopeOK = mailCode == 250 and bool(self.successAddresses)
+        if self._bdatFailure is None and (not envelopeOK or code not in SUCCESS):
+            # RFC 3030: after a failed chunk, send no more.
+            self._bdatFailure = (code, resp)
+            self._stopChunks()
+        if self._pipeline:
+            return
+        if self._chunkSender is not None and not self._chunkSender.finished:
+            # Replies caught up with the chunks written so far; more to come.
+            return
+        self._chunkSender = None
+        if not envelopeOK:
+            self._envelopeFailed(mailCode, mailResp, rset=True)
+        elif self._bdatFailure is not None:
+            self._pipelined = False
+            self.smtpTransferFailed(*self._bdatFailure)
+        elif last:
+            self.smtpState_msgSent(code, resp)
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
         """
@@ -499,4 +714,3 @@ class ESMTPClient(SMTPClient):
             self.smtpState_from(code, resp)
         else:
             SMTPClient.smtpState_msgSent(self, code, resp)
-

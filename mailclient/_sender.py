@@ -28,6 +28,7 @@ from mailclient._sasl import (
     LOGINAuthenticator,
     PLAINAuthenticator,
 )
+from mailclient._status import isPermanent, parseEnhancedStatus
 from mailclient._tls import verifyingContext
 
 _log = Logger()
@@ -60,9 +61,9 @@ class SenderMixin:
         SMTPClient.sendError(self, exc)  # type: ignore[arg-type]
         # Do not retry if no retries are left, or if the error is neither
         # retryable nor a temporary (4xx) failure.
-        code = getattr(exc, "code", -1)
         retry = getattr(exc, "retry", False)
-        if self.factory.retries >= 0 or (not retry and not 400 <= code < 500):
+        temporary = getattr(exc, "isTemporary", False)
+        if self.factory.retries >= 0 or (not retry and not temporary):
             self.factory._finish(Failure(exc))
 
     def sentMail(
@@ -78,6 +79,15 @@ class SenderMixin:
                     errlog.append(bytes(addr) + b": %03d " % (acode,) + aresp)
             errlog.append(log.str())
             exc = SMTPDeliveryError(code, resp, b"\n".join(errlog), addresses)
+            permanentRefusal = any(
+                isPermanent(acode, parseEnhancedStatus(acode, aresp))
+                for _, acode, aresp in addresses
+            )
+            if exc.isTemporary and not permanentRefusal and self.factory.retries < 0:
+                # Nothing was accepted and the server said "later": let the
+                # factory retry once this connection is closed.
+                self.factory._temporaryFailure = exc
+                return
             self.factory._finish(Failure(exc))
         else:
             self.factory._finish((numOk, addresses))
@@ -175,6 +185,8 @@ class SMTPSenderFactory(protocol.ClientFactory):
         self._attempt = 0
         self._retryCall: Optional[IDelayedCall] = None
         self._connectHost: Optional[str] = None
+        # The last temporary refusal, reported if retries run out.
+        self._temporaryFailure: Optional[SMTPDeliveryError] = None
 
     def _removeDeferred(self, result: Any) -> Any:
         del self.result
@@ -233,6 +245,9 @@ class SMTPSenderFactory(protocol.ClientFactory):
             self._retryCall = self._getReactor().callLater(
                 delay, self._retry, connector
             )
+            return
+        if self._temporaryFailure is not None:
+            self._finish(Failure(self._temporaryFailure))
             return
         exn = SMTPConnectError(
             -1, "Unable to connect to SMTP server: " + str(err.value)

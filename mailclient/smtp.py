@@ -34,6 +34,7 @@ from mailclient._errors import (
     AUTHDeclinedError,
     AuthenticationError,
     AUTHRequiredError,
+    CannotSendError,
     EHLORequiredError,
     ESMTPClientError,
     InvalidAddressError,
@@ -52,6 +53,8 @@ from mailclient._errors import (
     TLSRequiredError,
 )
 from mailclient._host import getDNSName
+from mailclient._options import MailOptions
+from mailclient._timeouts import Timeouts
 from mailclient._util import idGenerator, messageid, rfc822date
 from mailclient._xtext import (
     xtext_codec,
@@ -71,6 +74,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CannotSendError",
+    "MailOptions",
+    "Timeouts",
     "CramMD5ClientAuthenticator",
     "ESMTPClient",
     "ESMTPSender",

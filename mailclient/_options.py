@@ -1,0 +1,196 @@
+"""
+Per-message ESMTP options: DSN (RFC 3461), 8BITMIME (RFC 6152), SMTPUTF8
+(RFC 6531) and SIZE (RFC 1870), and the MAIL/RCPT parameters they become.
+
+Pure: given the options, the server's capabilities and what is known of the
+message, compute parameters, or say why the message cannot be sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+from mailclient._ehlo import Capabilities
+from mailclient._xtext import xtext_encode
+
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY", "NEVER"})
+
+
+class OptionError(ValueError):
+    """
+    The options cannot be honoured with this server or this message.
+    """
+
+
+@dataclass(frozen=True)
+class MailOptions:
+    """
+    What to ask of the server for one message.
+
+    @ivar ret: DSN: return C{"FULL"} message or only C{"HDRS"} in bounces.
+    @ivar envid: DSN: an envelope identifier, echoed in notifications.
+    @ivar notify: DSN: when to notify, some of C{"SUCCESS"}, C{"FAILURE"},
+        C{"DELAY"}, or C{("NEVER",)}.
+    @ivar orcpt: DSN: send each recipient's original address (ORCPT).
+    @ivar requireDSN: if the server lacks DSN, fail the message instead of
+        sending it without the DSN parameters (with a warning).
+    @ivar eightBit: the body holds 8-bit data: C{True}, C{False}, or L{None}
+        to find out (before sending when the file is seekable, else while
+        streaming).
+    @ivar allowEightBitWithout8BITMIME: send 8-bit data even to a server
+        that did not offer 8BITMIME (what Twisted does).
+    @ivar binary: the body is binary (BODY=BINARYMIME, needs CHUNKING).
+    """
+
+    ret: Optional[str] = None
+    envid: Optional[str] = None
+    notify: Optional[Sequence[str]] = None
+    orcpt: bool = False
+    requireDSN: bool = False
+    eightBit: Optional[bool] = None
+    allowEightBitWithout8BITMIME: bool = False
+    binary: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ret is not None and self.ret.upper() not in ("FULL", "HDRS"):
+            raise ValueError("ret must be 'FULL' or 'HDRS', not %r" % (self.ret,))
+        if self.notify is not None:
+            values = {n.upper() for n in self.notify}
+            if not values or not values <= _NOTIFY or ("NEVER" in values and len(values) > 1):
+                raise ValueError("invalid DSN notify: %r" % (self.notify,))
+        if self.envid is not None:
+            if any(ord(c) < 32 or ord(c) > 126 for c in self.envid) or len(self.envid) > 100:
+                raise ValueError("envid must be printable ASCII, at most 100 characters")
+
+    @property
+    def wantsDSN(self) -> bool:
+        """
+        Whether any DSN parameter was asked for.
+        """
+        return bool(self.ret or self.envid or self.notify or self.orcpt)
+
+
+DEFAULT_OPTIONS = MailOptions()
+
+
+def _needsUTF8(addresses: Sequence[bytes]) -> bool:
+    return any(not a.isascii() for a in addresses)
+
+
+def mailParameters(
+    options: MailOptions,
+    caps: Capabilities,
+    quotedAddresses: Sequence[bytes],
+    size: Optional[int],
+    eightBit: Optional[bool],
+    chunking: bool,
+) -> List[bytes]:
+    """
+    The parameters for C{MAIL FROM}.
+
+    @param quotedAddresses: the sender and every recipient, quoted.
+    @param size: the message size, if known.
+    @param eightBit: whether the body holds 8-bit data, if known.
+    @param chunking: whether the body will go with BDAT.
+    @raise OptionError: if the message cannot be sent to this server.
+    """
+    params: List[bytes] = []
+    limit = caps.size()
+    if size is not None and b"SIZE" in caps:
+        if limit is not None and size > limit:
+            raise OptionError(
+                "message is %d bytes, more than the server's limit of %d bytes"
+                % (size, limit)
+            )
+        params.append(b"SIZE=%d" % (size,))
+    if options.binary:
+        if not (chunking and b"BINARYMIME" in caps):
+            raise OptionError("binary body needs a server offering CHUNKING and BINARYMIME")
+        params.append(b"BODY=BINARYMIME")
+    elif eightBit and b"8BITMIME" in caps:
+        params.append(b"BODY=8BITMIME")
+    if _needsUTF8(quotedAddresses):
+        params.append(b"SMTPUTF8")
+    if options.wantsDSN and b"DSN" in caps:
+        if options.ret:
+            params.append(b"RET=" + options.ret.upper().encode("ascii"))
+        if options.envid:
+            params.append(b"ENVID=" + xtext_encode(options.envid)[0])
+    return params
+
+
+def rcptParameters(options: MailOptions, caps: Capabilities, address: bytes) -> List[bytes]:
+    """
+    The parameters for C{RCPT TO} of the (unquoted) C{address}.
+    """
+    if not (options.wantsDSN and b"DSN" in caps):
+        return []
+    params = []
+    if options.notify:
+        params.append(b"NOTIFY=" + ",".join(n.upper() for n in options.notify).encode("ascii"))
+    if options.orcpt:
+        kind = b"utf-8" if not address.isascii() else b"rfc822"
+        params.append(b"ORCPT=" + kind + b";" + xtext_encode(address)[0])
+    return params
+
+
+def checkDSN(options: MailOptions, caps: Capabilities) -> Optional[str]:
+    """
+    Return a warning when DSN was asked for and the server lacks it, or
+    raise L{OptionError} when the caller required it.
+    """
+    if options.wantsDSN and b"DSN" not in caps:
+        if options.requireDSN:
+            raise OptionError("DSN parameters were required but the server does not offer DSN")
+        return "server does not offer DSN; sending without DSN parameters"
+    return None
+
+
+def checkEightBit(options: MailOptions, caps: Capabilities, eightBit: Optional[bool]) -> None:
+    """
+    Refuse a body known to hold 8-bit data when the server cannot take it.
+    """
+    if eightBit and b"8BITMIME" not in caps and not options.allowEightBitWithout8BITMIME:
+        raise OptionError(
+            "message holds 8-bit data but the server does not offer 8BITMIME "
+            "(set allowEightBitWithout8BITMIME to send it anyway)"
+        )
+
+
+def fileSize(f: Any) -> Optional[int]:
+    """
+    The number of bytes left in a seekable file, or L{None}.
+    """
+    try:
+        start = f.tell()
+        end = f.seek(0, 2)
+        f.seek(start)
+    except Exception:
+        return None
+    if not isinstance(start, int) or not isinstance(end, int):
+        return None
+    return end - start
+
+
+def holdsEightBit(f: Any, chunkSize: int = 1 << 16) -> Optional[bool]:
+    """
+    Whether the rest of a seekable file holds a byte above 127 (L{None} if
+    the file cannot be rewound), leaving its position unchanged.
+    """
+    try:
+        start = f.tell()
+        found = False
+        while True:
+            chunk = f.read(chunkSize)
+            if not chunk:
+                break
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            if not chunk.isascii():
+                found = True
+                break
+        f.seek(start)
+    except Exception:
+        return None
+    return found

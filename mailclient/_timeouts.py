@@ -1,0 +1,53 @@
+"""
+Per-phase reply timeouts (RFC 5321, section 4.5.3.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """
+    How long, in seconds, the client waits at each phase of a session.
+
+    The defaults are RFC 5321's minimums.  Give an instance as the
+    C{timeouts} attribute of a client (or to the factories and C{sendmail});
+    the Twisted-compatible C{timeout} attribute, when set, still applies one
+    limit to every phase instead.
+
+    @ivar greeting: waiting for the server's greeting (220).
+    @ivar mail: waiting for the reply to MAIL; also used for EHLO, HELO,
+        STARTTLS, AUTH, RSET and QUIT.
+    @ivar rcpt: waiting for the reply to each RCPT.
+    @ivar dataInit: waiting for the 354 reply to DATA.
+    @ivar dataBlock: between two writes of message data (the transport
+        accepting each block), and waiting for the reply to each BDAT chunk
+        but the last.
+    @ivar dataTermination: waiting for the final reply after the end of the
+        data (the server may be delivering the message meanwhile).
+    """
+
+    greeting: Optional[float] = 300.0
+    mail: Optional[float] = 300.0
+    rcpt: Optional[float] = 300.0
+    dataInit: Optional[float] = 120.0
+    dataBlock: Optional[float] = 180.0
+    dataTermination: Optional[float] = 600.0
+
+    def forCommand(self, line: bytes) -> Optional[float]:
+        """
+        The limit for the reply to the command line C{line}.
+        """
+        verb = line[:4].upper()
+        if verb == b"RCPT":
+            return self.rcpt
+        if verb == b"DATA":
+            return self.dataInit
+        if verb == b"BDAT":
+            return self.dataTermination if line.rstrip().upper().endswith(b"LAST") else self.dataBlock
+        if line in (b".", b"\r\n."):
+            return self.dataTermination
+        return self.mail
