@@ -5,7 +5,8 @@ A private certificate authority and a server certificate for C{localhost},
 C{127.0.0.1} and C{::1} are made with C{cryptography} the first time they are
 asked for and then kept for the rest of the process.  Tests trust the CA
 certificate, so client code is exercised with full verification, exactly as
-against a real server.
+against a real server.  Needs C{cryptography} and pyOpenSSL (Twisted's C{tls}
+extra).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import threading
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+if TYPE_CHECKING:
+    from twisted.internet import ssl
+
+# cryptography and pyOpenSSL (Twisted's "tls" extra) are imported when first
+# needed, so that mailclient.testing works without them when TLS is unused.
 
 
 class LocalCertificates:
@@ -50,12 +50,16 @@ class LocalCertificates:
         Return the CA certificate as a Twisted L{ssl.Certificate}, ready to be
         passed as C{trustRoot} to L{ssl.optionsForClientTLS}.
         """
+        from twisted.internet import ssl
+
         return ssl.Certificate.loadPEM(self.caCertificatePEM)
 
     def serverCertificate(self) -> ssl.PrivateCertificate:
         """
         Return the server certificate and key as an L{ssl.PrivateCertificate}.
         """
+        from twisted.internet import ssl
+
         return ssl.PrivateCertificate.loadPEM(
             self.serverKeyPEM + self.serverCertificatePEM
         )
@@ -66,13 +70,15 @@ class LocalCertificates:
         """
         return self.serverCertificate().options()
 
-    def clientOptions(
-        self, hostname: Optional[str] = None
-    ) -> IOpenSSLClientConnectionCreator:
+    def clientOptions(self, hostname: Optional[str] = None) -> Any:
         """
-        Return client-side TLS options that trust only the CA and verify that
-        the server is C{hostname} (by default the certificate's own name).
+        Return client-side TLS options (an
+        L{twisted.internet.interfaces.IOpenSSLClientConnectionCreator}) that
+        trust only the CA and verify that the server is C{hostname} (by
+        default the certificate's own name).
         """
+        from twisted.internet import ssl
+
         return ssl.optionsForClientTLS(
             hostname or self.hostname, trustRoot=self.trustRoot()
         )
@@ -88,6 +94,11 @@ def generateCertificates(
 
     Elliptic-curve keys are used because they are made in microseconds.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     now = datetime.datetime.now(datetime.timezone.utc)
     notBefore = now - datetime.timedelta(days=1)
     notAfter = now + datetime.timedelta(days=365)
@@ -125,7 +136,7 @@ def generateCertificates(
     )
 
     serverKey = ec.generate_private_key(ec.SECP256R1())
-    altNames: list[x509.GeneralName] = [x509.DNSName(hostname)]
+    altNames: "list[x509.GeneralName]" = [x509.DNSName(hostname)]
     altNames += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ipAddresses]
     serverCert = (
         x509.CertificateBuilder()

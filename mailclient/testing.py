@@ -1,0 +1,60 @@
+"""
+A real, scriptable SMTP server for testing code that sends mail.
+
+L{SMTPTestServer} speaks SMTP (ESMTP, PIPELINING, STARTTLS, AUTH, CHUNKING,
+...) and records every session, so tests can assert on what a client sent;
+its replies can be scripted to fail, stall, disconnect or misbehave.  Run it
+on a loopback port (L{SMTPTestServer.listenTCP}) or connect a client to it in
+memory (L{SMTPTestServer.connectInMemory}, with real TLS).
+
+    server = SMTPTestServer(credentials={"alice": "secret"})
+    server.script("RCPT", [None, Reply(550, b"5.1.1 no such user")])
+    connection = server.connectInMemory(myClientFactory)
+    connection.pump()
+    [message] = server.messages
+
+See C{docs/testing.rst} for a guide.  This module never imports
+C{twisted.mail}.
+"""
+
+from mailclient._testcert import LocalCertificates, generateCertificates, localCertificates
+from mailclient._testserver import (
+    DATA_END,
+    GREETING,
+    Abort,
+    Action,
+    ActionLike,
+    Delay,
+    Disconnect,
+    EndlessLine,
+    Garbage,
+    MemoryConnection,
+    NoReply,
+    ReceivedMessage,
+    Reply,
+    Session,
+    SMTPTestCaseMixin,
+    SMTPTestServer,
+)
+
+__all__ = [
+    "DATA_END",
+    "GREETING",
+    "Abort",
+    "Action",
+    "ActionLike",
+    "Delay",
+    "Disconnect",
+    "EndlessLine",
+    "Garbage",
+    "LocalCertificates",
+    "MemoryConnection",
+    "NoReply",
+    "ReceivedMessage",
+    "Reply",
+    "SMTPTestCaseMixin",
+    "SMTPTestServer",
+    "Session",
+    "generateCertificates",
+    "localCertificates",
+]
