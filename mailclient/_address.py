@@ -140,9 +140,12 @@ def quoteaddr(addr: Any, utf8: bool = False) -> bytes:
 
 # The tokenizer of Address: quoted strings, escaped characters and runs of
 # atom characters are tokens; any other character is a token of its own.
-_ATOM = re.compile(rb"[-A-Za-z0-9!#$%&'*+/=?^_`{|}~]")
+# UTF-8 bytes count as atom characters (RFC 6531 atext), so that an
+# internationalised address can be held; whether it may be sent is decided
+# when it is quoted, by whether the server offers SMTPUTF8.
+_ATOM = re.compile(rb"[-A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\xff]")
 _TOKENS = re.compile(
-    rb'((?:"[^"]*"|\\.|[-A-Za-z0-9!#$%&\'*+/=?^_`{|}~])+|.)', re.DOTALL
+    rb'((?:"[^"]*"|\\.|[-A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\xff])+|.)', re.DOTALL
 )
 _BACKSLASHED = re.compile(rb"\\(.)")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from typing import IO, Any, Callable, Collection, List, Optional, Tuple, Union, cast
 
-from twisted.internet import defer, protocol
+from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure

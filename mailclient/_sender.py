@@ -135,7 +135,8 @@ class SMTPSenderFactory(protocol.ClientFactory):
     @ivar retryDelay: Seconds before the first retry; each further retry
         waits twice as long, up to L{maxRetryDelay}.  (mailclient addition;
         Twisted reconnects at once.)
-    @ivar reactor: The reactor for retry timers (default: the global one).
+    @ivar reactor: The reactor for retry and reply timers (default: the
+        global one).
     """
 
     domain: Any = _DefaultDomain()
@@ -286,6 +287,9 @@ class SMTPSenderFactory(protocol.ClientFactory):
     def _configure(self, p: SMTPClient) -> SMTPClient:
         p.factory = self
         p.timeout = self.timeout
+        if self.reactor is not None:
+            # Reply timeouts run on the factory's reactor, like its retries.
+            p.callLater = self.reactor.callLater  # type: ignore[method-assign]
         self.currentProtocol = p
         return p
 

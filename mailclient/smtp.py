@@ -95,7 +95,7 @@ __all__ = [
     "Address",
     "AddressError",
     "AuthenticationError",
-    "DNSNAME",
+    "DNSNAME",  # noqa: F822 - provided lazily by __getattr__
     "EHLORequiredError",
     "ESMTPClientError",
     "IClientAuthentication",
