@@ -1,0 +1,237 @@
+"""
+Delivery status notifications (RFC 3464) for messages that cannot be
+relayed.
+
+Pure: bytes in, bytes out.  The report is C{multipart/report;
+report-type=delivery-status} with three parts: a human-readable explanation,
+the C{message/delivery-status} fields (per recipient: C{Final-Recipient},
+C{Action}, C{Status}, C{Remote-MTA}, C{Diagnostic-Code}), and the original
+message (or only its headers, when it is large).  The original is copied as
+bytes, never decoded, so any message can be returned.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import BinaryIO, Optional, Sequence, Tuple, Union
+
+from mailclient._util import messageid, rfc822date
+
+Text = Union[str, bytes]
+
+#: Messages up to this size are returned whole; larger ones by their headers.
+MAX_RETURNED_SIZE = 50000
+
+_ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+_BOUNDARY_CHARS = re.compile(r"[^0-9A-Za-z'()+_,./:=?-]")
+
+
+class DeliveryFailure:
+    """
+    Why one recipient of a message was not delivered.
+
+    @ivar recipient: The envelope recipient.
+    @ivar status: The RFC 3463 status code, such as C{"5.1.1"}.
+    @ivar diagnostic: The remote server's reply (C{b"550 5.1.1 No such
+        user"}), or L{None} when the failure was found locally.
+    @ivar remoteMTA: The host that gave the reply, if any.
+    @ivar reason: A short explanation for people.
+    """
+
+    def __init__(
+        self,
+        recipient: Text,
+        status: str,
+        diagnostic: Optional[bytes] = None,
+        remoteMTA: Optional[str] = None,
+        reason: str = "",
+    ) -> None:
+        self.recipient = recipient
+        self.status = status
+        self.diagnostic = diagnostic
+        self.remoteMTA = remoteMTA
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "DeliveryFailure(%r, %r, %r, %r, %r)" % (
+            self.recipient,
+            self.status,
+            self.diagnostic,
+            self.remoteMTA,
+            self.reason,
+        )
+
+
+def statusFromReply(code: int, resp: bytes) -> str:
+    """
+    Return the RFC 3463 status of an SMTP reply: its own enhanced status
+    code when it starts with one of the same class, else C{X.0.0}.
+    """
+    match = _ENHANCED.match(resp)
+    if match and int(match.group(1)) == code // 100:
+        return b".".join(match.groups()).decode("ascii")
+    klass = code // 100 if code // 100 in (2, 4, 5) else 5
+    return "%d.0.0" % (klass,)
+
+
+def _text(value: Text) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _field(value: str, limit: int = 900) -> str:
+    """
+    Make C{value} safe as one header field value: one line, ASCII, bounded.
+    Non-ASCII characters are written as RFC 6533 C{\\x{HEX}} escapes.
+    """
+    value = " ".join(value.split())
+    value = "".join(c if " " <= c < "\x7f" else "\\x{%X}" % (ord(c),) for c in value)
+    return value[:limit]
+
+
+def _address(value: Text) -> str:
+    text = _text(value).strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    return text
+
+
+def _headersOf(message: BinaryIO) -> bytes:
+    lines = []
+    for line in message:
+        if line in (b"\n", b"\r\n"):
+            break
+        lines.append(line)
+    return b"".join(lines)
+
+
+def _original(message: BinaryIO, maxSize: int) -> Tuple[bytes, bytes]:
+    """
+    Return the content type and the bytes of the returned original.
+    """
+    message.seek(0, 2)
+    size = message.tell()
+    message.seek(0)
+    if size <= maxSize:
+        return b"message/rfc822", message.read()
+    return b"text/rfc822-headers", _headersOf(message)
+
+
+def _boundary(now: float) -> str:
+    token = messageid(uniq="report").decode("ascii")
+    return _BOUNDARY_CHARS.sub("", "=_%d_%s" % (int(now), token))
+
+
+def generateBounce(
+    message: BinaryIO,
+    failedFrom: Text,
+    failures: Sequence[DeliveryFailure],
+    reportingMTA: str,
+    arrivalDate: Optional[float] = None,
+    now: Optional[float] = None,
+    maxReturnedSize: int = MAX_RETURNED_SIZE,
+) -> Tuple[bytes, bytes, bytes]:
+    """
+    Build a delivery status notification for an undeliverable message.
+
+    @param message: The undeliverable message, a binary file.
+    @param failedFrom: The envelope sender of that message; the report is
+        addressed to it.
+    @param failures: One entry per recipient that failed.
+    @param reportingMTA: This host's name, for C{Reporting-MTA} and the
+        C{From} address (C{MAILER-DAEMON@reportingMTA}).
+    @param arrivalDate: When the message was queued (seconds since the
+        epoch), if known.
+    @param now: The time of the report (default: now).
+    @param maxReturnedSize: Messages larger than this are returned as
+        C{text/rfc822-headers}.
+    @return: The envelope sender (the null reverse-path, C{b""}), the
+        envelope recipient, and the report, with LF line endings; as
+        Twisted's C{bounce.generateBounce} returns them.
+    """
+    if now is None:
+        now = time.time()
+    reportingMTA = _field(reportingMTA) or "localhost"
+    sender = _address(failedFrom)
+    boundary = _boundary(now)
+    contentType, original = _original(message, maxReturnedSize)
+
+    head = [
+        "From: Mail Delivery System <MAILER-DAEMON@%s>" % (reportingMTA,),
+        "To: <%s>" % (_field(sender),),
+        "Subject: Undelivered Mail Returned to Sender",
+        "Date: %s" % (rfc822date(time.localtime(now)).decode("ascii"),),
+        "Message-ID: %s" % (messageid(uniq="bounce").decode("ascii"),),
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        ' boundary="%s"' % (boundary,),
+        "",
+        "This is a MIME-encapsulated delivery status notification.",
+        "",
+        "--" + boundary,
+        "Content-Description: Notification",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "This is the mail system at host %s." % (reportingMTA,),
+        "",
+        "Your message could not be delivered to one or more recipients.",
+        "It has been returned below; delivery will not be retried.",
+        "",
+    ]
+    for failure in failures:
+        explanation = failure.reason or "delivery failed"
+        if failure.diagnostic is not None:
+            said = _field(failure.diagnostic.decode("utf-8", "replace"))
+            host = failure.remoteMTA or "the remote server"
+            explanation = "%s said: %s" % (_field(host), said)
+        head.append(
+            "<%s>: %s" % (_field(_address(failure.recipient)), _field(explanation))
+        )
+    head += [
+        "",
+        "--" + boundary,
+        "Content-Description: Delivery report",
+        "Content-Type: message/delivery-status",
+        "",
+        "Reporting-MTA: dns; %s" % (reportingMTA,),
+    ]
+    if arrivalDate is not None:
+        head.append(
+            "Arrival-Date: %s" % (rfc822date(time.localtime(arrivalDate)).decode("ascii"),)
+        )
+    for failure in failures:
+        recipient = _address(failure.recipient)
+        addressType = "rfc822" if recipient.isascii() else "utf-8"
+        head += [
+            "",
+            "Final-Recipient: %s; %s" % (addressType, _field(recipient)),
+            "Action: failed",
+            "Status: %s" % (_field(failure.status),),
+        ]
+        if failure.remoteMTA:
+            head.append("Remote-MTA: dns; %s" % (_field(failure.remoteMTA),))
+        if failure.diagnostic is not None:
+            head.append(
+                "Diagnostic-Code: smtp; %s"
+                % (_field(failure.diagnostic.decode("utf-8", "replace")),)
+            )
+        head.append(
+            "Last-Attempt-Date: %s" % (rfc822date(time.localtime(now)).decode("ascii"),)
+        )
+    head += [
+        "",
+        "--" + boundary,
+        "Content-Description: Undelivered message",
+        "Content-Type: " + contentType.decode("ascii"),
+    ]
+    if not original.isascii():
+        head.append("Content-Transfer-Encoding: 8bit")
+    head.append("")
+    report = "\n".join(head).encode("ascii") + b"\n" + original
+    if not report.endswith(b"\n"):
+        report += b"\n"
+    report += b"\n--" + boundary.encode("ascii") + b"--\n"
+    return b"", sender.encode("utf-8"), report

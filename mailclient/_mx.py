@@ -1,0 +1,372 @@
+"""
+Finding the mail exchanges of a domain (RFC 5321 section 5.1, RFC 7505).
+
+L{MXCalculator} keeps Twisted's interface (C{getMX}, C{markBad},
+C{markGood}, C{badMXs}, C{timeOutBadMX}, C{fallbackToDomain}) and adds
+L{MXCalculator.getExchanges}, which returns every exchange in the order to
+try them, so a relay can fail over.  Reading the DNS answer is done by pure
+functions (L{classifyAnswers}, L{orderExchanges}); the calculator only does
+the lookups.
+
+Fixed against Twisted: CNAME loops that do not pass through the queried
+name are detected instead of looping for ever; names are compared without
+regard to case or a trailing dot; a null MX (RFC 7505) and a domain that does
+not exist make the domain undeliverable instead of connecting to C{""} or
+retrying for ever.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.error import DNSLookupError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+_log = Logger()
+
+Name = Union[str, bytes, Any]
+
+
+class CanonicalNameLoop(Exception):
+    """
+    When looking up a mail exchange host, the canonical name (CNAME) records
+    found form a cycle; resolution was abandoned.
+    """
+
+
+class CanonicalNameChainTooLong(Exception):
+    """
+    When looking up a mail exchange host, more canonical name (CNAME)
+    records pointing to other canonical names were found than allowed;
+    resolution was abandoned.
+    """
+
+
+class UndeliverableDomain(DNSLookupError):
+    """
+    Mail cannot be delivered to a domain: it publishes a null MX (RFC 7505),
+    or it has neither a usable MX nor an address.  Messages for it are
+    returned to their senders rather than retried.  (mailclient addition;
+    a L{DNSLookupError}, so code that expects Twisted's errors still works.)
+
+    @ivar domain: The domain.
+    @ivar status: The RFC 3463 status to report (C{"5.1.10"} for a null MX,
+        C{"5.1.2"} for a domain that does not exist, C{"5.4.4"} when no
+        host can be found).
+    """
+
+    def __init__(self, domain: str, status: str, reason: str) -> None:
+        DNSLookupError.__init__(self, reason)
+        self.domain = domain
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def normalName(name: Name) -> str:
+    """
+    Return a DNS name as text in a form fit for comparison: lower case,
+    without a trailing dot.
+    """
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return str(name).rstrip(".").lower()
+
+
+def classifyAnswers(
+    answers: Sequence[Any], domain: Name, seen: Optional[Set[str]] = None
+) -> Tuple[str, Any]:
+    """
+    Read the answer section of an MX query for C{domain}.
+
+    CNAME records within the answer are followed.
+
+    @param seen: The names already met on the way to C{domain} (aliases
+        found by earlier lookups); updated with the names met here.
+
+    @param answers: L{twisted.names.dns.RRHeader}s.
+    @return: C{("mx", records)} with the MX payloads found for the name
+        C{domain} stands for; C{("cname", (name, record))} when the answer
+        ends at an alias whose target must be looked up; or C{("none",
+        None)} when there is neither.
+    @raise CanonicalNameLoop: if the aliases in the answer form a cycle.
+    """
+    from twisted.names import dns
+
+    byName: Dict[str, List[Any]] = {}
+    for answer in answers:
+        byName.setdefault(normalName(answer.name), []).append(answer.payload)
+
+    name = normalName(domain)
+    if seen is None:
+        seen = set()
+    seen.add(name)
+    while True:
+        records = byName.get(name, [])
+        exchanges = [r for r in records if r.TYPE == dns.MX]
+        if exchanges:
+            return "mx", exchanges
+        aliases = [r for r in records if r.TYPE == dns.CNAME]
+        if not aliases:
+            return "none", None
+        target = normalName(aliases[0].name)
+        if target in seen:
+            raise CanonicalNameLoop(aliases[0])
+        seen.add(target)
+        if target not in byName:
+            return "cname", (target, aliases[0])
+        name = target
+
+
+def addressFromAnswers(
+    answers: Sequence[Any], name: str, kind: str = "A"
+) -> Tuple[Optional[str], Optional[str]]:
+    """
+    Read the answer section of an A (C{kind="A"}) or AAAA (C{kind="AAAA"})
+    query for C{name}, following the CNAME records within it.
+
+    @return: C{(address, None)} when an address was found; C{(None, alias)}
+        when the answer ends at an alias that must be looked up; C{(None,
+        None)} when there is neither.
+    """
+    from twisted.names import dns
+
+    wanted = dns.A if kind == "A" else dns.AAAA
+    byName: Dict[str, List[Any]] = {}
+    for answer in answers:
+        byName.setdefault(normalName(answer.name), []).append(answer.payload)
+    name = normalName(name)
+    seen = {name}
+    while True:
+        records = byName.get(name, [])
+        for record in records:
+            if record.TYPE == wanted:
+                return record.dottedQuad() if kind == "A" else _ipv6(record), None
+        aliases = [r for r in records if r.TYPE == dns.CNAME]
+        if not aliases:
+            return None, None
+        name = normalName(aliases[0].name)
+        if name in seen:
+            return None, None
+        seen.add(name)
+        if name not in byName:
+            return None, name
+
+
+def _ipv6(record: Any) -> str:
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, record.address)
+
+
+def isNullMX(record: Any) -> bool:
+    """
+    Whether an MX record is a null MX (RFC 7505): its exchange is the root.
+    """
+    return normalName(record.name) == ""
+
+
+def orderExchanges(
+    records: Sequence[Any], badMXs: Mapping[str, float], now: float
+) -> List[Any]:
+    """
+    Return MX records in the order to try them: working exchanges by
+    preference, then those marked bad (until a time later than C{now}) by
+    preference.  Among equal preferences the order of the answer is kept.
+    Null MX records are left out.
+    """
+    ordered = sorted(
+        (r for r in records if not isNullMX(r)), key=lambda r: r.preference
+    )
+    good = [r for r in ordered if badMXs.get(normalName(r.name), now) <= now]
+    bad = [r for r in ordered if badMXs.get(normalName(r.name), now) > now]
+    return good + bad
+
+
+class MXCalculator:
+    """
+    Looks up mail exchange hosts and tracks whether they are working.
+
+    @ivar clock: The L{IReactorTime} provider used for bad-host timeouts.
+    @ivar resolver: The L{IResolver} provider used for lookups.
+    @ivar badMXs: Non-functioning exchange host names, mapped to the time at
+        which they may be tried first again.
+    @ivar timeOutBadMX: Seconds for which an exchange marked bad is tried
+        only after all the others.
+    @ivar fallbackToDomain: Whether to use the domain's own address when it
+        has no MX records (RFC 5321 section 5.1).
+    """
+
+    timeOutBadMX: float = 60 * 60
+    fallbackToDomain: bool = True
+
+    def __init__(self, resolver: Any = None, clock: Any = None) -> None:
+        """
+        @param resolver: An L{IResolver} provider; by default one made by
+            L{twisted.names.client.createResolver}.
+        @param clock: An L{IReactorTime} provider; by default the reactor.
+        """
+        self.badMXs: Dict[str, float] = {}
+        if resolver is None:
+            from twisted.names.client import createResolver
+
+            resolver = createResolver()
+        self.resolver = resolver
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+
+    def markBad(self, mx: Name) -> None:
+        """
+        Record that the exchange host C{mx} is not working: it is tried last
+        for L{timeOutBadMX} seconds.
+        """
+        self.badMXs[normalName(mx)] = self.clock.seconds() + self.timeOutBadMX
+
+    def markGood(self, mx: Name) -> None:
+        """
+        Record that the exchange host C{mx} is working.
+        """
+        self.badMXs.pop(normalName(mx), None)
+
+    def getMX(
+        self, domain: Name, maximumCanonicalChainLength: int = 3
+    ) -> "defer.Deferred[Any]":
+        """
+        Find the best exchange host for C{domain}: the most preferred one
+        not marked bad, or, if all are bad, the most preferred one.
+
+        @param maximumCanonicalChainLength: How many CNAME lookups to make
+            at most.
+        @return: A Deferred firing with a L{twisted.names.dns.Record_MX}.
+            When the domain has no MX and L{fallbackToDomain} is set, the
+            record names the domain's address.
+        """
+        d = self.getExchanges(domain, maximumCanonicalChainLength)
+        d.addCallback(lambda exchanges: exchanges[0])
+        return d
+
+    def getExchanges(
+        self, domain: Name, maximumCanonicalChainLength: int = 3
+    ) -> "defer.Deferred[List[Any]]":
+        """
+        Find every exchange host for C{domain}, in the order to try them
+        (see L{orderExchanges}).  (mailclient addition)
+
+        @return: A Deferred firing with a non-empty list of
+            L{twisted.names.dns.Record_MX}, or failing with
+            L{UndeliverableDomain} (null MX, no such domain, no host),
+            L{CanonicalNameLoop}, L{CanonicalNameChainTooLong}, or the
+            resolver's error (a temporary failure).
+        """
+        return self._getExchanges(normalName(domain), maximumCanonicalChainLength, set())
+
+    def _getExchanges(
+        self, name: str, cnamesLeft: int, seen: Set[str]
+    ) -> "defer.Deferred[List[Any]]":
+        from twisted.names import error
+
+        d = self.resolver.lookupMailExchange(name)
+
+        def noSuchDomain(failure: Failure) -> Any:
+            failure.trap(error.DNSNameError)
+            return self._implicitMX(name, exists=False)
+
+        d.addCallbacks(
+            self._fromAnswers,
+            noSuchDomain,
+            callbackArgs=(name, cnamesLeft, seen),
+        )
+        return d
+
+    def _fromAnswers(
+        self,
+        result: Tuple[Sequence[Any], Any, Any],
+        domain: str,
+        cnamesLeft: int,
+        seen: Set[str],
+    ) -> Any:
+        kind, value = classifyAnswers(result[0], domain, seen)
+        if kind == "mx":
+            if all(isNullMX(r) for r in value):
+                raise UndeliverableDomain(
+                    domain, "5.1.10", "Domain %s does not accept mail (null MX)" % (domain,)
+                )
+            return orderExchanges(value, self.badMXs, self.clock.seconds())
+        if kind == "cname":
+            target, record = value
+            if cnamesLeft <= 0:
+                raise CanonicalNameChainTooLong(record)
+            return self._getExchanges(target, cnamesLeft - 1, seen)
+        return self._implicitMX(domain, exists=True)
+
+    def _implicitMX(self, domain: str, exists: bool) -> "defer.Deferred[List[Any]]":
+        """
+        Use the domain's own address, as RFC 5321 says when it has no MX.
+        """
+        from twisted.names import dns, error
+
+        if not self.fallbackToDomain:
+            raise UndeliverableDomain(domain, "5.4.4", "No MX found for %r" % (domain,))
+        _log.info(
+            "MX lookup failed; attempting to use hostname ({domain}) directly",
+            domain=domain,
+        )
+        d = self.resolveHost(domain)
+
+        def noAddress(failure: Failure) -> None:
+            failure.trap(error.DNSNameError, DNSLookupError)
+            if exists:
+                raise UndeliverableDomain(
+                    domain, "5.4.4", "Domain %s has no MX and no address" % (domain,)
+                )
+            raise UndeliverableDomain(
+                domain, "5.1.2", "Domain %s does not exist" % (domain,)
+            )
+
+        d.addCallbacks(lambda address: [dns.Record_MX(0, address)], noAddress)
+        return d  # type: ignore[return-value]
+
+    def resolveHost(self, name: Name, effort: int = 5) -> "defer.Deferred[str]":
+        """
+        Find an address of the host C{name}: its first A record, else its
+        first AAAA record.  (mailclient addition)
+
+        Unlike C{getHostByName} of L{twisted.names}, this asks for A and
+        AAAA records, not C{ANY} (which many resolvers no longer answer,
+        RFC 8482).  A resolver without C{lookupAddress} is asked
+        C{getHostByName}.
+
+        @return: A Deferred firing with the address as text, or failing with
+            L{DNSLookupError} when the host has no address, or with the
+            resolver's error (L{twisted.names.error.DNSNameError} when the
+            name does not exist).
+        """
+        host = normalName(name)
+        if isIPAddress(host) or isIPv6Address(host):
+            return defer.succeed(host)
+        if not hasattr(self.resolver, "lookupAddress"):
+            return defer.maybeDeferred(self.resolver.getHostByName, host)
+        return self._resolveHost(host, effort)
+
+    @defer.inlineCallbacks
+    def _resolveHost(self, host: str, effort: int) -> Any:
+        lookups = [(self.resolver.lookupAddress, "A")]
+        if hasattr(self.resolver, "lookupIPV6Address"):
+            lookups.append((self.resolver.lookupIPV6Address, "AAAA"))
+        for lookup, kind in lookups:
+            name = host
+            for _ in range(effort):
+                result = yield lookup(name)
+                found, alias = addressFromAnswers(result[0], name, kind)
+                if found is not None:
+                    return found
+                if alias is None:
+                    break
+                name = alias
+        raise DNSLookupError("no address for %s" % (host,))

@@ -1,0 +1,443 @@
+"""
+The on-disk relay queue, in Twisted's format.
+
+A queued message is two files in one directory: C{<name>-H}, the envelope
+C{[from, to]} pickled as a list of two strings, and C{<name>-D}, the message
+itself.  Only names with a C{-D} file are messages; a C{-D} file appears (by
+rename) only once the message is complete, so a half-written message is never
+relayed.  Twisted's C{twisted.mail.relaymanager.Queue} reads and writes the
+same files, so either side can fill a queue the other relays.
+
+What differs from Twisted: envelopes are read with an unpickler that can only
+build lists, strings and bytes (a queue file cannot run code); the envelope is
+written to a temporary name and renamed too; waiting messages are listed
+oldest first; a message whose envelope cannot be read is quarantined instead
+of crashing the relaying manager.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import time
+from typing import IO, Any, Callable, Dict, List, Tuple, Union
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+_log = Logger()
+
+#: An envelope is two addresses; anything larger is not one.
+_MAX_ENVELOPE_SIZE = 64 * 1024
+
+Path = Union[str, bytes, "os.PathLike[str]"]
+EnvelopeAddress = Union[str, bytes]
+
+
+class EnvelopeError(ValueError):
+    """
+    A queue envelope (C{-H} file) is not a pickled list of two strings: it is
+    truncated, corrupt, or refers to something other than lists, strings and
+    bytes.
+    """
+
+
+def _latin1Encode(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 pickles bytes with protocols 0-2 as _codecs.encode(s, "latin1").
+    if encoding not in ("latin1", "latin-1"):
+        raise EnvelopeError("unexpected encoding %r in queue envelope" % (encoding,))
+    return text.encode("latin-1")
+
+
+_ALLOWED: Dict[Tuple[str, str], Callable[..., Any]] = {
+    ("_codecs", "encode"): _latin1Encode,
+}
+# Protocols 0-2 name builtins by their Python 2 module, __builtin__.
+for _module in ("builtins", "__builtin__"):
+    _ALLOWED.update({(_module, t.__name__): t for t in (list, str, bytes)})
+
+
+class _EnvelopeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise EnvelopeError(
+                "queue envelope refers to %s.%s; only lists, strings and bytes "
+                "are allowed" % (module, name)
+            ) from None
+
+
+def loadEnvelope(data: bytes) -> List[EnvelopeAddress]:
+    """
+    Decode a pickled C{[from, to]} envelope without running any code.
+
+    Python 2 byte strings are decoded as UTF-8 (undecodable bytes are kept
+    as surrogate escapes).
+
+    @raise EnvelopeError: if C{data} is not a pickled list (or tuple) of two
+        strings or byte strings.
+    """
+    try:
+        envelope = _EnvelopeUnpickler(
+            io.BytesIO(data), encoding="utf-8", errors="surrogateescape"
+        ).load()
+    except EnvelopeError:
+        raise
+    except Exception as e:
+        raise EnvelopeError("unreadable queue envelope: %s" % (e,)) from None
+    if (
+        not isinstance(envelope, (list, tuple))
+        or len(envelope) != 2
+        or not all(isinstance(a, (str, bytes)) for a in envelope)
+    ):
+        raise EnvelopeError("queue envelope is not [from, to]: %r" % (envelope,))
+    return list(envelope)
+
+
+def readEnvelope(path: Path) -> List[EnvelopeAddress]:
+    """
+    Read the envelope file at C{path} (see L{loadEnvelope}).
+
+    @raise OSError: if it cannot be read (for example, it does not exist).
+    @raise EnvelopeError: if it is not an envelope.
+    """
+    with open(path, "rb") as f:
+        data = f.read(_MAX_ENVELOPE_SIZE + 1)
+    if len(data) > _MAX_ENVELOPE_SIZE:
+        raise EnvelopeError("queue envelope %r is too large" % (os.fsdecode(path),))
+    return loadEnvelope(data)
+
+
+def dumpEnvelope(sender: EnvelopeAddress, recipient: EnvelopeAddress) -> bytes:
+    """
+    Pickle an envelope the way Twisted's C{DomainQueuer} does (a list of two
+    strings), with a protocol every Python 3 can read.
+    """
+    return pickle.dumps([sender, recipient], protocol=2)
+
+
+def isNullSender(sender: EnvelopeAddress) -> bool:
+    """
+    Whether C{sender} is the null reverse-path (bounces are sent from it,
+    and are never bounced).
+    """
+    if isinstance(sender, bytes):
+        sender = sender.decode("utf-8", "surrogateescape")
+    return sender.strip() in ("", "<>")
+
+
+class AtomicFile:
+    """
+    A binary file written under a temporary name and renamed to its final
+    name when closed, so readers never see it half written.
+
+    Leaving a C{with} block with an exception discards the file instead.
+    """
+
+    def __init__(self, finalName: str, tempName: str, fsync: bool = True) -> None:
+        self.name = finalName
+        self.tempName = tempName
+        self._fsync = fsync
+        self._file: IO[bytes] = open(tempName, "xb")
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the file was closed (committed or discarded).
+        """
+        return self._file.closed
+
+    def write(self, data: bytes) -> int:
+        """
+        Write C{data}.
+        """
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        """
+        Flush buffered data to the temporary file.
+        """
+        self._file.flush()
+
+    def close(self) -> None:
+        """
+        Flush, close and rename the file to its final name.
+        """
+        if self._file.closed:
+            return
+        self._file.flush()
+        if self._fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tempName, self.name)
+
+    def discard(self) -> None:
+        """
+        Close and remove the temporary file; nothing appears under the final
+        name.
+        """
+        if self._file.closed:
+            return
+        self._file.close()
+        try:
+            os.remove(self.tempName)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, excType: Any, exc: Any, tb: Any) -> None:
+        if excType is None:
+            self.close()
+        else:
+            self.discard()
+
+
+class QueuedMessage:
+    """
+    A message receiver (Twisted's C{IMessage}: C{lineReceived},
+    C{eomReceived}, C{connectionLost}) that writes a message into the queue.
+
+    Lines are stored LF-terminated, as Twisted's C{FileMessage} stores them.
+    The message becomes visible (C{-D}) only at C{eomReceived}.
+
+    @ivar fp: The temporary file being written.
+    @ivar name: Its path.
+    @ivar finalName: The path of the C{-D} file.
+    """
+
+    def __init__(self, fp: AtomicFile, name: str, finalName: str) -> None:
+        self.fp = fp
+        self.name = name
+        self.finalName = finalName
+
+    def lineReceived(self, line: bytes) -> None:
+        """
+        Store one line of the message (without its line ending).
+        """
+        self.fp.write(line + b"\n")
+
+    def eomReceived(self) -> "defer.Deferred[str]":
+        """
+        Complete the message: it appears in the queue under C{finalName}.
+
+        @return: A Deferred that has fired with C{finalName}.
+        """
+        self.fp.close()
+        return defer.succeed(self.finalName)
+
+    def connectionLost(self) -> None:
+        """
+        Forget the partial message.
+        """
+        self.fp.discard()
+
+
+class Queue:
+    """
+    A queue of messages to be relayed, stored in a directory.
+
+    @ivar directory: The directory holding the queue's files.
+    @ivar n: A counter used to form unique file names.
+    @ivar waiting: The base names of messages waiting to be relayed (a
+        L{dict} used as an ordered set: oldest first).
+    @ivar relayed: The base names of messages being relayed.
+    @ivar quarantined: The base names of messages whose envelope cannot be
+        read; they stay on disk and are not relayed.  (mailclient addition)
+    @ivar noisy: Whether to log informational messages.
+    @ivar fsync: Whether new files are synced to disk before they are
+        renamed into place.  (mailclient addition)
+    """
+
+    noisy: bool = True
+    fsync: bool = True
+
+    def __init__(self, directory: Path) -> None:
+        """
+        @param directory: The directory holding the queue's files.
+        """
+        self.directory = directory
+        self._init()
+
+    def _init(self) -> None:
+        self.n = 0
+        self.waiting: Dict[str, int] = {}
+        self.relayed: Dict[str, int] = {}
+        self.quarantined: Dict[str, int] = {}
+        self.readDirectory()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """
+        Return the non-volatile state of the queue: its directory.
+        """
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """
+        Restore the directory and rebuild the volatile state from it.
+        """
+        self.__dict__.update(state)
+        self._init()
+
+    def _dir(self) -> str:
+        return os.fsdecode(self.directory)
+
+    def readDirectory(self) -> None:
+        """
+        Scan the directory: add new messages (oldest first) to those waiting,
+        and forget waiting messages whose files have gone.
+        """
+        new: List[Tuple[float, str]] = []
+        present = set()
+        with os.scandir(self._dir()) as entries:
+            for entry in entries:
+                if not entry.name.endswith("-D"):
+                    continue
+                message = entry.name[:-2]
+                present.add(message)
+                if message in self.waiting or message in self.relayed:
+                    continue
+                try:
+                    mtime = entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                new.append((mtime, message))
+        for message in [m for m in self.waiting if m not in present]:
+            del self.waiting[message]
+        for _, message in sorted(new):
+            self.addMessage(message)
+
+    def getWaiting(self) -> List[str]:
+        """
+        Return the base names of messages waiting to be relayed, oldest
+        first.
+        """
+        return list(self.waiting)
+
+    def hasWaiting(self) -> bool:
+        """
+        Return whether any message is waiting to be relayed.
+        """
+        return len(self.waiting) > 0
+
+    def getRelayed(self) -> List[str]:
+        """
+        Return the base names of messages being relayed.
+        """
+        return list(self.relayed)
+
+    def setRelaying(self, message: str) -> None:
+        """
+        Mark a waiting message as being relayed.
+        """
+        del self.waiting[message]
+        self.relayed[message] = 1
+
+    def setWaiting(self, message: str) -> None:
+        """
+        Mark a message as waiting to be relayed again.
+        """
+        self.relayed.pop(message, None)
+        self.waiting[message] = 1
+
+    def addMessage(self, message: str) -> None:
+        """
+        Mark a message as waiting unless it is being relayed (or is
+        quarantined).
+        """
+        if message in self.relayed or message in self.quarantined:
+            return
+        if message not in self.waiting:
+            self.waiting[message] = 1
+            if self.noisy:
+                _log.info("Set {message} waiting", message=message)
+
+    def quarantine(self, message: str) -> None:
+        """
+        Stop relaying a message that cannot be relayed (its envelope is
+        unreadable).  Its files are left alone for the administrator; it is
+        picked up again when a new L{Queue} reads the directory.
+        (mailclient addition)
+        """
+        message = os.path.basename(message)
+        self.waiting.pop(message, None)
+        self.relayed.pop(message, None)
+        self.quarantined[message] = 1
+
+    def done(self, message: str) -> None:
+        """
+        Remove a message from the queue: its data file first, so that a
+        crash in between leaves no message behind, only a stray envelope.
+        """
+        message = os.path.basename(message)
+        path = self.getPath(message)
+        for suffix in ("-D", "-H"):
+            try:
+                os.remove(path + suffix)
+            except FileNotFoundError:
+                pass
+        self.relayed.pop(message, None)
+        self.waiting.pop(message, None)
+
+    def getPath(self, message: str) -> str:
+        """
+        Return the full base path of a message (without C{-H} or C{-D}).
+        """
+        return os.path.join(self._dir(), message)
+
+    def getEnvelope(self, message: str) -> List[EnvelopeAddress]:
+        """
+        Return the C{[from, to]} envelope of a message.
+
+        @raise OSError: if the envelope file cannot be read.
+        @raise EnvelopeError: if it is not an envelope (see L{loadEnvelope}).
+        """
+        return readEnvelope(self.getPath(message) + "-H")
+
+    def getEnvelopeFile(self, message: str) -> IO[bytes]:
+        """
+        Open the envelope file of a message for reading (binary).
+        """
+        return open(self.getPath(message) + "-H", "rb")
+
+    def _newName(self) -> str:
+        name = "%d_%s_%d_%d" % (os.getpid(), time.time(), self.n, id(self))
+        self.n += 1
+        return name
+
+    def createNewMessage(self) -> Tuple[AtomicFile, QueuedMessage]:
+        """
+        Create a new message in the queue.
+
+        Write the pickled envelope to the returned file and close it (the
+        file appears as C{-H} when closed), then give the message to the
+        returned receiver; it appears as C{-D} at C{eomReceived}.
+
+        @return: The envelope file and a message receiver.
+        """
+        path = self.getPath(self._newName())
+        header = AtomicFile(path + "-H", path + "-H.tmp", self.fsync)
+        tempName = path + "-C"
+        message = QueuedMessage(
+            AtomicFile(path + "-D", tempName, self.fsync), tempName, path + "-D"
+        )
+        return header, message
+
+    def enqueue(
+        self, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes
+    ) -> str:
+        """
+        Add a complete message to the queue.  (mailclient addition)
+
+        @param data: The message; its line endings are kept as they are.
+        @return: The base name of the new message.
+        """
+        header, message = self.createNewMessage()
+        with header:
+            header.write(dumpEnvelope(sender, recipient))
+        with message.fp:
+            message.fp.write(data)
+        return os.path.basename(message.finalName)[:-2]

@@ -1,0 +1,214 @@
+"""
+Relaying queued messages: the drop-in for C{twisted.mail.relay}'s
+relayers.
+
+A relayer is an SMTP client given the base paths of queued messages (see
+L{mailclient.relaymanager.Queue} for the C{-H}/C{-D} format); it sends them
+one after another over one connection and removes each from the queue once
+the server has accepted it (the final reply to C{DATA}).
+
+Fixed against Twisted: bodies are read as bytes; each body is opened only
+when its message is about to be sent and closed once its outcome is known
+(accepted, refused, error or lost connection), so a relayer holds at most one
+file open however many messages it is given; envelopes are read without
+running code; a message whose files have gone is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
+
+from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from mailclient._client import SUCCESS, SMTPClient
+from mailclient._esmtp import ESMTPClient
+from mailclient._queue import EnvelopeError, readEnvelope
+
+__all__ = ["RelayerMixin", "SMTPRelayer", "ESMTPRelayer"]
+
+_log = Logger()
+
+MessagePath = Union[str, bytes, "os.PathLike[str]"]
+
+if TYPE_CHECKING:
+    _ClientBase = SMTPClient
+else:
+    _ClientBase = object
+
+
+class RelayerMixin(_ClientBase):
+    """
+    The C{getMailFrom}/C{getMailTo}/C{getMailData}/C{sentMail} hooks of an
+    SMTP client that relays queued messages.  Mix it in before an
+    L{SMTPClient} subclass.
+
+    @ivar messages: For each message still to send, C{[from, to, body]}:
+        the envelope, and the body file while the message is being sent
+        (L{None} before and after).
+    @ivar names: The base path of each message in C{messages}.
+    """
+
+    messages: List[List[Any]]
+    names: List[str]
+
+    def loadMessages(self, messagePaths: Sequence[MessagePath]) -> None:
+        """
+        Read the envelopes of the messages to relay.  Bodies are not opened
+        here.  A message whose envelope cannot be read is skipped (and
+        logged); it stays in the queue.
+
+        @param messagePaths: The base path of each message (without C{-H} or
+            C{-D}).
+        """
+        self.messages = []
+        self.names = []
+        for path in messagePaths:
+            name = os.fsdecode(path)
+            try:
+                sender, recipient = readEnvelope(name + "-H")
+            except (OSError, EnvelopeError) as e:
+                _log.error(
+                    "Not relaying {name}: cannot read its envelope: {error}",
+                    name=name,
+                    error=e,
+                )
+                continue
+            self.messages.append([sender, recipient, None])
+            self.names.append(name)
+
+    def _openCurrent(self) -> bool:
+        """
+        Open the body of the first message, unless it is open already.
+        """
+        entry = self.messages[0]
+        if entry[2] is None:
+            try:
+                entry[2] = open(self.names[0] + "-D", "rb")
+            except OSError as e:
+                _log.error(
+                    "Not relaying {name}: cannot open its data: {error}",
+                    name=self.names[0],
+                    error=e,
+                )
+                return False
+        return True
+
+    def _closeCurrent(self) -> None:
+        """
+        Close the body of the first message, if it is open.
+        """
+        if self.messages and self.messages[0][2] is not None:
+            body, self.messages[0][2] = self.messages[0][2], None
+            body.close()
+
+    def _dropCurrent(self) -> None:
+        self._closeCurrent()
+        del self.messages[0]
+        del self.names[0]
+
+    def getMailFrom(self) -> Optional[Any]:
+        """
+        Return the sender of the next message, opening its body; L{None}
+        when there are no more messages.  Messages whose data file cannot be
+        opened (because it has gone) are skipped.
+        """
+        while self.messages:
+            if self._openCurrent():
+                return self.messages[0][0]
+            name = self.names[0]
+            self._dropCurrent()
+            self._skipped(name)
+        return None
+
+    def _skipped(self, name: str) -> None:
+        """
+        Called when the message C{name} is skipped because its data file
+        cannot be opened.
+        """
+
+    def getMailTo(self) -> Optional[List[Any]]:
+        """
+        Return the recipient of the current message, as a one-item list.
+        """
+        if not self.messages:
+            return None
+        return [self.messages[0][1]]
+
+    def getMailData(self) -> Optional[Any]:
+        """
+        Return the open binary body file of the current message.
+        """
+        if not self.messages:
+            return None
+        if not self._openCurrent():
+            return None
+        return self.messages[0][2]
+
+    def sentMail(
+        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+    ) -> None:
+        """
+        The server answered the current message: close its body and, if it
+        was accepted, remove it from the queue.  A refused message stays in
+        the queue.
+        """
+        name = self.names[0]
+        self._dropCurrent()
+        if code in SUCCESS:
+            for suffix in ("-D", "-H"):
+                try:
+                    os.remove(name + suffix)
+                except FileNotFoundError:
+                    pass
+
+    def sendError(self, exc: Exception) -> None:
+        """
+        Close the current body, then handle the error as L{SMTPClient} does
+        (the connection is closed; the message stays in the queue).
+        """
+        self._closeCurrent()
+        super().sendError(exc)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Close any open body when the connection goes away.
+        """
+        try:
+            super().connectionLost(reason)
+        finally:
+            self._closeCurrent()
+
+
+class SMTPRelayer(RelayerMixin, SMTPClient):
+    """
+    An SMTP client that relays queued messages.
+    """
+
+    def __init__(self, messagePaths: Sequence[MessagePath], *args: Any, **kw: Any) -> None:
+        """
+        @param messagePaths: The base path of each message to relay.
+        @param args: Positional arguments for L{SMTPClient.__init__}
+            (C{identity}, C{logsize}).
+        @param kw: Keyword arguments for L{SMTPClient.__init__}.
+        """
+        SMTPClient.__init__(self, *args, **kw)
+        self.loadMessages(messagePaths)
+
+
+class ESMTPRelayer(RelayerMixin, ESMTPClient):
+    """
+    An ESMTP client that relays queued messages.
+    """
+
+    def __init__(self, messagePaths: Sequence[MessagePath], *args: Any, **kw: Any) -> None:
+        """
+        @param messagePaths: The base path of each message to relay.
+        @param args: Positional arguments for L{ESMTPClient.__init__}
+            (C{secret}, C{contextFactory}, C{identity}, C{logsize}).
+        @param kw: Keyword arguments for L{ESMTPClient.__init__}.
+        """
+        ESMTPClient.__init__(self, *args, **kw)
+        self.loadMessages(messagePaths)

@@ -1,0 +1,882 @@
+"""
+Relaying a queue of messages: the drop-in for C{twisted.mail.relaymanager}.
+
+L{SmartHostSMTPRelayingManager} watches a L{Queue} (call C{checkState}
+periodically, for example with L{RelayStateHelper}).  It groups waiting
+messages by destination domain, finds each domain's mail exchanges with an
+L{MXCalculator} (or sends everything to a configured smart host), and for
+each group starts a managed relayer, which sends the messages over one
+connection and reports each outcome:
+
+  - accepted (final reply to C{DATA} is 2xx): removed from the queue;
+  - refused for good (5xx): returned to the sender as an RFC 3464 delivery
+    status notification (queued like any other message), then removed;
+  - refused for now (4xx), or the connection failed: left in the queue for
+    the next C{checkState}.
+
+A message leaves the queue only in those first two cases, after the server's
+reply, so if the process dies the message is still queued when it restarts.
+When an exchange cannot be reached, or its session fails before any message
+was answered, the next exchange (by MX preference) is tried.
+
+Fixed against Twisted: the module runs on Python 3 (Twisted's manager fails
+on C{dict_keys.reverse()}, C{iteritems} and lazy C{map}s); a 4xx reply no
+longer bounces the message; the bounce is a real DSN; unreachable exchanges
+fail over; C{maxMessagesPerConnection} is honoured; relayers time out.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+    cast,
+)
+
+from twisted.application import internet
+from twisted.internet import defer, protocol
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailclient._bounce import DeliveryFailure, generateBounce, statusFromReply
+from mailclient._client import SUCCESS
+from mailclient._errors import InvalidAddressError
+from mailclient._host import getDNSName
+from mailclient._mx import (
+    CanonicalNameChainTooLong,
+    CanonicalNameLoop,
+    MXCalculator,
+    UndeliverableDomain,
+    normalName,
+)
+from mailclient._queue import EnvelopeError, Queue, isNullSender
+from mailclient.relay import ESMTPRelayer, RelayerMixin, SMTPRelayer
+
+__all__ = [
+    "ManagedRelayerMixin",
+    "SMTPManagedRelayer",
+    "ESMTPManagedRelayer",
+    "SMTPManagedRelayerFactory",
+    "ESMTPManagedRelayerFactory",
+    "Queue",
+    "SmartHostSMTPRelayingManager",
+    "SmartHostESMTPRelayingManager",
+    "RelayStateHelper",
+    "MXCalculator",
+    "CanonicalNameLoop",
+    "CanonicalNameChainTooLong",
+    "UndeliverableDomain",
+]
+
+_log = Logger()
+
+Exchange = Tuple[str, int]
+SmartHost = Union[str, Tuple[str, int], Sequence[Union[str, Tuple[str, int]]]]
+
+if TYPE_CHECKING:
+    _RelayerBase = RelayerMixin
+else:
+    _RelayerBase = object
+
+
+def _text(value: Union[str, bytes]) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value
+
+
+def recipientDomain(recipient: Union[str, bytes]) -> Optional[str]:
+    """
+    Return the lower-cased domain of an envelope recipient, or L{None} if it
+    has none (so the message cannot be routed).
+    """
+    address = email.utils.parseaddr(_text(recipient))[1]
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain):
+        return None
+    return domain.lower()
+
+
+class ManagedRelayerMixin(_RelayerBase):
+    """
+    A relayer that reports the outcome of each message to an attempt
+    manager: C{notifySuccess} (accepted), C{notifyFailure} (refused for
+    good: the manager returns it to its sender), C{notifyDone} (the
+    connection is gone; unsent messages wait for another attempt).
+
+    A 4xx reply is not a failure: the message stays queued (the manager's
+    C{notifyTemporaryFailure} is called, if it has one).
+
+    @ivar manager: The attempt manager.
+    @ivar timeout: Seconds to wait for each server reply (RFC 5321 section
+        4.5.3.2 suggests up to ten minutes for the reply to C{DATA}).
+    """
+
+    timeout: Optional[float] = 600
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    @property
+    def factory(self) -> Any:
+        """
+        The factory that made this relayer.
+        """
+        return self._factory
+
+    @factory.setter
+    def factory(self, value: Any) -> None:
+        self._factory = value
+
+    def _recordFailure(
+        self, message: str, status: str, diagnostic: Optional[bytes], reason: str = ""
+    ) -> None:
+        failures = getattr(self.factory, "failures", None)
+        if failures is not None:
+            failures[message] = DeliveryFailure(
+                self.messages[0][1], status, diagnostic, reason=reason
+            )
+
+    def sentMail(
+        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+    ) -> None:
+        """
+        Report the server's answer to the current message to the manager.
+        """
+        message = self.names[0]
+        if code in SUCCESS:
+            self._dropCurrent()
+            self.manager.notifySuccess(self.factory, message)
+        elif 500 <= code < 600:
+            for _, rcode, rresp in addresses or ():
+                if rcode not in SUCCESS:
+                    code, resp = rcode, rresp
+            self._recordFailure(
+                message, statusFromReply(code, resp), b"%03d %s" % (code, resp)
+            )
+            self._dropCurrent()
+            self.manager.notifyFailure(self.factory, message)
+        else:
+            self._dropCurrent()
+            notify = getattr(self.manager, "notifyTemporaryFailure", None)
+            if notify is not None:
+                notify(self.factory, message)
+
+    def sendError(self, exc: Exception) -> None:
+        """
+        An address that can never be sent (see L{quoteaddr}) fails its
+        message for good; any other error leaves it queued.
+        """
+        if isinstance(exc, InvalidAddressError) and self.names:
+            message = self.names[0]
+            try:
+                self.quoteAddress(self.messages[0][0])
+            except InvalidAddressError:
+                status = "5.1.7"
+            else:
+                status = "5.1.3"
+            reason = (str(exc).splitlines() or ["invalid address"])[0]
+            self._recordFailure(message, status, None, reason)
+            self._dropCurrent()
+            self.manager.notifyFailure(self.factory, message)
+        super().sendError(exc)
+
+    def _skipped(self, name: str) -> None:
+        forget = getattr(self.manager, "forget", None)
+        if forget is not None:
+            forget(self.factory, name)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Tell the manager that no more messages will be sent.
+        """
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.manager.notifyDone(self.factory)
+
+
+def _defaultIdentity(args: Tuple[Any, ...], kw: Dict[str, Any]) -> Tuple[Any, ...]:
+    # Twisted's managers pass no client arguments by default, which makes
+    # SMTPClient.__init__ fail; use this host's name as the identity.
+    if args or "identity" in kw:
+        return args
+    return (getDNSName(),)
+
+
+class SMTPManagedRelayer(ManagedRelayerMixin, SMTPRelayer):
+    """
+    An SMTP client that relays a set of queued messages and keeps an attempt
+    manager informed.
+
+    @ivar factory: The factory that created this relayer.
+    """
+
+    def __init__(self, messages: Sequence[Any], manager: Any, *args: Any, **kw: Any) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param args: Positional arguments for L{SMTPClient.__init__}
+            (C{identity}, C{logsize}); the identity defaults to this host's
+            name.
+        @param kw: Keyword arguments for L{SMTPClient.__init__}.
+        """
+        ManagedRelayerMixin.__init__(self, manager)
+        SMTPRelayer.__init__(self, messages, *_defaultIdentity(args, kw), **kw)
+
+
+class ESMTPManagedRelayer(ManagedRelayerMixin, ESMTPRelayer):
+    """
+    An ESMTP client that relays a set of queued messages and keeps an
+    attempt manager informed.
+    """
+
+    def __init__(self, messages: Sequence[Any], manager: Any, *args: Any, **kw: Any) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param args: Positional arguments for L{ESMTPClient.__init__}
+            (C{secret}, C{contextFactory}, C{identity}, C{logsize}).
+        @param kw: Keyword arguments for L{ESMTPClient.__init__}.
+        """
+        ManagedRelayerMixin.__init__(self, manager)
+        ESMTPRelayer.__init__(self, messages, *args, **kw)
+
+
+class SMTPManagedRelayerFactory(protocol.ClientFactory):
+    """
+    Makes an L{SMTPManagedRelayer} for a set of messages.
+
+    @ivar messages: The base paths of the messages to relay.
+    @ivar manager: The attempt manager.
+    @ivar pArgs: Positional arguments for the relayer's client.
+    @ivar pKwArgs: Keyword arguments for the relayer's client.
+    @ivar failures: Why messages were refused for good, by base path, for
+        the manager's bounce.  (mailclient addition)
+    """
+
+    protocol: Type[Any] = SMTPManagedRelayer
+
+    def __init__(self, messages: List[str], manager: Any, *args: Any, **kw: Any) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param args: Positional arguments for L{SMTPClient.__init__}.
+        @param kw: Keyword arguments for L{SMTPClient.__init__}.
+        """
+        self.messages = messages
+        self.manager = manager
+        self.pArgs = args
+        self.pKwArgs = kw
+        self.failures: Dict[str, DeliveryFailure] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Make a relayer for the messages.
+        """
+        relayer = self.protocol(self.messages, self.manager, *self.pArgs, **self.pKwArgs)
+        relayer.factory = self
+        return relayer
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        """
+        Tell the attempt manager that the server could not be reached.
+        """
+        self.manager.notifyNoConnection(self)
+        self.manager.notifyDone(self)
+
+
+class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
+    """
+    Makes an L{ESMTPManagedRelayer} for a set of messages.
+
+    @ivar secret: L{None}, or a callable taking the server's address and
+        returning the password to authenticate with.
+    @ivar contextFactory: The TLS context factory for C{STARTTLS}, or
+        L{None}.
+    """
+
+    protocol = ESMTPManagedRelayer
+
+    def __init__(
+        self,
+        messages: List[str],
+        manager: Any,
+        secret: Optional[Callable[[Any], Any]] = None,
+        contextFactory: Any = None,
+        *args: Any,
+        **kw: Any,
+    ) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param secret: See L{secret}.
+        @param contextFactory: See L{contextFactory}.
+        @param args: Further positional arguments for
+            L{ESMTPClient.__init__} (C{identity}, C{logsize}); the identity
+            defaults to this host's name.
+        @param kw: Keyword arguments for L{ESMTPClient.__init__}.
+        """
+        self.secret = secret
+        self.contextFactory = contextFactory
+        SMTPManagedRelayerFactory.__init__(self, messages, manager, *args, **kw)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Make a relayer for the messages.
+        """
+        secret = self.secret and self.secret(addr)
+        relayer = self.protocol(
+            self.messages,
+            self.manager,
+            secret,
+            self.contextFactory,
+            *_defaultIdentity(self.pArgs, self.pKwArgs),
+            **self.pKwArgs,
+        )
+        relayer.factory = self
+        return relayer
+
+
+class _AttemptManager:
+    """
+    Follows one attempt to relay a set of messages (one factory): tries the
+    exchanges in turn and updates the queue as outcomes are reported.
+
+    @ivar manager: The relaying manager.
+    @ivar exchanges: The C{(host, port)} still to try after the current one.
+    @ivar exchange: The C{(host, port)} being tried.
+    """
+
+    def __init__(self, manager: "SmartHostSMTPRelayingManager", noisy: bool = True, reactor: Any = None) -> None:
+        self.manager = manager
+        self.noisy = noisy
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self._completionDeferreds: Optional[List["defer.Deferred[None]"]] = []
+        self.exchanges: List[Exchange] = []
+        self.exchange: Optional[Exchange] = None
+        # Whether the current exchange answered any message, and whether
+        # the next one should be tried when this connection is done.
+        self._answered = False
+        self._failingOver = False
+
+    def getCompletionDeferred(self) -> "defer.Deferred[None]":
+        """
+        Return a Deferred that fires when the attempt is over.
+        """
+        d: defer.Deferred[None] = defer.Deferred()
+        if self._completionDeferreds is None:
+            d.callback(None)
+        else:
+            self._completionDeferreds.append(d)
+        return d
+
+    def start(self, exchanges: Sequence[Exchange], relay: Any) -> None:
+        """
+        Try the exchanges, in order, until one can be talked to.
+        """
+        self.exchanges = list(exchanges)
+        self._connectNext(relay)
+
+    def _connectNext(self, relay: Any) -> None:
+        self.exchange = self.exchanges.pop(0)
+        self._answered = False
+        pending = self.manager.managed.get(relay, [])
+        relay.messages = [self.manager.queue.getPath(m) for m in pending]
+        host, port = self.exchange
+        d = self.manager._resolveExchange(host)
+        d.addCallback(self.manager._cbExchange, port, relay)
+
+        def unreachable(failure: Failure) -> None:
+            _log.warn(
+                "Cannot connect to {host}: {error}",
+                host=host,
+                error=failure.getErrorMessage(),
+            )
+            self.notifyNoConnection(relay)
+            self.notifyDone(relay)
+
+        d.addErrback(unreachable)
+
+    def _finish(self, relay: Any, message: str) -> None:
+        name = os.path.basename(message)
+        pending = self.manager.managed.get(relay)
+        if pending is not None and name in pending:
+            pending.remove(name)
+        self.manager.queue.done(name)
+
+    def notifySuccess(self, relay: Any, message: str) -> None:
+        """
+        The message was accepted: remove it from the queue.
+        """
+        if self.noisy:
+            _log.info("success sending {message}, removing from queue", message=message)
+        self._answered = True
+        if self.exchange is not None:
+            self.manager._exchangeWorked(self.exchange[0])
+        self._finish(relay, message)
+
+    def notifyFailure(self, relay: Any, message: str) -> None:
+        """
+        The message was refused for good: return it to its sender and remove
+        it from the queue.
+        """
+        if self.noisy:
+            _log.info("could not relay {message}", message=message)
+        self._answered = True
+        failure = getattr(relay, "failures", {}).pop(message, None)
+        if failure is None:
+            failure = DeliveryFailure("", "5.0.0", reason="delivery failed")
+        remoteMTA = failure.remoteMTA or (self.exchange and self.exchange[0])
+        if self.manager._returnToSender(
+            message, failure.status, failure.diagnostic, remoteMTA, failure.reason
+        ):
+            self._finish(relay, message)
+
+    def notifyTemporaryFailure(self, relay: Any, message: str) -> None:
+        """
+        The message was refused for now: it will be tried again.
+        (mailclient addition)
+        """
+        if self.noisy:
+            _log.info("temporary failure relaying {message}", message=message)
+        self._answered = True
+
+    def forget(self, relay: Any, message: str) -> None:
+        """
+        The message has left the queue by other means (its files are gone).
+        (mailclient addition)
+        """
+        name = os.path.basename(message)
+        pending = self.manager.managed.get(relay)
+        if pending is not None and name in pending:
+            pending.remove(name)
+        self.manager.queue.relayed.pop(name, None)
+
+    def notifyDone(self, relay: Any) -> None:
+        """
+        The connection is over.  If the exchange answered nothing and
+        another is left, try it; otherwise put unsent messages back to wait
+        and fire the completion Deferreds.
+        """
+        if self._completionDeferreds is None:
+            return
+        pending = self.manager.managed.get(relay)
+        if pending and not self._answered and self.exchanges:
+            # Nothing was answered: the session failed, not a message.
+            if not self._failingOver and self.exchange is not None:
+                self.manager._exchangeFailed(self.exchange[0])
+            self._failingOver = False
+            self._connectNext(relay)
+            return
+        for message in pending or ():
+            if self.noisy:
+                _log.info("Setting {message} waiting", message=message)
+            self.manager.queue.setWaiting(message)
+        self.manager.managed.pop(relay, None)
+        notifications, self._completionDeferreds = self._completionDeferreds, None
+        for d in notifications:
+            d.callback(None)
+
+    def notifyNoConnection(self, relay: Any) -> None:
+        """
+        The exchange could not be reached: mark it bad and, if another is
+        left, try it when the connection attempt is done; otherwise back off
+        before the messages wait again.
+        """
+        pending = self.manager.managed.get(relay)
+        if pending is None:
+            _log.warn("notifyNoConnection passed unknown relay!")
+            return
+        if self.exchange is not None:
+            self.manager._exchangeFailed(self.exchange[0])
+        if self.exchanges:
+            self._failingOver = True
+            return
+        if self.noisy:
+            _log.info("Backing off on delivery of {messages}", messages=pending)
+        self.manager._retryLater(pending)
+        del self.manager.managed[relay]
+
+
+def _smartHosts(value: SmartHost, port: int) -> List[Exchange]:
+    if isinstance(value, str):
+        return [(value, port)]
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return [(str(value[0]), value[1])]
+    hosts: List[Exchange] = []
+    for item in value:
+        hosts.extend(_smartHosts(item, port))
+    return hosts
+
+
+class SmartHostSMTPRelayingManager:
+    """
+    Relays the messages of a L{Queue} over SMTP.
+
+    Call L{checkState} periodically (see L{RelayStateHelper}).
+
+    @ivar queue: The queue.
+    @ivar maxConnections: The most connections open at once.
+    @ivar maxMessagesPerConnection: The most messages sent over one
+        connection.
+    @ivar fArgs: Positional arguments for the relayer factory (after the
+        messages and the attempt manager): for SMTP C{(identity,)}; for
+        ESMTP C{(secret, contextFactory, identity)}.  The identity defaults
+        to this host's name.
+    @ivar fKwArgs: Keyword arguments for the relayer factory.
+    @ivar factory: The relayer factory class.
+    @ivar PORT: The port of mail exchanges.
+    @ivar mxcalc: The L{MXCalculator}; made on first use.
+    @ivar managed: Each running relayer factory, mapped to the base names of
+        the messages it has yet to relay.
+    @ivar smartHost: L{None} to send to each domain's mail exchanges, or
+        the C{(host, port)} list of smart hosts to send everything through,
+        tried in order.  (mailclient addition)
+    @ivar backoffDelay: Seconds to wait before unreachable messages wait
+        again.
+    @ivar reportingMTA: The host name bounces are reported from (default:
+        this host's name).  (mailclient addition)
+    """
+
+    factory: Type[SMTPManagedRelayerFactory] = SMTPManagedRelayerFactory
+
+    PORT = 25
+
+    mxcalc: Any = None
+
+    backoffDelay: float = 30
+
+    reportingMTA: Optional[str] = None
+
+    def __init__(
+        self,
+        queue: Queue,
+        maxConnections: int = 2,
+        maxMessagesPerConnection: int = 10,
+        *,
+        smartHost: Optional[SmartHost] = None,
+        mxcalc: Any = None,
+        reactor: Any = None,
+        clock: Any = None,
+    ) -> None:
+        """
+        @param queue: The queue to relay.
+        @param maxConnections: The most connections open at once.
+        @param maxMessagesPerConnection: The most messages for one
+            connection.
+        @param smartHost: Relay everything through this host: a host name,
+            a C{(host, port)} tuple, or a list of them to try in order (the
+            port defaults to L{PORT}).  By default each domain's mail
+            exchanges are used.
+        @param mxcalc: The L{MXCalculator} to use.
+        @param reactor: The reactor to connect with (default: the global
+            one).
+        @param clock: The L{IReactorTime} for delays (default: C{reactor}).
+        """
+        self.maxConnections = maxConnections
+        self.maxMessagesPerConnection = maxMessagesPerConnection
+        self.managed: Dict[Any, List[str]] = {}
+        self.queue = queue
+        self.fArgs: Tuple[Any, ...] = ()
+        self.fKwArgs: Dict[str, Any] = {}
+        self.smartHost: Optional[List[Exchange]] = None
+        if smartHost is not None:
+            self.smartHost = _smartHosts(smartHost, self.PORT)
+            if not self.smartHost:
+                raise ValueError("smartHost names no host")
+        if mxcalc is not None:
+            self.mxcalc = mxcalc
+        self.reactor = reactor
+        self.clock = clock
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """
+        Return the non-volatile state of this object.
+        """
+        state = self.__dict__.copy()
+        for volatile in ("managed", "reactor", "clock"):
+            state.pop(volatile, None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """
+        Restore the non-volatile state and recreate the volatile state.
+        """
+        self.__dict__.update(state)
+        self.managed = {}
+        self.reactor = None
+        self.clock = None
+
+    def _reactor(self) -> Any:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+    def _clock(self) -> Any:
+        return self._reactor() if self.clock is None else self.clock
+
+    def checkState(self) -> Optional["defer.Deferred[Any]"]:
+        """
+        Look at the queue and start relayers for waiting messages, if
+        connections are free.
+
+        @return: L{None} if nothing could be started; else a Deferred that
+            fires when all the relaying attempts started are over.
+        """
+        self.queue.readDirectory()
+        if len(self.managed) >= self.maxConnections:
+            return None
+        if not self.queue.hasWaiting():
+            return None
+        return self._checkStateMX()
+
+    def _batches(self) -> Dict[Optional[str], List[List[str]]]:
+        """
+        Take waiting messages into batches, one per connection: by domain
+        (or all together for a smart host), at most
+        C{maxMessagesPerConnection} each, as many as there are free
+        connections.  Messages taken are marked as being relayed.
+        """
+        free = self.maxConnections - len(self.managed)
+        perConnection = max(1, self.maxMessagesPerConnection)
+        batches: Dict[Optional[str], List[List[str]]] = {}
+        started = room = 0
+        for message in self.queue.getWaiting():
+            if started >= free and room == 0:
+                break
+            try:
+                sender, recipient = self.queue.getEnvelope(message)
+            except FileNotFoundError:
+                # Gone, or a data file written before its envelope.
+                continue
+            except (OSError, EnvelopeError) as e:
+                _log.error(
+                    "Quarantining {message}: {error}", message=message, error=e
+                )
+                self.queue.quarantine(message)
+                continue
+            domain = recipientDomain(recipient)
+            if domain is None:
+                self.queue.setRelaying(message)
+                if self._returnToSender(
+                    message, "5.1.3", reason="Bad destination address syntax"
+                ):
+                    self.queue.done(message)
+                else:
+                    self.queue.setWaiting(message)
+                continue
+            groups = batches.setdefault(None if self.smartHost else domain, [])
+            if groups and len(groups[-1]) < perConnection:
+                groups[-1].append(message)
+                room -= 1
+            elif started < free:
+                groups.append([message])
+                started += 1
+                room += perConnection - 1
+            else:
+                continue
+            self.queue.setRelaying(message)
+        return batches
+
+    def _checkStateMX(self) -> "defer.Deferred[Any]":
+        batches = self._batches()
+        if self.mxcalc is None and self.smartHost is None:
+            self.mxcalc = MXCalculator(clock=self._clock())
+        relays = []
+        for domain, groups in batches.items():
+            for messages in groups:
+                attempt = _AttemptManager(self, self.queue.noisy, self._clock())
+                factory = self.factory(
+                    [self.queue.getPath(m) for m in messages],
+                    attempt,
+                    *self.fArgs,
+                    **self.fKwArgs,
+                )
+                self.managed[factory] = list(messages)
+                done = attempt.getCompletionDeferred()
+                setup = self._exchangesFor(domain)
+                setup.addCallback(attempt.start, factory)
+
+                def attemptFailed(
+                    failure: Failure, done: "defer.Deferred[None]" = done
+                ) -> Failure:
+                    done.errback(failure)
+                    return failure
+
+                setup.addErrback(attemptFailed)
+                setup.addErrback(self._ebExchange, factory, domain)
+                relays.append(done)
+        return defer.DeferredList(relays, consumeErrors=True)
+
+    def _exchangesFor(self, domain: Optional[str]) -> "defer.Deferred[List[Exchange]]":
+        """
+        Find the C{(host, port)} to try, in order, for C{domain} (L{None}:
+        the smart host).
+        """
+        if self.smartHost is not None or domain is None:
+            return defer.succeed(list(self.smartHost or ()))
+        if domain.startswith("[") and domain.endswith("]"):
+            literal = domain[1:-1]
+            if literal.lower().startswith("ipv6:"):
+                literal = literal[5:]
+            return defer.succeed([(literal, self.PORT)])
+        getExchanges = getattr(self.mxcalc, "getExchanges", None)
+        if getExchanges is not None:
+            d = getExchanges(domain)
+        else:
+            d = self.mxcalc.getMX(domain)
+            d.addCallback(lambda record: [record])
+        d.addCallback(
+            lambda records: [(normalName(r.name), self.PORT) for r in records]
+        )
+        return d
+
+    def _resolveExchange(self, host: str) -> "defer.Deferred[str]":
+        """
+        Find the address of an exchange host with the MX calculator's
+        resolver (the reactor resolves it if there is none).
+        """
+        if isIPAddress(host) or isIPv6Address(host):
+            return defer.succeed(host)
+        resolveHost = getattr(self.mxcalc, "resolveHost", None)
+        if resolveHost is None:
+            return defer.succeed(host)
+        return defer.maybeDeferred(resolveHost, host)
+
+    def _cbExchange(self, address: str, port: int, factory: Any) -> None:
+        """
+        Connect to a mail exchange.
+
+        @param address: Its address (or host name).
+        @param port: Its port.
+        @param factory: The relayer factory.
+        """
+        self._reactor().connectTCP(address, port, factory)
+
+    def _ebExchange(self, failure: Failure, factory: Any, domain: Optional[str]) -> None:
+        """
+        No exchange could be found for C{domain}: return the messages to
+        their senders if the domain cannot receive mail; otherwise let them
+        wait again after L{backoffDelay}.
+        """
+        messages = self.managed.pop(factory, [])
+        if failure.check(UndeliverableDomain):
+            error = cast(UndeliverableDomain, failure.value)
+            _log.info("Returning mail for {domain}: {error}", domain=domain, error=error)
+            for message in messages:
+                if self._returnToSender(message, error.status, reason=str(error)):
+                    self.queue.done(message)
+                else:
+                    self.queue.setWaiting(message)
+            return
+        _log.warn(
+            "Error setting up managed relay factory for {domain}: {error}",
+            domain=domain,
+            error=failure.getErrorMessage(),
+        )
+        self._retryLater(messages)
+
+    def _retryLater(self, messages: List[str]) -> None:
+        messages = list(messages)
+
+        def setWaiting() -> None:
+            for message in messages:
+                if message in self.queue.relayed:
+                    self.queue.setWaiting(message)
+
+        self._clock().callLater(self.backoffDelay, setWaiting)
+
+    def _exchangeFailed(self, host: str) -> None:
+        if self.smartHost is None and self.mxcalc is not None:
+            self.mxcalc.markBad(host)
+
+    def _exchangeWorked(self, host: str) -> None:
+        if self.smartHost is None and self.mxcalc is not None:
+            self.mxcalc.markGood(host)
+
+    def _returnToSender(
+        self,
+        message: str,
+        status: str,
+        diagnostic: Optional[bytes] = None,
+        remoteMTA: Optional[str] = None,
+        reason: str = "",
+    ) -> bool:
+        """
+        Queue a delivery status notification for a message that failed for
+        good (none for a message from the null sender: bounces are not
+        bounced).
+
+        @return: Whether the message may now be removed from the queue
+            (C{False} if the notification could not be written).
+        """
+        name = os.path.basename(message)
+        try:
+            sender, recipient = self.queue.getEnvelope(name)
+        except (OSError, EnvelopeError) as e:
+            _log.error("Cannot return {message}: {error}", message=name, error=e)
+            return False
+        if isNullSender(sender):
+            _log.info(
+                "Discarding undeliverable {message} from the null sender", message=name
+            )
+            return True
+        failure = DeliveryFailure(recipient, status, diagnostic, remoteMTA, reason)
+        try:
+            with open(self.queue.getPath(name) + "-D", "rb") as body:
+                arrival = os.fstat(body.fileno()).st_mtime
+                _, to, report = generateBounce(
+                    body, sender, [failure], self._reportingMTA(), arrival
+                )
+            self.queue.enqueue("", _text(to), report)
+        except OSError as e:
+            _log.error("Cannot return {message}: {error}", message=name, error=e)
+            return False
+        _log.info(
+            "Returned {message} to {sender}: {status}",
+            message=name,
+            sender=_text(sender),
+            status=status,
+        )
+        return True
+
+    def _reportingMTA(self) -> str:
+        return self.reportingMTA or getDNSName().decode("ascii")
+
+
+class SmartHostESMTPRelayingManager(SmartHostSMTPRelayingManager):
+    """
+    Relays the messages of a L{Queue} over ESMTP (see
+    L{SmartHostSMTPRelayingManager}).
+    """
+
+    factory = ESMTPManagedRelayerFactory
+
+
+def _checkState(manager: SmartHostSMTPRelayingManager) -> None:
+    manager.checkState()
+
+
+def RelayStateHelper(manager: SmartHostSMTPRelayingManager, delay: float) -> internet.TimerService:
+    """
+    Return a service that calls C{manager.checkState()} every C{delay}
+    seconds.
+    """
+    return internet.TimerService(delay, _checkState, manager)

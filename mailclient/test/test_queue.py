@@ -1,0 +1,397 @@
+"""
+Tests for L{mailclient._queue}: the on-disk relay queue, in Twisted's
+format.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, List
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailclient import relaymanager
+from mailclient._queue import (
+    AtomicFile,
+    EnvelopeError,
+    Queue,
+    dumpEnvelope,
+    isNullSender,
+    loadEnvelope,
+    readEnvelope,
+)
+
+
+class _MakeDirectory:
+    """
+    Unpickling this runs C{os.mkdir(path)}: a stand-in for any code a
+    malicious queue file could run.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (os.mkdir, (self.path,))
+
+
+class EnvelopeTests(SynchronousTestCase):
+    """
+    Envelopes are pickled C{[from, to]} lists, read without running code.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        L{dumpEnvelope} and L{loadEnvelope} keep C{str} and C{bytes}.
+        """
+        for envelope in (["a@example.com", "b@example.org"], [b"", b"c@example.com"], ["", "d@\u00e9xample.org"]):
+            self.assertEqual(loadEnvelope(dumpEnvelope(*envelope)), envelope)
+
+    def test_everyProtocol(self) -> None:
+        """
+        Envelopes pickled with any protocol, as lists or tuples, with
+        C{bytes} (which protocols 0 to 2 pickle through C{_codecs.encode}),
+        are read.
+        """
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            for envelope in (["a@example.com", "b@example.org"], ("a@example.com", b"b@example.org"), [b"", b"\xffx@y"]):
+                self.assertEqual(
+                    loadEnvelope(pickle.dumps(envelope, protocol=proto)), list(envelope), proto
+                )
+
+    def test_python2Strings(self) -> None:
+        """
+        A Python 2 envelope (C{str} pickled as C{STRING}) is read as text.
+        """
+        data = b"(lp0\nS'a@example.com'\np1\naS'b@example.org'\np2\na."
+        self.assertEqual(loadEnvelope(data), ["a@example.com", "b@example.org"])
+
+    def test_refusesCode(self) -> None:
+        """
+        A pickle that would call a function is refused and the function is
+        not called.
+        """
+        marker = os.path.abspath(self.mktemp())
+        data = pickle.dumps([_MakeDirectory(marker), "b@example.org"])
+        error = self.assertRaises(EnvelopeError, loadEnvelope, data)
+        self.assertIn("mkdir", str(error))
+        self.assertFalse(os.path.exists(marker))
+
+    def test_refusesOtherCodecs(self) -> None:
+        """
+        C{_codecs.encode} is only allowed for Latin-1, as pickle uses it.
+        """
+        data = b"c_codecs\nencode\n(Vabc\nVrot13\ntR."
+        self.assertRaises(EnvelopeError, loadEnvelope, data)
+
+    def test_refusesOtherShapes(self) -> None:
+        """
+        Only a list or tuple of exactly two strings is an envelope; garbage
+        and truncated data are refused with L{EnvelopeError}.
+        """
+        for value in (["only one"], ["a", "b", "c"], {"a": "b"}, [1, 2], "ab", None):
+            self.assertRaises(EnvelopeError, loadEnvelope, pickle.dumps(value))
+        good = dumpEnvelope("a@example.com", "b@example.org")
+        for data in (b"", b"garbage", good[: len(good) // 2]):
+            self.assertRaises(EnvelopeError, loadEnvelope, data)
+
+    def test_refusesHugeFile(self) -> None:
+        """
+        An envelope file of more than 64 KiB is refused unread.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(dumpEnvelope("a@example.com", "b" * 70000))
+        self.assertRaises(EnvelopeError, readEnvelope, path)
+
+    def test_nullSender(self) -> None:
+        """
+        The null reverse-path is recognised in its forms.
+        """
+        for sender in ("", b"", "<>", b"<>", " <> "):
+            self.assertTrue(isNullSender(sender), sender)
+        for sender in ("a@example.com", b"a@example.com"):
+            self.assertFalse(isNullSender(sender), sender)
+
+    def test_twistedRunsCode(self) -> None:
+        """
+        Twisted's C{Queue.getEnvelope} runs whatever a queue file asks for;
+        mailclient's refuses it.
+        """
+        from twisted.mail.relaymanager import Queue as TwistedQueue
+
+        directory = self.mktemp()
+        os.mkdir(directory)
+        marker = os.path.abspath(self.mktemp())
+        with open(os.path.join(directory, "evil-H"), "wb") as f:
+            pickle.dump([_MakeDirectory(marker), "b@example.org"], f)
+        with open(os.path.join(directory, "evil-D"), "wb") as f:
+            f.write(b"x\n")
+
+        queue = Queue(directory)
+        self.assertRaises(EnvelopeError, queue.getEnvelope, "evil")
+        self.assertFalse(os.path.exists(marker))
+
+        twistedQueue = TwistedQueue(directory)
+        twistedQueue.noisy = False
+        twistedQueue.getEnvelope("evil")
+        self.assertTrue(os.path.isdir(marker))
+
+
+class AtomicFileTests(SynchronousTestCase):
+    """
+    L{AtomicFile} appears under its name only when complete.
+    """
+
+    def test_visibleOnlyWhenClosed(self) -> None:
+        base = self.mktemp()
+        f = AtomicFile(base, base + ".tmp")
+        f.write(b"data")
+        self.assertFalse(os.path.exists(base))
+        f.close()
+        f.close()
+        self.assertTrue(f.closed)
+        with open(base, "rb") as g:
+            self.assertEqual(g.read(), b"data")
+        self.assertFalse(os.path.exists(base + ".tmp"))
+
+    def test_discardedOnError(self) -> None:
+        """
+        Leaving a C{with} block with an exception leaves no file at all.
+        """
+        base = self.mktemp()
+
+        def fail() -> None:
+            with AtomicFile(base, base + ".tmp", fsync=False) as f:
+                f.write(b"half")
+                raise RuntimeError("disk full")
+
+        self.assertRaises(RuntimeError, fail)
+        self.assertFalse(os.path.exists(base))
+        self.assertFalse(os.path.exists(base + ".tmp"))
+
+
+class QueueTests(SynchronousTestCase):
+    """
+    L{Queue} keeps Twisted's state methods, with fixes.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.queue = Queue(self.directory)
+        self.queue.noisy = False
+
+    def add(self, recipient: str = "b@example.org", data: bytes = b"x\n") -> str:
+        return self.queue.enqueue("a@example.com", recipient, data)
+
+    def test_publicFace(self) -> None:
+        """
+        C{mailclient.relaymanager.Queue} is this class.
+        """
+        self.assertIs(relaymanager.Queue, Queue)
+
+    def test_createNewMessage(self) -> None:
+        """
+        C{createNewMessage} returns an envelope file and a message receiver
+        used as Twisted's C{DomainQueuer} uses them; nothing is visible
+        until each is complete, and the message is stored LF-terminated.
+        """
+        header, message = self.queue.createNewMessage()
+        with header:
+            pickle.dump(["a@example.com", "b@example.org"], header)
+            header.flush()
+            self.assertFalse(os.path.exists(header.name))
+        base = message.finalName[:-2]
+        self.assertTrue(os.path.exists(base + "-H"))
+        message.lineReceived(b"Subject: hi")
+        message.lineReceived(b"")
+        message.lineReceived(b"\xff body")
+        self.queue.readDirectory()
+        self.assertEqual(self.queue.getWaiting(), [])
+        result: List[str] = []
+        message.eomReceived().addCallback(result.append)
+        self.assertEqual(result, [message.finalName])
+        self.queue.readDirectory()
+        name = os.path.basename(base)
+        self.assertEqual(self.queue.getWaiting(), [name])
+        self.assertEqual(self.queue.getEnvelope(name), ["a@example.com", "b@example.org"])
+        with open(base + "-D", "rb") as f:
+            self.assertEqual(f.read(), b"Subject: hi\n\n\xff body\n")
+        self.assertEqual(sorted(os.listdir(self.directory)), [name + "-D", name + "-H"])
+
+    def test_connectionLostForgetsPartialMessage(self) -> None:
+        """
+        A message receiver whose connection is lost leaves nothing behind.
+        """
+        header, message = self.queue.createNewMessage()
+        header.discard()
+        message.lineReceived(b"partial")
+        message.connectionLost()
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_envelopeFile(self) -> None:
+        """
+        C{getEnvelopeFile} opens the C{-H} file in binary mode.
+        """
+        name = self.add()
+        with self.queue.getEnvelopeFile(name) as f:
+            self.assertEqual(pickle.load(f), ["a@example.com", "b@example.org"])
+        self.assertEqual(self.queue.getPath(name), os.path.join(self.directory, name))
+
+    def test_waitingOldestFirst(self) -> None:
+        """
+        C{readDirectory} lists new messages oldest first, whatever the
+        order of the directory.
+        """
+        names = [self.add("%d@example.org" % (i,)) for i in range(5)]
+        for age, name in enumerate(reversed(names)):
+            path = self.queue.getPath(name) + "-D"
+            os.utime(path, (1000000 + age, 1000000 + age))
+        self.queue.readDirectory()
+        self.assertEqual(self.queue.getWaiting(), list(reversed(names)))
+        self.assertTrue(self.queue.hasWaiting())
+
+    def test_states(self) -> None:
+        """
+        Messages move between waiting and relayed; C{readDirectory} does not
+        make a relayed message wait; C{done} removes both files.
+        """
+        first, second = self.add(), self.add()
+        self.queue.readDirectory()
+        self.queue.setRelaying(first)
+        self.queue.readDirectory()
+        self.assertEqual(self.queue.getWaiting(), [second])
+        self.assertEqual(self.queue.getRelayed(), [first])
+        self.queue.setWaiting(first)
+        self.assertEqual(self.queue.getWaiting(), [second, first])
+        self.assertEqual(self.queue.getRelayed(), [])
+        self.queue.setRelaying(first)
+        self.queue.done(self.queue.getPath(first))
+        self.assertEqual(self.queue.getRelayed(), [])
+        self.assertEqual(sorted(os.listdir(self.directory)), [second + "-D", second + "-H"])
+        self.queue.setRelaying(second)
+        self.queue.done(second)
+        self.assertFalse(self.queue.hasWaiting())
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_vanishedMessagesForgotten(self) -> None:
+        """
+        A waiting message whose files were removed by someone else stops
+        waiting at the next C{readDirectory}.
+        """
+        name = self.add()
+        self.queue.readDirectory()
+        os.remove(self.queue.getPath(name) + "-D")
+        self.queue.readDirectory()
+        self.assertEqual(self.queue.getWaiting(), [])
+
+    def test_ignoresOtherFiles(self) -> None:
+        """
+        Only C{-D} files are messages: partial files and stray envelopes
+        are ignored.
+        """
+        for name in ("x-C", "y-H", "z-H.tmp", "notes.txt"):
+            with open(os.path.join(self.directory, name), "wb") as f:
+                f.write(b"")
+        self.queue.readDirectory()
+        self.assertEqual(self.queue.getWaiting(), [])
+
+    def test_quarantine(self) -> None:
+        """
+        A quarantined message is neither waiting nor relayed, and
+        C{readDirectory} leaves it alone; a new L{Queue} sees it again.
+        """
+        name = self.add()
+        self.queue.readDirectory()
+        self.queue.quarantine(name)
+        self.queue.readDirectory()
+        self.assertEqual((self.queue.getWaiting(), self.queue.getRelayed()), ([], []))
+        self.assertEqual(Queue(self.directory).getWaiting(), [name])
+
+    def test_pickle(self) -> None:
+        """
+        A pickled queue keeps only its directory and rereads it.
+        """
+        name = self.add()
+        self.queue.readDirectory()
+        self.queue.setRelaying(name)
+        copy = pickle.loads(pickle.dumps(self.queue))
+        self.assertEqual(copy.directory, self.directory)
+        self.assertEqual(copy.getWaiting(), [name])
+        self.assertEqual(copy.getRelayed(), [])
+
+    def test_bytesDirectory(self) -> None:
+        """
+        The directory may be given as bytes.
+        """
+        name = self.add()
+        queue = Queue(os.fsencode(self.directory))
+        self.assertEqual(queue.getWaiting(), [name])
+        self.assertEqual(queue.getEnvelope(name), ["a@example.com", "b@example.org"])
+
+
+class TwistedQueueCompatibilityTests(SynchronousTestCase):
+    """
+    A queue written by Twisted is read by mailclient and the other way
+    round.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+
+    def _queueWithDomainQueuer(self, queue: Any) -> None:
+        from twisted.mail.relay import DomainQueuer
+
+        class Service:
+            pass
+
+        class User:
+            orig = "alice@example.com"
+            dest = "bob@example.org"
+
+        service = Service()
+        service.queue = queue  # type: ignore[attr-defined]
+        message = DomainQueuer(service).startMessage(User())
+        for line in (b"Subject: caf\xc3\xa9", b"", b"\xff\xfe body"):
+            message.lineReceived(line)
+        message.eomReceived()
+
+    def test_twistedWritesMailclientReads(self) -> None:
+        """
+        Messages queued by Twisted's C{DomainQueuer} into Twisted's
+        C{Queue} are found and read by mailclient's.
+        """
+        from twisted.mail.relaymanager import Queue as TwistedQueue
+
+        twistedQueue = TwistedQueue(self.directory)
+        twistedQueue.noisy = False
+        self._queueWithDomainQueuer(twistedQueue)
+
+        queue = Queue(self.directory)
+        [name] = queue.getWaiting()
+        self.assertEqual(queue.getEnvelope(name), ["alice@example.com", "bob@example.org"])
+        with open(queue.getPath(name) + "-D", "rb") as f:
+            self.assertEqual(f.read(), b"Subject: caf\xc3\xa9\n\n\xff\xfe body\n")
+
+    def test_mailclientWritesTwistedReads(self) -> None:
+        """
+        Messages queued by Twisted's C{DomainQueuer} into mailclient's
+        C{Queue}, or by L{Queue.enqueue}, are found and read by Twisted's
+        C{Queue}.
+        """
+        from twisted.mail.relaymanager import Queue as TwistedQueue
+
+        queue = Queue(self.directory)
+        queue.noisy = False
+        self._queueWithDomainQueuer(queue)
+        queue.enqueue("", "carol@example.com", b"bounce\n")
+
+        twistedQueue = TwistedQueue(self.directory)
+        twistedQueue.noisy = False
+        envelopes = sorted(twistedQueue.getEnvelope(n) for n in twistedQueue.getWaiting())
+        self.assertEqual(
+            envelopes, [["", "carol@example.com"], ["alice@example.com", "bob@example.org"]]
+        )

@@ -1,0 +1,859 @@
+"""
+Tests for L{mailclient.relaymanager}: relaying a queue through a smart host
+or to each domain's mail exchanges, against real loopback servers, with a
+fake resolver for DNS.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import pickle
+from typing import Any, List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.names import dns, error
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from mailclient import relaymanager
+from mailclient._queue import dumpEnvelope
+from mailclient.relaymanager import (
+    ESMTPManagedRelayerFactory,
+    MXCalculator,
+    Queue,
+    RelayStateHelper,
+    SMTPManagedRelayer,
+    SMTPManagedRelayerFactory,
+    SmartHostESMTPRelayingManager,
+    SmartHostSMTPRelayingManager,
+)
+from mailclient.test.test_mx import FakeResolver, mx
+from mailclient.test.test_relay import (
+    BINARY_BODY,
+    RelayTestServer,
+    portOf,
+    queueFiles,
+    spawnPython,
+    startServer,
+    wire,
+)
+
+REPORTING_MTA = "relay.example.net"
+
+
+def envelopes(queue: Queue) -> List[List[Any]]:
+    queue.readDirectory()
+    return sorted(queue.getEnvelope(name) for name in queue.getWaiting())
+
+
+def dataOf(queue: Queue, name: str) -> bytes:
+    with open(queue.getPath(name) + "-D", "rb") as f:
+        return f.read()
+
+
+class _ManagerTestMixin:
+    """
+    A queue in a temporary directory and a loopback server.
+    """
+
+    server: RelayTestServer
+    queue: Queue
+
+    def setUpQueue(self: Any) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.queue = Queue(self.directory)
+        self.queue.noisy = False
+        self.queue.fsync = False
+        self.server = startServer(self)
+
+    def add(self, recipient: str, body: bytes = b"Subject: test\n\nbody\n", sender: str = "alice@example.com") -> str:
+        name = self.queue.enqueue(sender, recipient, body)
+        self.queue.readDirectory()
+        return name
+
+    def manager(self, cls: Any = SmartHostSMTPRelayingManager, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("smartHost", ("127.0.0.1", portOf(self.server)))
+        manager = cls(self.queue, *args, **kw)
+        manager.reportingMTA = REPORTING_MTA
+        return manager
+
+    def waiting(self) -> List[str]:
+        """
+        The waiting messages, once the queue has read its directory.
+        """
+        self.queue.readDirectory()
+        return self.queue.getWaiting()
+
+    @defer.inlineCallbacks
+    def relayOnce(self, manager: Any) -> Any:
+        """
+        One C{checkState}, waited for until every connection is closed.
+        """
+        result = manager.checkState()
+        if result is not None:
+            result = yield result
+        yield self.server.idle()
+        return result
+
+    @defer.inlineCallbacks
+    def relayAll(self, manager: Any) -> Any:
+        """
+        C{checkState} until nothing more can be started.
+        """
+        for _ in range(20):
+            result = yield self.relayOnce(manager)
+            if result is None:
+                return
+        raise AssertionError("relaying did not finish")
+
+
+class SmartHostTests(_ManagerTestMixin, TestCase):
+    """
+    Relaying everything through a smart host.
+    """
+
+    def setUp(self) -> None:
+        self.setUpQueue()
+
+    @defer.inlineCallbacks
+    def test_relaysQueue(self) -> Any:
+        """
+        Every waiting message is delivered byte for byte and removed from
+        the queue; then C{checkState} has nothing to do.
+        """
+        for i in range(5):
+            self.add("rcpt%d@domain%d.example" % (i, i % 2), BINARY_BODY)
+        manager = self.manager()
+        yield self.relayAll(manager)
+        self.assertEqual(
+            sorted(m.recipients[0] for m in self.server.messages),
+            [b"rcpt%d@domain%d.example" % (i, i % 2) for i in range(5)],
+        )
+        self.assertEqual({m.data for m in self.server.messages}, {wire(BINARY_BODY)})
+        self.assertEqual({m.sender for m in self.server.messages}, {b"alice@example.com"})
+        self.assertEqual(queueFiles(self.directory), [])
+        self.assertEqual(manager.managed, {})
+        self.assertIsNone(manager.checkState())
+
+    @defer.inlineCallbacks
+    def test_limits(self) -> Any:
+        """
+        At most C{maxConnections} connections are open, each given at most
+        C{maxMessagesPerConnection} messages; C{managed} maps each factory
+        to the base names of its messages.
+        """
+        names = [self.add("r%d@example.org" % (i,)) for i in range(7)]
+        manager = self.manager(maxConnections=2, maxMessagesPerConnection=3)
+        d = manager.checkState()
+        self.assertEqual(
+            sorted(manager.managed.values()), [names[0:3], names[3:6]]
+        )
+        for factory, messages in manager.managed.items():
+            self.assertIsInstance(factory, SMTPManagedRelayerFactory)
+            self.assertEqual(factory.messages, [self.queue.getPath(m) for m in messages])
+        self.assertEqual(self.queue.getWaiting(), [names[6]])
+        self.assertEqual(sorted(self.queue.getRelayed()), sorted(names[:6]))
+        self.assertIsNone(manager.checkState())
+        yield d
+        yield self.relayAll(manager)
+        self.assertEqual(self.server.connections, 3)
+        self.assertEqual(self.server.maxActive, 2)
+        self.assertEqual(len(self.server.messages), 7)
+
+    @defer.inlineCallbacks
+    def test_esmtp(self) -> Any:
+        """
+        L{SmartHostESMTPRelayingManager} relays over ESMTP; C{fArgs} give
+        the secret, context factory and identity.
+        """
+        self.add("bob@example.org")
+        manager = self.manager(SmartHostESMTPRelayingManager)
+        manager.fArgs = (None, None, b"relay.example.net")
+        self.assertIs(manager.factory, ESMTPManagedRelayerFactory)
+        yield self.relayAll(manager)
+        self.assertIn(b"EHLO relay.example.net", self.server.commands)
+        self.assertEqual(self.server.recipients(), [b"bob@example.org"])
+
+    @defer.inlineCallbacks
+    def test_identity(self) -> Any:
+        """
+        C{fArgs} give the SMTP identity; without them (Twisted's default,
+        with which Twisted's relayer cannot even be made) this host's name
+        is used.
+        """
+        from mailclient._host import getDNSName
+
+        self.add("bob@example.org")
+        manager = self.manager()
+        manager.fArgs = (b"relay.example.net",)
+        yield self.relayAll(manager)
+        self.add("carol@example.org")
+        yield self.relayAll(self.manager())
+        helos = [c for c in self.server.commands if c.startswith(b"HELO")]
+        self.assertEqual(helos, [b"HELO relay.example.net", b"HELO " + getDNSName()])
+
+    @defer.inlineCallbacks
+    def test_smartHostList(self) -> Any:
+        """
+        Smart hosts are tried in order: an unreachable one is skipped.
+        """
+        self.add("bob@example.org")
+        manager = self.manager(smartHost=[("127.0.0.2", portOf(self.server)), ("127.0.0.1", portOf(self.server))])
+        yield self.relayAll(manager)
+        self.assertEqual(self.server.recipients(), [b"bob@example.org"])
+        self.assertRaises(ValueError, SmartHostSMTPRelayingManager, self.queue, smartHost=[])
+
+
+class OutcomeTests(_ManagerTestMixin, TestCase):
+    """
+    What happens to a message depends on the server's answer: 2xx removes
+    it, 4xx keeps it, 5xx returns it to the sender.
+    """
+
+    def setUp(self) -> None:
+        self.setUpQueue()
+
+    @defer.inlineCallbacks
+    def test_temporaryFailureKeepsMessage(self) -> Any:
+        """
+        A 4xx reply to C{RCPT} or to the body leaves the message queued and
+        waiting, without a bounce; it is delivered at a later attempt.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.7.1 greylisted"
+        self.server.dataReplies[b"carol@example.org"] = b"452 4.3.1 out of space"
+        bob = self.add("bob@example.org")
+        carol = self.add("carol@example.org")
+        self.add("dan@example.org")
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.recipients(), [b"dan@example.org"])
+        self.assertEqual(sorted(self.queue.getWaiting()), sorted([bob, carol]))
+        self.assertEqual(len(queueFiles(self.directory)), 4)
+
+        self.server.rcptReplies.clear()
+        self.server.dataReplies.clear()
+        yield self.relayAll(manager)
+        self.assertEqual(
+            sorted(self.server.recipients()),
+            [b"bob@example.org", b"carol@example.org", b"dan@example.org"],
+        )
+        self.assertEqual(queueFiles(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_permanentFailureBounces(self) -> Any:
+        """
+        A 5xx reply to C{RCPT} removes the message and queues an RFC 3464
+        report to its sender, from the null sender, which is then relayed
+        like any message.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"550 5.1.1 no such user"
+        original = self.add("bob@example.org", BINARY_BODY)
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.messages, [])
+        self.assertNotIn(original, self.queue.getWaiting())
+        [bounce] = self.waiting()
+        self.assertEqual(self.queue.getEnvelope(bounce), ["", "alice@example.com"])
+
+        report: Any = email.message_from_bytes(dataOf(self.queue, bounce), policy=email.policy.compat32)
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertEqual(report.get_param("report-type"), "delivery-status")
+        perMessage, recipient = report.get_payload()[1].get_payload()
+        self.assertEqual(perMessage["Reporting-MTA"], "dns; " + REPORTING_MTA)
+        self.assertEqual(
+            (recipient["Final-Recipient"], recipient["Action"], recipient["Status"], recipient["Remote-MTA"], recipient["Diagnostic-Code"]),
+            ("rfc822; bob@example.org", "failed", "5.1.1", "dns; 127.0.0.1", "smtp; 550 5.1.1 no such user"),
+        )
+        self.assertIn(BINARY_BODY, dataOf(self.queue, bounce))
+
+        yield self.relayAll(manager)
+        [delivered] = self.server.messages
+        self.assertEqual((delivered.sender, delivered.recipients), (b"", [b"alice@example.com"]))
+        self.assertIn(b"MAIL FROM:<>", self.server.commands)
+        self.assertEqual(queueFiles(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_refusedBody(self) -> Any:
+        """
+        A 5xx reply to the body bounces the message with that reply's
+        status.
+        """
+        self.server.dataReplies[b"bob@example.org"] = b"554 5.6.0 content rejected"
+        self.add("bob@example.org")
+        yield self.relayOnce(self.manager())
+        [bounce] = self.waiting()
+        report = dataOf(self.queue, bounce)
+        self.assertIn(b"Status: 5.6.0\n", report)
+        self.assertIn(b"Diagnostic-Code: smtp; 554 5.6.0 content rejected\n", report)
+
+    @defer.inlineCallbacks
+    def test_bouncesAreNotBounced(self) -> Any:
+        """
+        A message from the null sender that fails for good is dropped, not
+        bounced.
+        """
+        self.server.rcptReplies[b"alice@example.com"] = b"550 5.1.1 gone"
+        self.add("alice@example.com", sender="")
+        yield self.relayAll(self.manager())
+        self.assertEqual(queueFiles(self.directory), [])
+        self.assertEqual(self.server.messages, [])
+
+    @defer.inlineCallbacks
+    def test_connectionDroppedDuringData(self) -> Any:
+        """
+        When the connection drops after the body was sent but before the
+        server's reply, the message is kept (not bounced) and waits again,
+        as do the messages not yet sent.
+        """
+        self.server.dataReplies[b"bob@example.org"] = "drop"
+        names = [self.add("bob@example.org"), self.add("carol@example.org")]
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.messages, [])
+        self.assertEqual(sorted(self.queue.getWaiting()), sorted(names))
+        self.assertEqual(len(queueFiles(self.directory)), 4)
+        del self.server.dataReplies[b"bob@example.org"]
+        yield self.relayAll(manager)
+        self.assertEqual(sorted(self.server.recipients()), [b"bob@example.org", b"carol@example.org"])
+
+    @defer.inlineCallbacks
+    def test_crashDuringDelivery(self) -> Any:
+        """
+        When the relaying process is killed while the server holds the body
+        unanswered, the message is still queued, and is delivered by the
+        next process.
+        """
+        self.server.dataReplies[b"bob@example.org"] = "stall"
+        name = self.add("bob@example.org", BINARY_BODY)
+        stalled = self.server.stalled()
+        child, transport = spawnPython(
+            """
+            import sys
+            from twisted.internet import reactor
+            from mailclient.relaymanager import Queue, SmartHostSMTPRelayingManager
+            queue = Queue(sys.argv[1])
+            manager = SmartHostSMTPRelayingManager(
+                queue, smartHost=("127.0.0.1", int(sys.argv[2])))
+            reactor.callWhenRunning(manager.checkState)
+            reactor.callLater(60, reactor.stop)
+            reactor.run()
+            """,
+            self.directory,
+            str(portOf(self.server)),
+        )
+        yield stalled
+        transport.signalProcess("KILL")
+        yield child.ended
+        yield self.server.idle()
+        self.assertEqual(self.server.messages, [])
+        self.assertEqual(queueFiles(self.directory), [name + "-D", name + "-H"])
+
+        del self.server.dataReplies[b"bob@example.org"]
+        self.queue = Queue(self.directory)
+        self.queue.noisy = False
+        yield self.relayAll(self.manager())
+        [message] = self.server.messages
+        self.assertEqual(message.data, wire(BINARY_BODY))
+        self.assertEqual(queueFiles(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_unroutableRecipient(self) -> Any:
+        """
+        A recipient without a domain is returned to the sender (5.1.3)
+        without connecting anywhere.
+        """
+        self.add("postmaster")
+        manager = self.manager()
+        result = yield self.relayOnce(manager)
+        self.assertEqual(result, [])
+        self.assertEqual(self.server.connections, 0)
+        [bounce] = self.waiting()
+        self.assertIn(b"Status: 5.1.3\n", dataOf(self.queue, bounce))
+
+    @defer.inlineCallbacks
+    def test_invalidAddress(self) -> Any:
+        """
+        A recipient that cannot be put on the wire (a line break in it) is
+        returned to the sender, and the other messages are sent.
+        """
+        self.add("bob@example.org\r\nRCPT TO:<evil@example.net>")
+        self.add("carol@example.org")
+        yield self.relayAll(self.manager())
+        self.assertNotIn(b"evil", b"".join(self.server.commands))
+        delivered = sorted(self.server.recipients())
+        self.assertEqual(delivered, [b"alice@example.com", b"carol@example.org"])
+        [bounce] = [m for m in self.server.messages if m.sender == b""]
+        self.assertIn(b"Status: 5.1.3\r\n", bounce.data)
+
+    @defer.inlineCallbacks
+    def test_corruptEnvelopeQuarantined(self) -> Any:
+        """
+        A message whose envelope cannot be read is quarantined (left on
+        disk, not relayed); the others are relayed.
+        """
+        bad = self.add("bob@example.org")
+        with open(self.queue.getPath(bad) + "-H", "wb") as f:
+            f.write(b"not a pickle")
+        self.add("carol@example.org")
+        yield self.relayAll(self.manager())
+        self.assertEqual(self.server.recipients(), [b"carol@example.org"])
+        self.assertEqual(list(self.queue.quarantined), [bad])
+        self.assertEqual(queueFiles(self.directory), [bad + "-D", bad + "-H"])
+
+
+class MXTests(_ManagerTestMixin, TestCase):
+    """
+    Relaying to each domain's mail exchanges, found with a fake resolver.
+    """
+
+    def setUp(self) -> None:
+        self.setUpQueue()
+        self.resolver = FakeResolver(
+            [
+                ("example.org", mx(10, "mx.example.org")),
+                ("mx.example.org", dns.Record_A("127.0.0.1")),
+                ("example.net", mx(5, "mx.example.net")),
+                ("mx.example.net", dns.Record_A("127.0.0.1")),
+            ]
+        )
+        self.clock = Clock()
+        self.mxcalc = MXCalculator(self.resolver, self.clock)
+
+    def manager(self, cls: Any = SmartHostSMTPRelayingManager, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("mxcalc", self.mxcalc)
+        kw.setdefault("clock", self.clock)
+        manager = cls(self.queue, *args, **kw)
+        manager.reportingMTA = REPORTING_MTA
+        manager.PORT = portOf(self.server)
+        return manager
+
+    @defer.inlineCallbacks
+    def test_byDomain(self) -> Any:
+        """
+        Messages are grouped by domain, one connection each, and sent to
+        the domain's exchange, whose address comes from the same resolver.
+        """
+        names = [self.add("a@example.org"), self.add("b@example.net"), self.add("c@EXAMPLE.org")]
+        manager = self.manager()
+        d = manager.checkState()
+        self.assertEqual(sorted(manager.managed.values()), sorted([[names[0], names[2]], [names[1]]]))
+        yield d
+        yield self.server.idle()
+        self.assertEqual(self.server.connections, 2)
+        self.assertEqual(
+            sorted(self.server.recipients()), [b"a@example.org", b"b@example.net", b"c@EXAMPLE.org"]
+        )
+        self.assertIn(("mx.example.org", dns.A), self.resolver.queries)
+        self.assertIn(("example.net", dns.MX), self.resolver.queries)
+        self.assertEqual(queueFiles(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_failoverWhenUnreachable(self) -> Any:
+        """
+        When the most preferred exchange refuses connections, the next one
+        is used, and the first is marked bad.
+        """
+        self.resolver.add("example.com", mx(10, "down.example.com"))
+        self.resolver.add("example.com", mx(20, "up.example.com"))
+        self.resolver.add("down.example.com", dns.Record_A("127.0.0.2"))
+        self.resolver.add("up.example.com", dns.Record_A("127.0.0.1"))
+        self.add("bob@example.com")
+        yield self.relayAll(self.manager())
+        self.assertEqual(self.server.recipients(), [b"bob@example.com"])
+        self.assertEqual(list(self.mxcalc.badMXs), ["down.example.com"])
+
+    @defer.inlineCallbacks
+    def test_failoverWhenSessionFails(self) -> Any:
+        """
+        When the preferred exchange answers but turns the session down
+        (421), the next one is used.
+        """
+        busy = startServer(
+            self, RelayTestServer(greeting=b"421 4.3.2 busy"), interface="127.0.0.3", port=portOf(self.server)
+        )
+        self.resolver.add("example.com", mx(10, "busy.example.com"))
+        self.resolver.add("example.com", mx(20, "up.example.com"))
+        self.resolver.add("busy.example.com", dns.Record_A("127.0.0.3"))
+        self.resolver.add("up.example.com", dns.Record_A("127.0.0.1"))
+        self.add("bob@example.com")
+        yield self.relayAll(self.manager())
+        yield busy.idle()
+        self.assertEqual(busy.connections, 1)
+        self.assertEqual(self.server.recipients(), [b"bob@example.com"])
+        self.assertEqual(list(self.mxcalc.badMXs), ["busy.example.com"])
+
+    @defer.inlineCallbacks
+    def test_noExchangeReachable(self) -> Any:
+        """
+        When no exchange can be reached, the messages wait again after
+        C{backoffDelay} seconds.
+        """
+        self.resolver.add("example.com", mx(10, "down.example.com"))
+        self.resolver.add("down.example.com", dns.Record_A("127.0.0.2"))
+        name = self.add("bob@example.com")
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertEqual((self.queue.getWaiting(), manager.managed), ([], {}))
+        self.assertEqual(self.queue.getRelayed(), [name])
+        self.clock.advance(manager.backoffDelay)
+        self.assertEqual(self.queue.getWaiting(), [name])
+        self.assertEqual(len(queueFiles(self.directory)), 2)
+
+    @defer.inlineCallbacks
+    def test_temporaryDNSFailure(self) -> Any:
+        """
+        A DNS server failure is temporary: the messages wait again after
+        C{backoffDelay}, unbounced.
+        """
+        self.resolver.add("example.com", dns.Record_TXT(b"x"))
+        self.resolver.errors[("example.com", dns.MX)] = error.DNSServerError("SERVFAIL")
+        name = self.add("bob@example.com")
+        manager = self.manager()
+        [(ok, result)] = yield self.relayOnce(manager)
+        self.assertFalse(ok)
+        self.assertTrue(result.check(error.DNSServerError))
+        self.assertEqual(self.queue.getWaiting(), [])
+        self.clock.advance(manager.backoffDelay)
+        self.assertEqual(self.queue.getWaiting(), [name])
+        self.assertEqual(self.server.connections, 0)
+
+    @defer.inlineCallbacks
+    def _undeliverable(self, status: str) -> Any:
+        self.add("bob@example.com", b"Subject: lost\n\nbody\n")
+        yield self.relayOnce(self.manager())
+        self.assertEqual(self.server.connections, 0)
+        [bounce] = self.waiting()
+        self.assertEqual(self.queue.getEnvelope(bounce), ["", "alice@example.com"])
+        report = dataOf(self.queue, bounce)
+        self.assertIn(b"Final-Recipient: rfc822; bob@example.com\n", report)
+        self.assertIn(b"Status: " + status.encode("ascii") + b"\n", report)
+        self.assertIn(b"Subject: lost\n", report)
+
+    def test_nullMX(self) -> Any:
+        """
+        Mail for a domain with a null MX is returned at once (5.1.10).
+        """
+        self.resolver.add("example.com", mx(0, ""))
+        return self._undeliverable("5.1.10")
+
+    def test_noSuchDomain(self) -> Any:
+        """
+        Mail for a domain that does not exist is returned at once (5.1.2).
+        """
+        return self._undeliverable("5.1.2")
+
+    @defer.inlineCallbacks
+    def test_domainLiteral(self) -> Any:
+        """
+        A recipient at an address literal is sent to that address without
+        any lookup.
+        """
+        self.add("bob@[127.0.0.1]")
+        yield self.relayAll(self.manager())
+        self.assertEqual(self.server.recipients(), [b"bob@[127.0.0.1]"])
+        self.assertEqual(self.resolver.queries, [])
+
+    @defer.inlineCallbacks
+    def test_defaultCalculator(self) -> Any:
+        """
+        Without an MX calculator one is made on first use, as in Twisted.
+        """
+        made: List[Any] = []
+
+        def makeCalculator(clock: Any) -> MXCalculator:
+            made.append(MXCalculator(self.resolver, clock))
+            return made[-1]
+
+        self.patch(relaymanager, "MXCalculator", makeCalculator)
+        manager = SmartHostSMTPRelayingManager(self.queue)
+        self.assertIsNone(manager.mxcalc)
+        self.assertIsNone(manager.checkState())
+        self.assertIsNone(manager.mxcalc)
+        self.add("bob@[127.0.0.1]")
+        manager.PORT = portOf(self.server)
+        yield manager.checkState()
+        yield self.server.idle()
+        self.assertEqual(made, [manager.mxcalc])
+        self.assertEqual(self.server.recipients(), [b"bob@[127.0.0.1]"])
+
+
+class _TwistedQueueing:
+    """
+    Fill a queue the way a Twisted mail server does.
+    """
+
+    @staticmethod
+    def queueWithTwisted(directory: str, lines: List[bytes]) -> None:
+        from twisted.mail.relay import DomainQueuer
+        from twisted.mail.relaymanager import Queue as TwistedQueue
+
+        class Service:
+            queue = TwistedQueue(directory)
+
+        class User:
+            orig = "alice@example.com"
+            dest = "bob@example.org"
+
+        Service.queue.noisy = False
+        message = DomainQueuer(Service()).startMessage(User())
+        for line in lines:
+            message.lineReceived(line)
+        message.eomReceived()
+
+
+class TwistedCompatibilityTests(_ManagerTestMixin, TestCase):
+    """
+    A queue filled by Twisted is relayed by mailclient, where Twisted's own
+    manager crashes.
+    """
+
+    LINES = [b"Subject: caf\xc3\xa9", b"", b"\xff\xfe binary", b".dot", b"end"]
+
+    def setUp(self) -> None:
+        self.setUpQueue()
+
+    @defer.inlineCallbacks
+    def test_twistedQueueRelayedByMailclient(self) -> Any:
+        """
+        Messages queued by Twisted's C{DomainQueuer} and C{Queue} are
+        relayed byte for byte by mailclient's manager.
+        """
+        _TwistedQueueing.queueWithTwisted(self.directory, self.LINES)
+        self.queue.readDirectory()
+        yield self.relayAll(self.manager())
+        [message] = self.server.messages
+        self.assertEqual((message.sender, message.recipients), (b"alice@example.com", [b"bob@example.org"]))
+        self.assertEqual(message.data, b"".join(line + b"\r\n" for line in self.LINES))
+        self.assertEqual(queueFiles(self.directory), [])
+
+    def test_twistedManagerCrashes(self) -> None:
+        """
+        Twisted's manager fails on its first waiting message, whatever queue
+        it is given: C{dict_keys} has no C{reverse}, a dict no
+        C{iteritems}.
+        """
+        from twisted.mail.relaymanager import Queue as TwistedQueue
+        from twisted.mail.relaymanager import SmartHostSMTPRelayingManager as TwistedManager
+
+        _TwistedQueueing.queueWithTwisted(self.directory, self.LINES)
+        twistedQueue = TwistedQueue(self.directory)
+        twistedQueue.noisy = False
+        error = self.assertRaises(AttributeError, TwistedManager(twistedQueue).checkState)
+        self.assertIn("reverse", str(error))
+
+        manager = TwistedManager(self.queue)
+        manager.mxcalc = MXCalculator(FakeResolver(), Clock())  # type: ignore[assignment]
+        self.queue.readDirectory()
+        error = self.assertRaises(AttributeError, manager.checkState)
+        self.assertIn("iteritems", str(error))
+
+
+class NotifyingManager:
+    """
+    An attempt manager that records notifications.
+    """
+
+    def __init__(self) -> None:
+        self.calls: List[Tuple[str, Any]] = []
+
+    def notifySuccess(self, relay: Any, message: str) -> None:
+        self.calls.append(("success", message))
+
+    def notifyFailure(self, relay: Any, message: str) -> None:
+        self.calls.append(("failure", message))
+
+    def notifyTemporaryFailure(self, relay: Any, message: str) -> None:
+        self.calls.append(("temporary", message))
+
+    def notifyDone(self, relay: Any) -> None:
+        self.calls.append(("done", relay))
+
+
+class ManagedRelayerTests(SynchronousTestCase):
+    """
+    Managed relayers report each outcome to their attempt manager.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.queue = Queue(self.directory)
+        self.queue.noisy = False
+        self.names = [
+            self.queue.getPath(self.queue.enqueue("a@example.com", "r%d@example.org" % (i,), b"x\n"))
+            for i in range(4)
+        ]
+
+    def relayer(self, manager: Any, cls: Any = SMTPManagedRelayer) -> Any:
+        relayer = cls(self.names, manager, b"client.test")
+        relayer.factory = SMTPManagedRelayerFactory(self.names, manager)
+        return relayer
+
+    def test_outcomes(self) -> None:
+        """
+        2xx is a success, 5xx a failure (its reply kept for the bounce), and
+        4xx or no reply at all a temporary failure; each closes the body.
+        """
+        manager = NotifyingManager()
+        relayer = self.relayer(manager)
+        bodies = []
+        for code, resp, addresses in [
+            (250, b"ok", [("r0@example.org", 250, b"ok")]),
+            (550, b"No recipients accepted", [("r1@example.org", 550, b"5.1.1 unknown")]),
+            (451, b"4.3.0 later", [("r2@example.org", 250, b"ok")]),
+            (-1, b"?", []),
+        ]:
+            relayer.getMailFrom()
+            bodies.append(relayer.getMailData())
+            relayer.sentMail(code, resp, 1, addresses, None)
+        self.assertEqual(
+            manager.calls,
+            [("success", self.names[0]), ("failure", self.names[1]), ("temporary", self.names[2]), ("temporary", self.names[3])],
+        )
+        self.assertTrue(all(body.closed for body in bodies))
+        failure = relayer.factory.failures[self.names[1]]
+        self.assertEqual((failure.status, failure.diagnostic), ("5.1.1", b"550 5.1.1 unknown"))
+
+    def test_connectionLostNotifiesDone(self) -> None:
+        """
+        Losing the connection closes the open body and notifies C{done}.
+        """
+        manager = NotifyingManager()
+        relayer = self.relayer(manager)
+        relayer.getMailFrom()
+        body = relayer.getMailData()
+        relayer.connectionLost(Failure(RuntimeError("gone")))
+        self.assertTrue(body.closed)
+        self.assertEqual(manager.calls[-1], ("done", relayer.factory))
+
+    def test_twistedBouncesTemporaryFailures(self) -> None:
+        """
+        Twisted's managed relayer reports a 4xx reply as a failure, so the
+        message is bounced; mailclient's keeps it for another try.
+        """
+        from twisted.mail import relaymanager as twisted_relaymanager
+
+        twistedManager = NotifyingManager()
+        twisted = twisted_relaymanager.SMTPManagedRelayer([], twistedManager, b"client.test")
+        twisted.factory = None
+        twisted.messages, twisted.names = [["a@example.com", "b@example.org", None]], [self.names[0]]
+        twisted.sentMail(451, b"4.7.1 greylisted", 1, [], None)
+        self.assertEqual(twistedManager.calls, [("failure", self.names[0])])
+
+        manager = NotifyingManager()
+        relayer = self.relayer(manager)
+        relayer.sentMail(451, b"4.7.1 greylisted", 1, [], None)
+        self.assertEqual(manager.calls, [("temporary", self.names[0])])
+
+    def test_factories(self) -> None:
+        """
+        The factories make relayers for their messages and manager; the
+        ESMTP one asks C{secret} for the password for the address.
+        """
+        manager = NotifyingManager()
+        factory = SMTPManagedRelayerFactory(self.names, manager, b"client.test")
+        relayer = factory.buildProtocol(None)
+        self.assertIsInstance(relayer, SMTPManagedRelayer)
+        self.assertEqual((relayer.factory, relayer.manager, relayer.identity), (factory, manager, b"client.test"))
+        self.assertEqual(relayer.names, self.names)
+
+        addresses = []
+
+        def secret(addr: Any) -> bytes:
+            addresses.append(addr)
+            return b"password"
+
+        esmtp = ESMTPManagedRelayerFactory(self.names, manager, secret, None, b"client.test")
+        relayer = esmtp.buildProtocol("the address")
+        self.assertIsInstance(relayer, relaymanager.ESMTPManagedRelayer)
+        self.assertEqual((relayer.secret, relayer.identity, addresses), (b"password", b"client.test", ["the address"]))
+
+
+class AttemptManagerTests(SynchronousTestCase):
+    """
+    Twisted's attempt manager never puts unreachable messages back to
+    wait; mailclient's does.
+    """
+
+    def test_twistedNeverRetries(self) -> None:
+        from twisted.mail import relaymanager as twisted_relaymanager
+
+        for module in (twisted_relaymanager, relaymanager):
+            directory = self.mktemp()
+            os.mkdir(directory)
+            queue = module.Queue(directory)
+            queue.noisy = False
+            with open(os.path.join(directory, "m-H"), "wb") as f:
+                f.write(dumpEnvelope("a@example.com", "b@example.org"))
+            with open(os.path.join(directory, "m-D"), "wb") as f:
+                f.write(b"x\n")
+            queue.readDirectory()
+            queue.setRelaying("m")
+            clock = Clock()
+            smartHost = module.SmartHostSMTPRelayingManager(queue)
+            if module is relaymanager:
+                smartHost.clock = clock
+            attempt = module._AttemptManager(smartHost, False, clock)
+            smartHost.managed["factory"] = ["m"]
+            attempt.notifyNoConnection("factory")
+            clock.advance(60)
+            waiting = list(queue.getWaiting())
+            if module is relaymanager:
+                self.assertEqual(waiting, ["m"])
+            else:
+                self.assertEqual(waiting, [])
+
+
+class ManagerStateTests(SynchronousTestCase):
+    """
+    Pickling the manager, and the periodic helper.
+    """
+
+    def test_pickle(self) -> None:
+        """
+        The running relayers (and reactor) are not pickled.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        manager = SmartHostSMTPRelayingManager(Queue(directory), 3, 7, smartHost="smtp.example.net", clock=Clock())
+        manager.managed["x"] = ["y"]
+        copy = pickle.loads(pickle.dumps(manager))
+        self.assertEqual((copy.managed, copy.maxConnections, copy.maxMessagesPerConnection), ({}, 3, 7))
+        self.assertEqual(copy.smartHost, [("smtp.example.net", 25)])
+        self.assertIsNone(copy.clock)
+
+    def test_relayStateHelper(self) -> None:
+        """
+        L{RelayStateHelper} is a timer service calling C{checkState}.
+        """
+        calls: List[Optional[int]] = []
+
+        class Manager:
+            def checkState(self) -> Any:
+                calls.append(None)
+                return defer.Deferred()
+
+        service = RelayStateHelper(Manager(), 30)  # type: ignore[arg-type]
+        service.clock = Clock()
+        service.startService()
+        service.clock.advance(30)
+        service.clock.advance(30)
+        service.stopService()
+        self.assertEqual(len(calls), 3)
+
+    def test_publicNames(self) -> None:
+        """
+        Twisted's names are all there, documented.
+        """
+        for name in [
+            "ManagedRelayerMixin", "SMTPManagedRelayer", "ESMTPManagedRelayer",
+            "SMTPManagedRelayerFactory", "ESMTPManagedRelayerFactory", "Queue",
+            "SmartHostSMTPRelayingManager", "SmartHostESMTPRelayingManager",
+            "MXCalculator", "RelayStateHelper", "CanonicalNameLoop", "CanonicalNameChainTooLong",
+        ]:
+            self.assertIn(name, relaymanager.__all__)
+            self.assertTrue(getattr(relaymanager, name).__doc__.strip(), name)
