@@ -274,7 +274,7 @@ def _sendOpened(reactor: Any, args: argparse.Namespace, raw: IO[bytes],
             password=password,
             requireTransportSecurity=tls in ("starttls", "tls"),
             requireAuthentication=args.user is not None,
-            timeout=args.timeout,
+            **({} if args.timeout is None else {"timeout": args.timeout}),
             implicitTLS=tls == "tls",
             contextFactory=_contextFor(args.host, args.cafile, args.tls_name),
             allowCleartextAuthentication=args.allow_cleartext_auth,
@@ -343,7 +343,12 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--password-file", help="file holding the password")
     send.add_argument("--allow-cleartext-auth", action="store_true", help="allow AUTH without TLS to a remote host")
     send.add_argument("--helo", help="name to give in EHLO/HELO")
-    send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each reply")
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for each reply (default: RFC 5321's limit for each phase)",
+    )
     send.add_argument("-v", "--verbose", action="store_true", help="print the (redacted) transcript on stderr")
 
     demo = sub.add_parser("demo", help="send a sample message to an embedded server and show it")

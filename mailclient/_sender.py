@@ -23,6 +23,7 @@ from mailclient._client import SUCCESS, SMTPClient
 from mailclient._errors import InvalidAddressError, SMTPConnectError, SMTPDeliveryError
 from mailclient._esmtp import ESMTPClient
 from mailclient._host import getDNSName
+from mailclient._options import MailOptions
 from mailclient._sasl import (
     CramMD5ClientAuthenticator,
     LOGINAuthenticator,
@@ -30,6 +31,7 @@ from mailclient._sasl import (
 )
 from mailclient._status import isPermanent, parseEnhancedStatus
 from mailclient._tls import verifyingContext
+from mailclient._timeouts import Timeouts
 
 _log = Logger()
 
@@ -153,6 +155,8 @@ class SMTPSenderFactory(protocol.ClientFactory):
         deferred: defer.Deferred,
         retries: int = 5,
         timeout: Optional[float] = None,
+        *,
+        timeouts: Optional[Timeouts] = None,
     ) -> None:
         """
         @param fromEmail: The RFC 2821 address from which to send this
@@ -165,6 +169,9 @@ class SMTPSenderFactory(protocol.ClientFactory):
         @param retries: The number of times to retry delivery.
         @param timeout: Period, in seconds, for which to wait for server
             responses, or None to wait forever.
+        @param timeouts: Per-phase limits (L{Timeouts}, RFC 5321 4.5.3.2),
+            used when C{timeout} is L{None}.  (mailclient addition,
+            keyword only)
         @raise InvalidAddressError: if an address is not exactly one valid
             address (CR/LF, a list in one string, trailing junk).
         """
@@ -183,6 +190,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         self.currentProtocol: Optional[SMTPClient] = None
         self.retries = -retries
         self.timeout = timeout
+        self.timeouts = timeouts
         self._attempt = 0
         self._retryCall: Optional[IDelayedCall] = None
         self._connectHost: Optional[str] = None
@@ -287,6 +295,8 @@ class SMTPSenderFactory(protocol.ClientFactory):
     def _configure(self, p: SMTPClient) -> SMTPClient:
         p.factory = self
         p.timeout = self.timeout
+        if self.timeouts is not None:
+            p.timeouts = self.timeouts
         if self.reactor is not None:
             # Reply timeouts run on the factory's reactor, like its retries.
             p.callLater = self.reactor.callLater  # type: ignore[method-assign]
@@ -364,6 +374,9 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         authenticators: Optional[Sequence[Any]] = None,
         tls: bool = True,
         pipelining: bool = True,
+        chunking: bool = True,
+        mailOptions: Optional[MailOptions] = None,
+        timeouts: Optional[Timeouts] = None,
     ) -> None:
         """
         Arguments as Twisted's, plus (keyword only):
@@ -377,9 +390,16 @@ class ESMTPSenderFactory(SMTPSenderFactory):
             (for servers with broken TLS on trusted networks).
         @param pipelining: C{False} never pipelines commands, even when the
             server offers PIPELINING.
+        @param chunking: C{False} never sends the body with BDAT, even when
+            the server offers CHUNKING.
+        @param mailOptions: DSN, 8-bit and binary options for the message
+            (L{MailOptions}).
+        @param timeouts: Per-phase limits (L{Timeouts}), used when
+            C{timeout} is L{None}.
         """
         SMTPSenderFactory.__init__(
-            self, fromEmail, toEmail, file, deferred, retries, timeout
+            self, fromEmail, toEmail, file, deferred, retries, timeout,
+            timeouts=timeouts,
         )
         self.username = username
         self.password = password
@@ -392,6 +412,8 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         self._authenticators = list(authenticators) if authenticators else None
         self._tls = tls
         self._pipelining = pipelining
+        self._chunking = chunking
+        self.mailOptions = mailOptions
 
     def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
         """
@@ -416,6 +438,9 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         p.requireTransportSecurity = self._requireTransportSecurity
         p.allowCleartextAuthentication = self._allowCleartextAuthentication
         p.pipelining = self._pipelining
+        p.chunking = self._chunking
+        if self.mailOptions is not None:
+            p.mailOptions = self.mailOptions
         if self._authenticators is not None:
             p.authenticators = list(self._authenticators)
         return self._configure(p)

@@ -13,10 +13,20 @@ from twisted.internet import defer
 from mailclient._client import checkIdentity
 from mailclient._errors import InvalidAddressError
 from mailclient._sender import ESMTPSenderFactory
+from mailclient._options import MailOptions
+from mailclient._timeouts import Timeouts
 from mailclient._tls import verifyingContext
 
-#: The default time, in seconds, to wait for each server reply.
-DEFAULT_TIMEOUT = 300.0
+#: The default per-phase reply limits (RFC 5321 section 4.5.3.2).
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<RFC 5321 per-phase timeouts>"
+
+
+_DEFAULT: Any = _Default()
 
 #: The port on which SMTP is spoken over implicit TLS (RFC 8314).
 SMTPS_PORT = 465
@@ -50,13 +60,17 @@ def sendmail(
     requireAuthentication: bool = False,
     requireTransportSecurity: bool = False,
     *,
-    timeout: Optional[float] = DEFAULT_TIMEOUT,
+    timeout: Optional[float] = _DEFAULT,
+    timeouts: Optional[Timeouts] = None,
     implicitTLS: Optional[bool] = None,
     contextFactory: Any = None,
     allowCleartextAuthentication: bool = False,
     authenticators: Optional[Sequence[Any]] = None,
     retries: int = 5,
     tls: bool = True,
+    pipelining: bool = True,
+    chunking: bool = True,
+    mailOptions: Optional[MailOptions] = None,
     _factoryClass: Type[ESMTPSenderFactory] = ESMTPSenderFactory,
 ) -> defer.Deferred:
     """
@@ -83,8 +97,12 @@ def sendmail(
         authentication.
     @param requireAuthentication: Whether authentication is required.
     @param requireTransportSecurity: Whether TLS is required.
-    @param timeout: Seconds to wait for each server reply (default 300, the
-        RFC 5321 figure); L{None} waits for ever, as Twisted does.
+    @param timeout: Seconds to wait for every server reply, whatever the
+        phase; L{None} waits for ever, as Twisted does.  When not given,
+        C{timeouts} applies.
+    @param timeouts: Per-phase limits (L{Timeouts}); the default is RFC 5321
+        section 4.5.3.2's (5 minutes for the greeting, MAIL and RCPT, 2 for
+        DATA, 3 per data block, 10 for the final reply).
     @param implicitTLS: Speak TLS from the first byte (SMTPS, RFC 8314).
         Defaults to True when C{port} is 465.
     @param contextFactory: TLS options to use instead of the default, which
@@ -94,6 +112,9 @@ def sendmail(
     @param authenticators: SASL authenticators to use instead of CRAM-MD5,
         LOGIN and PLAIN (for example L{XOAUTH2Authenticator}).
     @param tls: C{False} never uses TLS, even if the server offers it.
+    @param pipelining: C{False} never pipelines commands (RFC 2920).
+    @param chunking: C{False} never sends the body with BDAT (RFC 3030).
+    @param mailOptions: DSN, 8-bit and binary options (L{MailOptions}).
     @param retries: How many times to retry, with backoff, after a
         connection failure or a temporary error.
 
@@ -106,6 +127,10 @@ def sendmail(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    if timeout is _DEFAULT:
+        timeout = None
+        if timeouts is None:
+            timeouts = DEFAULT_TIMEOUTS
     if implicitTLS is None:
         implicitTLS = port == SMTPS_PORT
     tlsHostname = _text(smtphost)
@@ -151,6 +176,10 @@ def sendmail(
             allowCleartextAuthentication=allowCleartextAuthentication,
             authenticators=authenticators,
             tls=tls,
+            pipelining=pipelining,
+            chunking=chunking,
+            mailOptions=mailOptions,
+            timeouts=timeouts,
         )
     except (ValueError, InvalidAddressError) as e:
         d.errback(

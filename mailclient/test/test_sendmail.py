@@ -110,7 +110,7 @@ class SignatureTests(SynchronousTestCase):
                 self.assertEqual(a.default, b.default, a.name)
         for p in ours[len(theirs):]:
             self.assertEqual(p.kind, inspect.Parameter.KEYWORD_ONLY, p.name)
-        self.assertEqual(inspect.signature(mailclient_smtp.sendmail).parameters["timeout"].default, 300)
+        self.assertIsNone(inspect.signature(mailclient_smtp.sendmail).parameters["timeouts"].default)
 
 
 class DifferentialTests(SynchronousTestCase):
@@ -267,10 +267,12 @@ class SendmailTests(SynchronousTestCase):
 
     def test_defaultTimeout(self) -> None:
         """
-        By default each reply is awaited 300 s, on the given reactor.
+        By default the greeting is awaited 300 s (RFC 5321 per-phase
+        limits), on the given reactor.
         """
         call = Call("mailclient", retries=0)
-        self.assertEqual(call.factory.timeout, 300)
+        self.assertIsNone(call.factory.timeout)
+        self.assertEqual(call.factory.timeouts, mailclient_smtp.Timeouts())
         proto = call.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 25))
         transport = StringTransport(peerAddress=LOOPBACK)
         proto.makeConnection(transport)
