@@ -57,9 +57,23 @@ class SMTPClientError(SMTPError):
     def enhancedStatus(self) -> Optional[Tuple[int, int, int]]:
         """
         The enhanced status code (RFC 3463) at the start of C{resp}, such as
-        C{(5, 1, 1)}, or L{None}.  (mailclient addition)
+        C{(5, 1, 1)}, or L{None}.  When C{resp} has none (as in "No
+        recipients accepted"), the code of the first recipient refused with
+        the same reply code.  (mailclient addition)
         """
-        return parseEnhancedStatus(self.code, self.resp.split(b"\n", 1)[0])
+        found = parseEnhancedStatus(self.code, self.resp.split(b"\n", 1)[0])
+        if found is None and isinstance(self.addresses, (list, tuple)):
+            # "No recipients accepted": the recipients' replies say why.
+            for entry in self.addresses:
+                try:
+                    _, code, resp = entry
+                except (TypeError, ValueError):
+                    continue
+                if code == self.code and isinstance(resp, bytes):
+                    found = parseEnhancedStatus(code, resp)
+                    if found is not None:
+                        break
+        return found
 
     @property
     def isTemporary(self) -> bool:

@@ -462,7 +462,11 @@ class ESMTPClient(SMTPClient):
 
     def _useExtensions(self) -> bool:
         caps = self.capabilities
-        return any(k in caps for k in _ENVELOPE_EXTENSIONS)
+        if any(k in caps for k in _ENVELOPE_EXTENSIONS):
+            return True
+        # Options the caller asked for are checked before MAIL even when
+        # the server offers no extension (to refuse, or to warn).
+        return self.getMailOptions() != DEFAULT_OPTIONS
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
         """
@@ -479,7 +483,10 @@ class ESMTPClient(SMTPClient):
         self._mailParams = []
         self._chunked = False
         if not self._useExtensions():
+            # Twisted's conversation, but 8-bit data found while streaming
+            # is refused: the server did not offer 8BITMIME (RFC 6152).
             self._pipelined = False
+            self._refuseEightBit = True
             SMTPClient.smtpState_from(self, code, resp)
             return
         caps = self.capabilities

@@ -150,6 +150,25 @@ class ClientErrorTests(SynchronousTestCase):
         self.assertEqual(bytes(error), b"bad address\nlog\n")
         self.assertIsInstance(error, _errors.AddressError)
 
+    def test_enhancedStatusFromRecipients(self):
+        """
+        "No recipients accepted" takes its enhanced code from the first
+        recipient refused with the same basic code; without one, None.
+        """
+        addresses = [
+            (b"a@example.org", 550, b"5.1.1 unknown"),
+            (b"b@example.org", 452, b"4.2.2 mailbox full"),
+        ]
+        error = _errors.SMTPDeliveryError(452, b"No recipients accepted", None, addresses)
+        self.assertEqual(error.enhancedStatus, (4, 2, 2))
+        self.assertTrue(error.isTemporary)
+        own = _errors.SMTPDeliveryError(550, b"5.7.1 denied", None, addresses)
+        self.assertEqual(own.enhancedStatus, (5, 7, 1))
+        plain = _errors.SMTPDeliveryError(452, b"No recipients accepted", None, [(b"c@x", 452, b"full")])
+        self.assertIsNone(plain.enhancedStatus)
+        odd = _errors.SMTPDeliveryError(452, b"No recipients accepted", None, [object()])
+        self.assertIsNone(odd.enhancedStatus)
+
     def test_messageReadError(self):
         error = _errors.MessageReadError("read failed")
         self.assertEqual(error.code, -1)

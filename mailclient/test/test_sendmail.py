@@ -57,6 +57,9 @@ SUCCESS = lines(
     b"221 bye",
 )
 
+#: A server that takes 8-bit bodies.
+SUCCESS_8BIT = [SUCCESS[0], b"250-mx\r\n250 8BITMIME\r\n"] + SUCCESS[2:]
+
 
 class Call:
     """
@@ -224,8 +227,11 @@ class SendmailTests(SynchronousTestCase):
     """
 
     def test_str(self) -> None:
+        """
+        A str message is sent as UTF-8 (declared 8BITMIME), with CRLF.
+        """
         call = Call("mailclient", "mx.example.net", "alice@example.com", ["bob@example.org"], "Subject: caf\u00e9\n\nhi")
-        call.converse(SUCCESS)
+        call.converse(SUCCESS_8BIT)
         self.successResultOf(call.d)
         self.assertIn(b"DATA\r\nSubject: caf\xc3\xa9\r\n\r\nhi\r\n.\r\n", call.session.written())  # type: ignore[union-attr]
 
@@ -234,7 +240,7 @@ class SendmailTests(SynchronousTestCase):
             "mailclient", "mx.example.net", "alice@example.com", ["bob@example.org"],
             io.StringIO("Subject: caf\u00e9\n\n.x\n"),
         )
-        call.converse(SUCCESS)
+        call.converse(SUCCESS_8BIT)
         self.successResultOf(call.d)
         self.assertIn(b"DATA\r\nSubject: caf\xc3\xa9\r\n\r\n..x\r\n.\r\n", call.session.written())  # type: ignore[union-attr]
 
