@@ -10,14 +10,30 @@ the lookups.
 
 Fixed against Twisted: CNAME loops that do not pass through the queried
 name are detected instead of looping for ever; names are compared without
-regard to case or a trailing dot; a null MX (RFC 7505) and a domain that does
-not exist make the domain undeliverable instead of connecting to C{""} or
-retrying for ever.
+regard to case or a trailing dot (so C{markBad} works with C{str} and
+C{bytes} names); exchanges of equal preference are tried in random order
+(RFC 5321 section 5.1); a null MX (RFC 7505) and a domain that does not exist
+make the domain undeliverable instead of connecting to C{""} or retrying for
+ever; the fallback to the domain's address asks for A and AAAA records, not
+C{ANY}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+import random as _random
+from itertools import groupby
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -172,17 +188,28 @@ def isNullMX(record: Any) -> bool:
 
 
 def orderExchanges(
-    records: Sequence[Any], badMXs: Mapping[str, float], now: float
+    records: Sequence[Any],
+    badMXs: Mapping[str, float],
+    now: float,
+    shuffle: Optional[Callable[[List[Any]], None]] = None,
 ) -> List[Any]:
     """
     Return MX records in the order to try them: working exchanges by
     preference, then those marked bad (until a time later than C{now}) by
-    preference.  Among equal preferences the order of the answer is kept.
-    Null MX records are left out.
+    preference.  Null MX records are left out.
+
+    @param shuffle: Called with each list of records of equal preference,
+        to reorder it in place (RFC 5321 section 5.1 says such exchanges
+        must be tried in random order); L{MXCalculator} passes
+        C{random.shuffle}.  By default the order of the answer is kept.
     """
-    ordered = sorted(
-        (r for r in records if not isNullMX(r)), key=lambda r: r.preference
-    )
+    ordered: List[Any] = []
+    usable = sorted((r for r in records if not isNullMX(r)), key=lambda r: r.preference)
+    for _, group in groupby(usable, key=lambda r: r.preference):
+        same = list(group)
+        if shuffle is not None and len(same) > 1:
+            shuffle(same)
+        ordered.extend(same)
     good = [r for r in ordered if badMXs.get(normalName(r.name), now) <= now]
     bad = [r for r in ordered if badMXs.get(normalName(r.name), now) > now]
     return good + bad
@@ -200,10 +227,14 @@ class MXCalculator:
         only after all the others.
     @ivar fallbackToDomain: Whether to use the domain's own address when it
         has no MX records (RFC 5321 section 5.1).
+    @ivar random: The C{random.Random} that shuffles exchanges of equal
+        preference, so that the load is spread over them (RFC 5321 section
+        5.1).  (mailclient addition)
     """
 
     timeOutBadMX: float = 60 * 60
     fallbackToDomain: bool = True
+    random: _random.Random = _random.Random()
 
     def __init__(self, resolver: Any = None, clock: Any = None) -> None:
         """
@@ -239,7 +270,8 @@ class MXCalculator:
     ) -> "defer.Deferred[Any]":
         """
         Find the best exchange host for C{domain}: the most preferred one
-        not marked bad, or, if all are bad, the most preferred one.
+        not marked bad, or, if all are bad, the most preferred one (among
+        equally preferred ones, one chosen at random).
 
         @param maximumCanonicalChainLength: How many CNAME lookups to make
             at most.
@@ -297,7 +329,9 @@ class MXCalculator:
                 raise UndeliverableDomain(
                     domain, "5.1.10", "Domain %s does not accept mail (null MX)" % (domain,)
                 )
-            return orderExchanges(value, self.badMXs, self.clock.seconds())
+            return orderExchanges(
+                value, self.badMXs, self.clock.seconds(), self.random.shuffle
+            )
         if kind == "cname":
             target, record = value
             if cnamesLeft <= 0:

@@ -11,18 +11,22 @@ connection and reports each outcome:
   - accepted (final reply to C{DATA} is 2xx): removed from the queue;
   - refused for good (5xx): returned to the sender as an RFC 3464 delivery
     status notification (queued like any other message), then removed;
-  - refused for now (4xx), or the connection failed: left in the queue for
-    the next C{checkState}.
+  - refused for now (4xx), or no exchange could be reached, or the
+    connection failed: left in the queue, and retried after a delay that
+    grows with each failure (L{SmartHostSMTPRelayingManager.backoffDelay},
+    C{backoffFactor}, C{maxBackoffDelay}); once it has been queued longer
+    than C{maxQueueLifetime}, returned to the sender instead (4.4.7).
 
-A message leaves the queue only in those first two cases, after the server's
-reply, so if the process dies the message is still queued when it restarts.
-When an exchange cannot be reached, or its session fails before any message
-was answered, the next exchange (by MX preference) is tried.
+A message leaves the queue only after the server's reply (or once it is
+returned), so if the process dies the message is still queued when it
+restarts.  When an exchange cannot be reached, or its session fails before
+any message was answered, the next exchange (by MX preference) is tried.
 
 Fixed against Twisted: the module runs on Python 3 (Twisted's manager fails
 on C{dict_keys.reverse()}, C{iteritems} and lazy C{map}s); a 4xx reply no
 longer bounces the message; the bounce is a real DSN; unreachable exchanges
-fail over; C{maxMessagesPerConnection} is honoured; relayers time out.
+fail over; deferred messages are retried with growing delays;
+C{maxMessagesPerConnection} is honoured; relayers time out.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import (
     List,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Type,
     Union,
@@ -52,7 +57,7 @@ from twisted.python.failure import Failure
 
 from mailclient._bounce import DeliveryFailure, generateBounce, statusFromReply
 from mailclient._client import SUCCESS
-from mailclient._errors import InvalidAddressError
+from mailclient._errors import CannotSendError, InvalidAddressError
 from mailclient._host import getDNSName
 from mailclient._mx import (
     CanonicalNameChainTooLong,
@@ -109,6 +114,18 @@ def recipientDomain(recipient: Union[str, bytes]) -> Optional[str]:
     return domain.lower()
 
 
+def _cannotSendStatus(reason: str) -> str:
+    """
+    The RFC 3463 status for a message the client refused to send to a
+    server (see L{CannotSendError}).
+    """
+    if "limit" in reason:
+        return "5.3.4"  # Message too big for system
+    if "8BITMIME" in reason or "BINARYMIME" in reason:
+        return "5.6.3"  # Conversion required but not supported
+    return "5.3.3"  # System not capable of selected features
+
+
 class ManagedRelayerMixin(_RelayerBase):
     """
     A relayer that reports the outcome of each message to an attempt
@@ -117,7 +134,9 @@ class ManagedRelayerMixin(_RelayerBase):
     connection is gone; unsent messages wait for another attempt).
 
     A 4xx reply is not a failure: the message stays queued (the manager's
-    C{notifyTemporaryFailure} is called, if it has one).
+    C{notifyTemporaryFailure} is called, if it has one).  Before each
+    message is sent, the manager's C{notifySending} is called, if it has
+    one (mailclient additions).
 
     @ivar manager: The attempt manager.
     @ivar timeout: Seconds to wait for each server reply (RFC 5321 section
@@ -149,6 +168,18 @@ class ManagedRelayerMixin(_RelayerBase):
                 self.messages[0][1], status, diagnostic, reason=reason
             )
 
+    def getMailFrom(self) -> Optional[Any]:
+        """
+        Return the sender of the next message, telling the manager (its
+        C{notifySending}, if it has one) that the message is being sent.
+        """
+        sender = super().getMailFrom()
+        if sender is not None:
+            notify = getattr(self.manager, "notifySending", None)
+            if notify is not None:
+                notify(self.factory, self.names[0])
+        return sender
+
     def sentMail(
         self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
     ) -> None:
@@ -169,6 +200,13 @@ class ManagedRelayerMixin(_RelayerBase):
             self._dropCurrent()
             self.manager.notifyFailure(self.factory, message)
         else:
+            for _, rcode, rresp in addresses or ():
+                if rcode not in SUCCESS:
+                    code, resp = rcode, rresp
+            if code > 0:
+                self._recordFailure(
+                    message, statusFromReply(code, resp), b"%03d %s" % (code, resp)
+                )
             self._dropCurrent()
             notify = getattr(self.manager, "notifyTemporaryFailure", None)
             if notify is not None:
@@ -176,10 +214,18 @@ class ManagedRelayerMixin(_RelayerBase):
 
     def sendError(self, exc: Exception) -> None:
         """
-        An address that can never be sent (see L{quoteaddr}) fails its
-        message for good; any other error leaves it queued.
+        An address that can never be sent (see L{quoteaddr}), or a message
+        this server cannot take (L{CannotSendError}: over its C{SIZE}
+        limit, 8-bit data without C{8BITMIME}), fails its message for good;
+        any other error leaves it queued.
         """
-        if isinstance(exc, InvalidAddressError) and self.names:
+        if isinstance(exc, CannotSendError) and self.names:
+            message = self.names[0]
+            reason = _text(exc.resp).strip() or "the server cannot take this message"
+            self._recordFailure(message, _cannotSendStatus(reason), None, reason)
+            self._dropCurrent()
+            self.manager.notifyFailure(self.factory, message)
+        elif isinstance(exc, InvalidAddressError) and self.names:
             message = self.names[0]
             try:
                 self.quoteAddress(self.messages[0][0])
@@ -263,8 +309,8 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
     @ivar manager: The attempt manager.
     @ivar pArgs: Positional arguments for the relayer's client.
     @ivar pKwArgs: Keyword arguments for the relayer's client.
-    @ivar failures: Why messages were refused for good, by base path, for
-        the manager's bounce.  (mailclient addition)
+    @ivar failures: Why messages were refused (for good, or for now), by
+        base path, for the manager's bounce.  (mailclient addition)
     """
 
     protocol: Type[Any] = SMTPManagedRelayer
@@ -369,6 +415,10 @@ class _AttemptManager:
         self._completionDeferreds: Optional[List["defer.Deferred[None]"]] = []
         self.exchanges: List[Exchange] = []
         self.exchange: Optional[Exchange] = None
+        # Why messages were refused for now, for a bounce if they expire.
+        self._temporary: Dict[str, DeliveryFailure] = {}
+        # The messages the current exchange was asked to take.
+        self._sending: Set[str] = set()
         # Whether the current exchange answered any message, and whether
         # the next one should be tried when this connection is done.
         self._answered = False
@@ -395,6 +445,7 @@ class _AttemptManager:
     def _connectNext(self, relay: Any) -> None:
         self.exchange = self.exchanges.pop(0)
         self._answered = False
+        self._sending = set()
         pending = self.manager.managed.get(relay, [])
         relay.messages = [self.manager.queue.getPath(m) for m in pending]
         host, port = self.exchange
@@ -417,7 +468,7 @@ class _AttemptManager:
         pending = self.manager.managed.get(relay)
         if pending is not None and name in pending:
             pending.remove(name)
-        self.manager.queue.done(name)
+        self.manager._done(name)
 
     def notifySuccess(self, relay: Any, message: str) -> None:
         """
@@ -447,6 +498,12 @@ class _AttemptManager:
         ):
             self._finish(relay, message)
 
+    def notifySending(self, relay: Any, message: str) -> None:
+        """
+        The message is about to be sent.  (mailclient addition)
+        """
+        self._sending.add(os.path.basename(message))
+
     def notifyTemporaryFailure(self, relay: Any, message: str) -> None:
         """
         The message was refused for now: it will be tried again.
@@ -455,6 +512,12 @@ class _AttemptManager:
         if self.noisy:
             _log.info("temporary failure relaying {message}", message=message)
         self._answered = True
+        failure = getattr(relay, "failures", {}).pop(message, None)
+        if failure is not None:
+            name = os.path.basename(message)
+            if failure.remoteMTA is None and self.exchange is not None:
+                failure.remoteMTA = self.exchange[0]
+            self._temporary[name] = failure
 
     def forget(self, relay: Any, message: str) -> None:
         """
@@ -470,8 +533,9 @@ class _AttemptManager:
     def notifyDone(self, relay: Any) -> None:
         """
         The connection is over.  If the exchange answered nothing and
-        another is left, try it; otherwise put unsent messages back to wait
-        and fire the completion Deferreds.
+        another is left, try it; otherwise put the messages left back to
+        wait (deferred, if they were tried) and fire the completion
+        Deferreds.
         """
         if self._completionDeferreds is None:
             return
@@ -483,10 +547,24 @@ class _AttemptManager:
             self._failingOver = False
             self._connectNext(relay)
             return
-        for message in pending or ():
+        if pending:
+            # Messages that were tried (refused for now, or the connection
+            # was lost while they were sent) are deferred; those the session
+            # never reached wait again at once.  If the session failed
+            # before any message, they are all deferred.
+            tried = [m for m in pending if m in self._sending or not self._sending]
+            for message in pending:
+                if message not in tried:
+                    self.manager.queue.setWaiting(message)
             if self.noisy:
-                _log.info("Setting {message} waiting", message=message)
-            self.manager.queue.setWaiting(message)
+                _log.info("Deferring {messages}", messages=tried)
+            host = self.exchange[0] if self.exchange is not None else "the server"
+            failures = {
+                m: self._temporary.get(m)
+                or DeliveryFailure("", "4.4.2", None, host, "connection to %s lost" % (host,))
+                for m in tried
+            }
+            self.manager._deferMessages(tried, failures)
         self.manager.managed.pop(relay, None)
         notifications, self._completionDeferreds = self._completionDeferreds, None
         for d in notifications:
@@ -495,8 +573,9 @@ class _AttemptManager:
     def notifyNoConnection(self, relay: Any) -> None:
         """
         The exchange could not be reached: mark it bad and, if another is
-        left, try it when the connection attempt is done; otherwise back off
-        before the messages wait again.
+        left, try it when the connection attempt is done; otherwise defer the
+        messages (they wait again, to be tried after the manager's
+        C{retryDelay}).
         """
         pending = self.manager.managed.get(relay)
         if pending is None:
@@ -509,8 +588,14 @@ class _AttemptManager:
             return
         if self.noisy:
             _log.info("Backing off on delivery of {messages}", messages=pending)
-        self.manager._retryLater(pending)
+        host = self.exchange[0] if self.exchange is not None else None
+        reason = "cannot connect to %s" % (host,) if host else "cannot connect"
+        failures = {
+            m: self._temporary.get(m) or DeliveryFailure("", "4.4.1", None, host, reason)
+            for m in pending
+        }
         del self.manager.managed[relay]
+        self.manager._deferMessages(pending, failures)
 
 
 def _smartHosts(value: SmartHost, port: int) -> List[Exchange]:
@@ -541,14 +626,29 @@ class SmartHostSMTPRelayingManager:
     @ivar fKwArgs: Keyword arguments for the relayer factory.
     @ivar factory: The relayer factory class.
     @ivar PORT: The port of mail exchanges.
-    @ivar mxcalc: The L{MXCalculator}; made on first use.
+    @ivar mxcalc: The L{MXCalculator}; made on first use (one made so is not
+        pickled with the manager, but made again).
     @ivar managed: Each running relayer factory, mapped to the base names of
         the messages it has yet to relay.
     @ivar smartHost: L{None} to send to each domain's mail exchanges, or
         the C{(host, port)} list of smart hosts to send everything through,
         tried in order.  (mailclient addition)
-    @ivar backoffDelay: Seconds to wait before unreachable messages wait
-        again.
+    @ivar backoffDelay: Seconds to wait before a message that could not be
+        delivered for now (4xx reply, no exchange reachable, connection
+        lost, DNS failure) is tried again, after its first such failure.
+    @ivar backoffFactor: What the delay is multiplied by after each further
+        failure of the same message.  (mailclient addition)
+    @ivar maxBackoffDelay: The longest delay between two attempts.
+        (mailclient addition)
+    @ivar maxQueueLifetime: Seconds after it was queued (the modification
+        time of its C{-D} file) after which a message that fails for now is
+        returned to its sender (status 4.4.7) instead of being deferred
+        again; L{None}: retry for ever.  RFC 5321 section 4.5.4.1 asks for
+        at least 4-5 days.  (mailclient addition)
+    @ivar retries: For each deferred message (by base name), how many times
+        in a row it failed for now, and the time (on the manager's clock)
+        before which it is not tried again.  Pickled with the manager.
+        (mailclient addition)
     @ivar reportingMTA: The host name bounces are reported from (default:
         this host's name).  (mailclient addition)
     """
@@ -560,6 +660,12 @@ class SmartHostSMTPRelayingManager:
     mxcalc: Any = None
 
     backoffDelay: float = 30
+
+    backoffFactor: float = 2
+
+    maxBackoffDelay: float = 60 * 60
+
+    maxQueueLifetime: Optional[float] = 5 * 24 * 60 * 60
 
     reportingMTA: Optional[str] = None
 
@@ -591,6 +697,7 @@ class SmartHostSMTPRelayingManager:
         self.maxConnections = maxConnections
         self.maxMessagesPerConnection = maxMessagesPerConnection
         self.managed: Dict[Any, List[str]] = {}
+        self.retries: Dict[str, Tuple[int, float]] = {}
         self.queue = queue
         self.fArgs: Tuple[Any, ...] = ()
         self.fKwArgs: Dict[str, Any] = {}
@@ -611,6 +718,9 @@ class SmartHostSMTPRelayingManager:
         state = self.__dict__.copy()
         for volatile in ("managed", "reactor", "clock"):
             state.pop(volatile, None)
+        if state.pop("_madeCalculator", False):
+            # Made on first use, holding the reactor: made again after.
+            state.pop("mxcalc", None)
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -618,6 +728,7 @@ class SmartHostSMTPRelayingManager:
         Restore the non-volatile state and recreate the volatile state.
         """
         self.__dict__.update(state)
+        self.__dict__.setdefault("retries", {})
         self.managed = {}
         self.reactor = None
         self.clock = None
@@ -641,11 +752,79 @@ class SmartHostSMTPRelayingManager:
             fires when all the relaying attempts started are over.
         """
         self.queue.readDirectory()
+        for message in list(self.retries):
+            if message not in self.queue.waiting and message not in self.queue.relayed:
+                del self.retries[message]
         if len(self.managed) >= self.maxConnections:
             return None
-        if not self.queue.hasWaiting():
+        now = self._clock().seconds()
+        if not any(self._due(m, now) for m in self.queue.getWaiting()):
             return None
         return self._checkStateMX()
+
+    def _due(self, message: str, now: float) -> bool:
+        """
+        Whether a waiting message may be tried now (it is not deferred, or
+        its delay has passed).
+        """
+        entry = self.retries.get(message)
+        return entry is None or entry[1] <= now
+
+    def retryDelay(self, failures: int) -> float:
+        """
+        Return how long to wait before trying a message again after it
+        failed for now C{failures} times in a row: L{backoffDelay}, times
+        L{backoffFactor} for each failure after the first, at most
+        L{maxBackoffDelay}.  (mailclient addition)
+        """
+        exponent = max(0, failures - 1)
+        try:
+            delay = self.backoffDelay * float(self.backoffFactor) ** exponent
+        except OverflowError:
+            delay = self.maxBackoffDelay
+        return float(min(delay, self.maxBackoffDelay))
+
+    def _expired(self, message: str) -> bool:
+        if self.maxQueueLifetime is None:
+            return False
+        try:
+            queued = os.stat(self.queue.getPath(message) + "-D").st_mtime
+        except OSError:
+            return False
+        return self._clock().seconds() - queued >= self.maxQueueLifetime
+
+    def _deferMessages(
+        self, messages: Sequence[str], failures: Dict[str, DeliveryFailure]
+    ) -> None:
+        """
+        The messages could not be delivered for now: let them wait again, to
+        be tried after L{retryDelay}; return those queued longer than
+        L{maxQueueLifetime} to their senders instead.
+
+        @param failures: Why, by message, where known.
+        """
+        now = self._clock().seconds()
+        for message in list(messages):
+            failure = failures.get(message)
+            if self._expired(message):
+                reason = "delivery time expired"
+                if failure is not None and failure.reason:
+                    reason += " (%s)" % (failure.reason,)
+                diagnostic = failure.diagnostic if failure is not None else None
+                remoteMTA = failure.remoteMTA if failure is not None else None
+                if self._returnToSender(message, "4.4.7", diagnostic, remoteMTA, reason):
+                    self._done(message)
+                    continue
+            count = self.retries.get(message, (0, now))[0] + 1
+            self.retries[message] = (count, now + self.retryDelay(count))
+            self.queue.setWaiting(message)
+
+    def _done(self, message: str) -> None:
+        """
+        Remove a message from the queue and forget its retries.
+        """
+        self.queue.done(message)
+        self.retries.pop(os.path.basename(message), None)
 
     def _batches(self) -> Dict[Optional[str], List[List[str]]]:
         """
@@ -658,9 +837,12 @@ class SmartHostSMTPRelayingManager:
         perConnection = max(1, self.maxMessagesPerConnection)
         batches: Dict[Optional[str], List[List[str]]] = {}
         started = room = 0
+        now = self._clock().seconds()
         for message in self.queue.getWaiting():
             if started >= free and room == 0:
                 break
+            if not self._due(message, now):
+                continue
             try:
                 sender, recipient = self.queue.getEnvelope(message)
             except FileNotFoundError:
@@ -678,7 +860,7 @@ class SmartHostSMTPRelayingManager:
                 if self._returnToSender(
                     message, "5.1.3", reason="Bad destination address syntax"
                 ):
-                    self.queue.done(message)
+                    self._done(message)
                 else:
                     self.queue.setWaiting(message)
                 continue
@@ -699,6 +881,7 @@ class SmartHostSMTPRelayingManager:
         batches = self._batches()
         if self.mxcalc is None and self.smartHost is None:
             self.mxcalc = MXCalculator(clock=self._clock())
+            self._madeCalculator = True
         relays = []
         for domain, groups in batches.items():
             for messages in groups:
@@ -774,7 +957,7 @@ class SmartHostSMTPRelayingManager:
         """
         No exchange could be found for C{domain}: return the messages to
         their senders if the domain cannot receive mail; otherwise let them
-        wait again after L{backoffDelay}.
+        be tried again after L{retryDelay}.
         """
         messages = self.managed.pop(factory, [])
         if failure.check(UndeliverableDomain):
@@ -782,7 +965,7 @@ class SmartHostSMTPRelayingManager:
             _log.info("Returning mail for {domain}: {error}", domain=domain, error=error)
             for message in messages:
                 if self._returnToSender(message, error.status, reason=str(error)):
-                    self.queue.done(message)
+                    self._done(message)
                 else:
                     self.queue.setWaiting(message)
             return
@@ -791,17 +974,13 @@ class SmartHostSMTPRelayingManager:
             domain=domain,
             error=failure.getErrorMessage(),
         )
-        self._retryLater(messages)
-
-    def _retryLater(self, messages: List[str]) -> None:
-        messages = list(messages)
-
-        def setWaiting() -> None:
-            for message in messages:
-                if message in self.queue.relayed:
-                    self.queue.setWaiting(message)
-
-        self._clock().callLater(self.backoffDelay, setWaiting)
+        reason = "cannot find the mail exchanges of %s: %s" % (
+            domain,
+            failure.getErrorMessage(),
+        )
+        self._deferMessages(
+            messages, {m: DeliveryFailure("", "4.4.3", reason=reason) for m in messages}
+        )
 
     def _exchangeFailed(self, host: str) -> None:
         if self.smartHost is None and self.mxcalc is not None:

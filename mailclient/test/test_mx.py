@@ -5,6 +5,7 @@ Tests for L{mailclient._mx}: finding mail exchanges, with a fake resolver
 
 from __future__ import annotations
 
+import random
 from typing import Any, Dict, Iterable, List, Tuple
 
 from twisted.internet import defer
@@ -90,6 +91,30 @@ def mx(preference: int, name: str) -> dns.Record_MX:
     return dns.Record_MX(preference, name)
 
 
+class KeepOrder(random.Random):
+    """
+    A C{random.Random} whose C{shuffle} leaves lists alone, so tests can
+    expect an exact order of exchanges.
+    """
+
+    def shuffle(self, x: Any, *args: Any) -> None:
+        pass
+
+
+class Reverse(random.Random):
+    """
+    A C{random.Random} whose C{shuffle} reverses lists, and records them.
+    """
+
+    def __init__(self) -> None:
+        random.Random.__init__(self)
+        self.shuffled: List[List[str]] = []
+
+    def shuffle(self, x: Any, *args: Any) -> None:
+        self.shuffled.append([str(r.name) for r in x])
+        x.reverse()
+
+
 class ExchangeTests(SynchronousTestCase):
     """
     L{MXCalculator.getExchanges} and C{getMX} order exchanges and track bad
@@ -107,6 +132,8 @@ class ExchangeTests(SynchronousTestCase):
             ]
         )
         self.calc = MXCalculator(self.resolver, self.clock)
+        # Exact orders below; shuffling is tested on its own.
+        self.calc.random = KeepOrder()
 
     def names(self, domain: str = "example.com") -> List[str]:
         records = self.successResultOf(self.calc.getExchanges(domain))
@@ -114,8 +141,8 @@ class ExchangeTests(SynchronousTestCase):
 
     def test_byPreference(self) -> None:
         """
-        Exchanges come by preference; equal preferences keep the answer's
-        order.
+        Exchanges come by preference (with shuffling turned off, equal
+        preferences keep the answer's order).
         """
         self.assertEqual(self.names(), ["mx1.example.com.", "MX1b.example.com", "mx2.example.com"])
         self.assertEqual(self.resolver.queries, [("example.com", dns.MX)])
@@ -161,6 +188,89 @@ class ExchangeTests(SynchronousTestCase):
             self.calc.markBad(name)
         self.assertEqual(self.names(), ["mx1.example.com.", "MX1b.example.com", "mx2.example.com"])
         self.assertEqual(str(self.successResultOf(self.calc.getMX("example.com")).name), "mx1.example.com.")
+
+    def test_equalPreferencesShuffled(self) -> None:
+        """
+        Exchanges of equal preference are shuffled (RFC 5321 section 5.1:
+        the load is spread over them), by C{MXCalculator.random}; the
+        preference order itself is kept.
+        """
+        self.calc.random = random.Random(4)
+        orders = set()
+        for _ in range(50):
+            names = self.names()
+            self.assertEqual(names[2], "mx2.example.com")
+            orders.add(tuple(names[:2]))
+        self.assertEqual(
+            orders,
+            {("mx1.example.com.", "MX1b.example.com"), ("MX1b.example.com", "mx1.example.com.")},
+        )
+        firsts = [str(self.successResultOf(self.calc.getMX("example.com")).name) for _ in range(50)]
+        self.assertEqual(set(firsts), {"mx1.example.com.", "MX1b.example.com"})
+
+    def test_shuffledOnlyWithinPreference(self) -> None:
+        """
+        Only the groups of equal preference are shuffled, each on its own;
+        exchanges marked bad still come last.
+        """
+        resolver = FakeResolver(
+            [
+                ("example.net", mx(30, "e")),
+                ("example.net", mx(10, "a")),
+                ("example.net", mx(20, "c")),
+                ("example.net", mx(10, "b")),
+                ("example.net", mx(20, "d")),
+            ]
+        )
+        calc = MXCalculator(resolver, self.clock)
+        calc.random = shuffler = Reverse()
+        names = [str(r.name) for r in self.successResultOf(calc.getExchanges("example.net"))]
+        self.assertEqual(names, ["b", "a", "d", "c", "e"])
+        self.assertEqual(shuffler.shuffled, [["a", "b"], ["c", "d"]])
+        calc.markBad("b")
+        names = [str(r.name) for r in self.successResultOf(calc.getExchanges("example.net"))]
+        self.assertEqual(names, ["a", "d", "c", "e", "b"])
+
+    def test_defaultRandom(self) -> None:
+        """
+        By default a calculator shuffles with a C{random.Random}.
+        """
+        self.assertIsInstance(MXCalculator(self.resolver, self.clock).random, random.Random)
+
+    def test_twistedFailsOnEqualPreferences(self) -> None:
+        """
+        Twisted's calculator sorts C{(preference, record)} pairs, which
+        fails on Python 3 (C{TypeError}) as soon as two exchanges share a
+        preference, the very case that should spread the load.
+        """
+        from twisted.mail.relaymanager import MXCalculator as TwistedMXCalculator
+
+        twisted = TwistedMXCalculator(self.resolver, self.clock)
+        self.failureResultOf(twisted.getMX("example.com"), TypeError)
+        self.assertEqual(str(self.successResultOf(self.calc.getMX("example.com")).name), "mx1.example.com.")
+
+    def test_twistedMarkBadIgnoresBytes(self) -> None:
+        """
+        Twisted's C{markBad} keys bad hosts by C{str(mx)}, so a C{bytes}
+        host name (as Twisted documents it) never matches an exchange and
+        marking it bad changes nothing; mailclient's works with both.
+        """
+        from twisted.mail.relaymanager import MXCalculator as TwistedMXCalculator
+
+        resolver = FakeResolver([("example.net", mx(10, "mx1.example.net")), ("example.net", mx(20, "mx2.example.net"))])
+        twisted = TwistedMXCalculator(resolver, self.clock)
+        twisted.markBad(b"mx1.example.net")
+        self.assertEqual(str(self.successResultOf(twisted.getMX("example.net")).name), "mx1.example.net")
+
+        calc = MXCalculator(resolver, self.clock)
+        calc.markBad(b"mx1.example.net")
+        self.assertEqual(str(self.successResultOf(calc.getMX("example.net")).name), "mx2.example.net")
+        calc.markGood(b"mx1.example.net")
+        self.assertEqual(str(self.successResultOf(calc.getMX("example.net")).name), "mx1.example.net")
+        calc.markBad("mx1.example.net")
+        self.assertEqual(str(self.successResultOf(calc.getMX("example.net")).name), "mx2.example.net")
+        calc.markGood(b"MX1.EXAMPLE.NET.")
+        self.assertEqual(calc.badMXs, {})
 
     def test_orderExchangesPure(self) -> None:
         """
@@ -348,6 +458,40 @@ class CanonicalNameTests(SynchronousTestCase):
             calc.getMX("alias0.example.com", maximumCanonicalChainLength=2), CanonicalNameChainTooLong
         )
         self.assertEqual(str(failure.value.args[0].name), "real.example.com")
+
+    def test_defaultLimit(self) -> None:
+        """
+        By default three aliases are looked up (Twisted's documented limit,
+        C{maximumCanonicalChainLength=3}); a fourth fails with
+        L{CanonicalNameChainTooLong}, as Twisted's calculator does.
+        """
+        from twisted.mail import relaymanager as twisted_relaymanager
+
+        TwistedMXCalculator = twisted_relaymanager.MXCalculator
+        for calculator in (MXCalculator, TwistedMXCalculator):
+            resolver = self.chain(3, chase=False)
+            record = self.successResultOf(calculator(resolver, Clock()).getMX("alias0.example.com"))
+            self.assertEqual(str(record.name), "mx.example.com")
+            self.assertEqual(len(resolver.queries), 4)
+
+            resolver = self.chain(4, chase=False)
+            failure = self.failureResultOf(
+                calculator(resolver, Clock()).getMX("alias0.example.com"),
+                CanonicalNameChainTooLong if calculator is MXCalculator
+                else twisted_relaymanager.CanonicalNameChainTooLong,
+            )
+            self.assertEqual(str(failure.value.args[0].name), "real.example.com")
+            self.assertEqual(len(resolver.queries), 4)
+
+    def test_noLimitWithinAnswer(self) -> None:
+        """
+        Aliases whose targets are in the same answer cost no lookup, so
+        they do not count against the limit (as in Twisted).
+        """
+        resolver = self.chain(8, chase=True)
+        calc = MXCalculator(resolver, Clock())
+        record = self.successResultOf(calc.getMX("alias0.example.com", maximumCanonicalChainLength=0))
+        self.assertEqual(str(record.name), "mx.example.com")
 
     def test_loop(self) -> None:
         """

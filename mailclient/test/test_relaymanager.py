@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import os
 import pickle
-from typing import Any, List, Optional, Tuple
+import socket
+import sys
+import textwrap
+from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.names import dns, error
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from mailclient import relaymanager
 from mailclient._queue import dumpEnvelope
@@ -34,7 +38,9 @@ from mailclient.test.test_mx import FakeResolver, mx
 from mailclient.test.test_relay import (
     BINARY_BODY,
     RelayTestServer,
+    _ChildProcess,
     portOf,
+    pythonEnv,
     queueFiles,
     spawnPython,
     startServer,
@@ -54,6 +60,37 @@ def dataOf(queue: Queue, name: str) -> bytes:
         return f.read()
 
 
+def closedPort() -> int:
+    """
+    A loopback port nothing listens on (connections to it are refused).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Redirect:
+    """
+    A reactor whose C{connectTCP} sends connections for some (documentation)
+    addresses to 127.0.0.1 ports, so exchanges at different addresses can be
+    tested on loopback alone.
+
+    @ivar ports: The 127.0.0.1 port for each address.
+    @ivar connections: The C{(address, port)} asked for, in order.
+    """
+
+    def __init__(self, ports: Dict[str, int]) -> None:
+        self.ports = ports
+        self.connections: List[Tuple[str, int]] = []
+
+    def connectTCP(self, host: str, port: int, factory: Any, *args: Any, **kw: Any) -> Any:
+        self.connections.append((host, port))
+        return reactor.connectTCP("127.0.0.1", self.ports.get(host, port), factory, *args, **kw)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
 class _ManagerTestMixin:
     """
     A queue in a temporary directory and a loopback server.
@@ -69,6 +106,7 @@ class _ManagerTestMixin:
         self.queue.noisy = False
         self.queue.fsync = False
         self.server = startServer(self)
+        self.clock = Clock()
 
     def add(self, recipient: str, body: bytes = b"Subject: test\n\nbody\n", sender: str = "alice@example.com") -> str:
         name = self.queue.enqueue(sender, recipient, body)
@@ -77,6 +115,7 @@ class _ManagerTestMixin:
 
     def manager(self, cls: Any = SmartHostSMTPRelayingManager, *args: Any, **kw: Any) -> Any:
         kw.setdefault("smartHost", ("127.0.0.1", portOf(self.server)))
+        kw.setdefault("clock", self.clock)
         manager = cls(self.queue, *args, **kw)
         manager.reportingMTA = REPORTING_MTA
         return manager
@@ -202,7 +241,7 @@ class SmartHostTests(_ManagerTestMixin, TestCase):
         Smart hosts are tried in order: an unreachable one is skipped.
         """
         self.add("bob@example.org")
-        manager = self.manager(smartHost=[("127.0.0.2", portOf(self.server)), ("127.0.0.1", portOf(self.server))])
+        manager = self.manager(smartHost=[("127.0.0.1", closedPort()), ("127.0.0.1", portOf(self.server))])
         yield self.relayAll(manager)
         self.assertEqual(self.server.recipients(), [b"bob@example.org"])
         self.assertRaises(ValueError, SmartHostSMTPRelayingManager, self.queue, smartHost=[])
@@ -221,7 +260,8 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
     def test_temporaryFailureKeepsMessage(self) -> Any:
         """
         A 4xx reply to C{RCPT} or to the body leaves the message queued and
-        waiting, without a bounce; it is delivered at a later attempt.
+        waiting, without a bounce; it is not tried again before
+        C{backoffDelay} has passed, then delivered.
         """
         self.server.rcptReplies[b"bob@example.org"] = b"451 4.7.1 greylisted"
         self.server.dataReplies[b"carol@example.org"] = b"452 4.3.1 out of space"
@@ -233,10 +273,16 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertEqual(self.server.recipients(), [b"dan@example.org"])
         self.assertEqual(sorted(self.queue.getWaiting()), sorted([bob, carol]))
         self.assertEqual(len(queueFiles(self.directory)), 4)
+        self.assertEqual(manager.retries, {bob: (1, 30.0), carol: (1, 30.0)})
 
         self.server.rcptReplies.clear()
         self.server.dataReplies.clear()
+        self.clock.advance(manager.backoffDelay - 1)
+        self.assertIsNone(manager.checkState())
+        self.assertEqual(self.server.connections, 1)
+        self.clock.advance(1)
         yield self.relayAll(manager)
+        self.assertEqual(manager.retries, {})
         self.assertEqual(
             sorted(self.server.recipients()),
             [b"bob@example.org", b"carol@example.org", b"dan@example.org"],
@@ -316,9 +362,35 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertEqual(self.server.messages, [])
         self.assertEqual(sorted(self.queue.getWaiting()), sorted(names))
         self.assertEqual(len(queueFiles(self.directory)), 4)
+        # Only the message being sent is deferred; the next was not tried.
+        self.assertEqual(list(manager.retries), [names[0]])
         del self.server.dataReplies[b"bob@example.org"]
         yield self.relayAll(manager)
+        self.assertEqual(self.server.recipients(), [b"carol@example.org"])
+        self.clock.advance(manager.backoffDelay)
+        yield self.relayAll(manager)
         self.assertEqual(sorted(self.server.recipients()), [b"bob@example.org", b"carol@example.org"])
+        self.assertEqual(queueFiles(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_replyTimeout(self) -> Any:
+        """
+        Managed relayers give up on a server that does not answer after
+        C{timeout} seconds (600 by default; Twisted's wait for ever): the
+        message stays queued, deferred.
+        """
+        from twisted.mail import relaymanager as twisted_relaymanager
+
+        self.assertEqual(SMTPManagedRelayer.timeout, 600)
+        self.assertIsNone(twisted_relaymanager.SMTPManagedRelayer.timeout)
+        self.patch(SMTPManagedRelayer, "timeout", 0.2)
+        self.server.dataReplies[b"bob@example.org"] = "stall"
+        name = self.add("bob@example.org")
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.messages, [])
+        self.assertEqual(queueFiles(self.directory), [name + "-D", name + "-H"])
+        self.assertEqual(list(manager.retries), [name])
 
     @defer.inlineCallbacks
     def test_crashDuringDelivery(self) -> Any:
@@ -390,6 +462,48 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertIn(b"Status: 5.1.3\r\n", bounce.data)
 
     @defer.inlineCallbacks
+    def _cannotSend(self, extensions: List[str], body: bytes, status: bytes) -> Any:
+        from mailclient.testing import SMTPTestServer
+
+        server = SMTPTestServer(hostname="mx.test", extensions=extensions)
+        server.listenTCP(reactor)
+        self.addCleanup(server.stopListening)
+        self.add("bob@example.org", body)
+        self.add("carol@example.org", b"Subject: fine\n\nascii\n")
+        manager = self.manager(SmartHostESMTPRelayingManager, smartHost=("127.0.0.1", server.portNumber))
+        manager.fArgs = (None, None, b"relay.test")
+        yield manager.checkState()
+        # The connection is closed after the refusal; the next message was
+        # not reached and waits without delay.
+        self.assertEqual(server.messages, [])
+        [bounce] = [m for m in self.waiting() if self.queue.getEnvelope(m)[0] == ""]
+        self.assertEqual(self.queue.getEnvelope(bounce), ["", "alice@example.com"])
+        report = dataOf(self.queue, bounce)
+        self.assertIn(b"Status: " + status + b"\n", report)
+        self.assertIn(b"Final-Recipient: rfc822; bob@example.org\n", report)
+        self.assertEqual(len(queueFiles(self.directory)), 4)
+        self.assertEqual(manager.retries, {})
+        # The report holds the original, so this server cannot take it
+        # either; being from the null sender, it is dropped.
+        yield self.relayAll(manager)
+        self.assertEqual([m.rcptTo for m in server.messages], [[b"carol@example.org"]])
+        self.assertEqual(queueFiles(self.directory), [])
+
+    def test_eightBitWithout8BITMIME(self) -> Any:
+        """
+        A message with 8-bit data for a server that does not offer 8BITMIME
+        cannot be sent there (RFC 6152): it is returned at once (5.6.3),
+        not retried for days; the other messages are sent.
+        """
+        return self._cannotSend(["PIPELINING"], BINARY_BODY, b"5.6.3")
+
+    def test_overSizeLimit(self) -> Any:
+        """
+        A message over the server's SIZE limit is returned at once (5.3.4).
+        """
+        return self._cannotSend(["PIPELINING", "8BITMIME", "SIZE 100"], b"Subject: big\n\n" + b"x" * 200 + b"\n", b"5.3.4")
+
+    @defer.inlineCallbacks
     def test_corruptEnvelopeQuarantined(self) -> Any:
         """
         A message whose envelope cannot be read is quarantined (left on
@@ -403,6 +517,141 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertEqual(self.server.recipients(), [b"carol@example.org"])
         self.assertEqual(list(self.queue.quarantined), [bad])
         self.assertEqual(queueFiles(self.directory), [bad + "-D", bad + "-H"])
+
+
+class RetryTests(_ManagerTestMixin, TestCase):
+    """
+    Messages that fail for now are retried after growing delays, and
+    returned to their senders once they have been queued too long.
+    """
+
+    def setUp(self) -> None:
+        self.setUpQueue()
+
+    def test_retryDelay(self) -> None:
+        """
+        The delay starts at C{backoffDelay}, is multiplied by
+        C{backoffFactor} at each failure and never exceeds
+        C{maxBackoffDelay}.
+        """
+        manager = self.manager()
+        self.assertEqual(
+            [manager.retryDelay(n) for n in range(1, 9)],
+            [30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0],
+        )
+        manager.backoffDelay, manager.backoffFactor, manager.maxBackoffDelay = 10, 3, 100
+        self.assertEqual([manager.retryDelay(n) for n in range(1, 6)], [10.0, 30.0, 90.0, 100.0, 100.0])
+        self.assertEqual(manager.retryDelay(10**6), 100.0)
+
+    @defer.inlineCallbacks
+    def test_delaysGrow(self) -> Any:
+        """
+        A message refused for now again and again is tried once per delay,
+        each delay longer than the last, never earlier; a message that
+        gets through meanwhile is not held back.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.7.1 greylisted"
+        bob = self.add("bob@example.org")
+        manager = self.manager()
+        manager.backoffDelay, manager.backoffFactor, manager.maxBackoffDelay = 10, 2, 50
+        attempts = []
+        for delay in [0, 10, 20, 40, 50, 50]:
+            if delay:
+                self.clock.advance(delay - 0.5)
+                self.assertIsNone(manager.checkState())
+                self.clock.advance(0.5)
+            before = self.server.connections
+            yield self.relayOnce(manager)
+            attempts.append(self.server.connections - before)
+        self.assertEqual(attempts, [1] * 6)
+        self.assertEqual(manager.retries, {bob: (6, self.clock.seconds() + 50)})
+
+        carol = self.add("carol@example.org")
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.recipients(), [b"carol@example.org"])
+        self.assertEqual(self.queue.getWaiting(), [bob])
+        self.assertNotIn(carol, manager.retries)
+
+    @defer.inlineCallbacks
+    def test_expiredMessageReturned(self) -> Any:
+        """
+        A message refused for now after it has been queued for
+        C{maxQueueLifetime} seconds is returned to its sender (status 4.4.7,
+        with the last reply) and removed.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"452 4.2.2 mailbox full"
+        bob = self.add("bob@example.org", b"Subject: old\n\nbody\n")
+        os.utime(self.queue.getPath(bob) + "-D", (0, 0))
+        manager = self.manager()
+        manager.maxQueueLifetime = 1000
+        self.clock.advance(999)
+        yield self.relayOnce(manager)
+        self.assertEqual(self.queue.getWaiting(), [bob])
+
+        self.clock.advance(manager.backoffDelay)
+        yield self.relayOnce(manager)
+        [bounce] = self.waiting()
+        self.assertNotEqual(bounce, bob)
+        self.assertEqual(self.queue.getEnvelope(bounce), ["", "alice@example.com"])
+        report = dataOf(self.queue, bounce)
+        for field in [
+            b"Final-Recipient: rfc822; bob@example.org\n",
+            b"Action: failed\n",
+            b"Status: 4.4.7\n",
+            b"Remote-MTA: dns; 127.0.0.1\n",
+            b"Diagnostic-Code: smtp; 452 4.2.2 mailbox full\n",
+            b"Subject: old\n",
+        ]:
+            self.assertIn(field, report)
+        self.assertEqual(manager.retries, {})
+        self.assertEqual(len(queueFiles(self.directory)), 2)
+
+    @defer.inlineCallbacks
+    def test_unreachableExpires(self) -> Any:
+        """
+        A message whose smart host cannot be reached is returned too once
+        it is too old, saying why.
+        """
+        name = self.add("bob@example.org")
+        os.utime(self.queue.getPath(name) + "-D", (0, 0))
+        manager = self.manager(smartHost=("127.0.0.1", closedPort()))
+        manager.maxQueueLifetime = 10
+        self.clock.advance(10)
+        yield self.relayOnce(manager)
+        [bounce] = self.waiting()
+        report = dataOf(self.queue, bounce)
+        self.assertIn(b"Status: 4.4.7\n", report)
+        self.assertIn(b"delivery time expired (cannot connect to 127.0.0.1)", report)
+
+    @defer.inlineCallbacks
+    def test_noExpiry(self) -> Any:
+        """
+        With C{maxQueueLifetime} L{None} messages are retried for ever.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.7.1 later"
+        name = self.add("bob@example.org")
+        os.utime(self.queue.getPath(name) + "-D", (0, 0))
+        manager = self.manager()
+        manager.maxQueueLifetime = None
+        self.clock.advance(10**9)
+        yield self.relayOnce(manager)
+        self.assertEqual(self.waiting(), [name])
+        self.assertEqual(manager.retries[name][0], 1)
+
+    @defer.inlineCallbacks
+    def test_forgottenWhenGone(self) -> Any:
+        """
+        The retry record of a message removed from the queue by other means
+        is dropped.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.7.1 later"
+        name = self.add("bob@example.org")
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertIn(name, manager.retries)
+        self.queue.done(name)
+        self.assertIsNone(manager.checkState())
+        self.assertEqual(manager.retries, {})
 
 
 class MXTests(_ManagerTestMixin, TestCase):
@@ -452,19 +701,45 @@ class MXTests(_ManagerTestMixin, TestCase):
         self.assertEqual(queueFiles(self.directory), [])
 
     @defer.inlineCallbacks
+    def test_limitsPerDomain(self) -> Any:
+        """
+        A domain with more messages than C{maxMessagesPerConnection} gets
+        several connections, all within C{maxConnections}, taken oldest
+        message first; what does not fit waits for the next C{checkState}.
+        """
+        org = [self.add("o%d@example.org" % (i,)) for i in range(5)]
+        net = self.add("n@example.net")
+        manager = self.manager(maxConnections=3, maxMessagesPerConnection=2)
+        d = manager.checkState()
+        self.assertEqual(sorted(manager.managed.values()), sorted([org[0:2], org[2:4], [org[4]]]))
+        self.assertEqual(self.queue.getWaiting(), [net])
+        self.assertIsNone(manager.checkState())
+        yield d
+        yield self.server.idle()
+        self.assertEqual(self.server.connections, 3)
+        self.assertLessEqual(self.server.maxActive, 3)
+        yield self.relayAll(manager)
+        self.assertEqual(self.server.connections, 4)
+        self.assertEqual(len(self.server.messages), 6)
+        self.assertEqual(queueFiles(self.directory), [])
+
+    @defer.inlineCallbacks
     def test_failoverWhenUnreachable(self) -> Any:
         """
         When the most preferred exchange refuses connections, the next one
         is used, and the first is marked bad.
         """
+        redirect = Redirect({"192.0.2.2": closedPort()})
         self.resolver.add("example.com", mx(10, "down.example.com"))
         self.resolver.add("example.com", mx(20, "up.example.com"))
-        self.resolver.add("down.example.com", dns.Record_A("127.0.0.2"))
+        self.resolver.add("down.example.com", dns.Record_A("192.0.2.2"))
         self.resolver.add("up.example.com", dns.Record_A("127.0.0.1"))
         self.add("bob@example.com")
-        yield self.relayAll(self.manager())
+        yield self.relayAll(self.manager(reactor=redirect))
         self.assertEqual(self.server.recipients(), [b"bob@example.com"])
         self.assertEqual(list(self.mxcalc.badMXs), ["down.example.com"])
+        port = portOf(self.server)
+        self.assertEqual(redirect.connections, [("192.0.2.2", port), ("127.0.0.1", port)])
 
     @defer.inlineCallbacks
     def test_failoverWhenSessionFails(self) -> Any:
@@ -472,15 +747,13 @@ class MXTests(_ManagerTestMixin, TestCase):
         When the preferred exchange answers but turns the session down
         (421), the next one is used.
         """
-        busy = startServer(
-            self, RelayTestServer(greeting=b"421 4.3.2 busy"), interface="127.0.0.3", port=portOf(self.server)
-        )
+        busy = startServer(self, RelayTestServer(greeting=b"421 4.3.2 busy"))
         self.resolver.add("example.com", mx(10, "busy.example.com"))
         self.resolver.add("example.com", mx(20, "up.example.com"))
-        self.resolver.add("busy.example.com", dns.Record_A("127.0.0.3"))
+        self.resolver.add("busy.example.com", dns.Record_A("192.0.2.3"))
         self.resolver.add("up.example.com", dns.Record_A("127.0.0.1"))
         self.add("bob@example.com")
-        yield self.relayAll(self.manager())
+        yield self.relayAll(self.manager(reactor=Redirect({"192.0.2.3": portOf(busy)})))
         yield busy.idle()
         self.assertEqual(busy.connections, 1)
         self.assertEqual(self.server.recipients(), [b"bob@example.com"])
@@ -489,25 +762,33 @@ class MXTests(_ManagerTestMixin, TestCase):
     @defer.inlineCallbacks
     def test_noExchangeReachable(self) -> Any:
         """
-        When no exchange can be reached, the messages wait again after
-        C{backoffDelay} seconds.
+        When no exchange can be reached, the messages wait again but are
+        not tried before C{backoffDelay} seconds; each further failure
+        doubles the delay.
         """
+        redirect = Redirect({"192.0.2.2": closedPort()})
         self.resolver.add("example.com", mx(10, "down.example.com"))
-        self.resolver.add("down.example.com", dns.Record_A("127.0.0.2"))
+        self.resolver.add("down.example.com", dns.Record_A("192.0.2.2"))
         name = self.add("bob@example.com")
-        manager = self.manager()
+        manager = self.manager(reactor=redirect)
         yield self.relayOnce(manager)
-        self.assertEqual((self.queue.getWaiting(), manager.managed), ([], {}))
-        self.assertEqual(self.queue.getRelayed(), [name])
-        self.clock.advance(manager.backoffDelay)
-        self.assertEqual(self.queue.getWaiting(), [name])
+        self.assertEqual((self.queue.getWaiting(), self.queue.getRelayed(), manager.managed), ([name], [], {}))
+        self.assertEqual(manager.retries, {name: (1, manager.backoffDelay)})
+        self.assertEqual(len(redirect.connections), 1)
+        self.clock.advance(manager.backoffDelay - 1)
+        self.assertIsNone(manager.checkState())
+        self.assertEqual(len(redirect.connections), 1)
+        self.clock.advance(1)
+        yield self.relayOnce(manager)
+        self.assertEqual(len(redirect.connections), 2)
+        self.assertEqual(manager.retries, {name: (2, 3 * manager.backoffDelay)})
         self.assertEqual(len(queueFiles(self.directory)), 2)
 
     @defer.inlineCallbacks
     def test_temporaryDNSFailure(self) -> Any:
         """
-        A DNS server failure is temporary: the messages wait again after
-        C{backoffDelay}, unbounced.
+        A DNS server failure is temporary: the messages wait again,
+        unbounced, and are tried after C{backoffDelay}.
         """
         self.resolver.add("example.com", dns.Record_TXT(b"x"))
         self.resolver.errors[("example.com", dns.MX)] = error.DNSServerError("SERVFAIL")
@@ -516,10 +797,16 @@ class MXTests(_ManagerTestMixin, TestCase):
         [(ok, result)] = yield self.relayOnce(manager)
         self.assertFalse(ok)
         self.assertTrue(result.check(error.DNSServerError))
-        self.assertEqual(self.queue.getWaiting(), [])
-        self.clock.advance(manager.backoffDelay)
         self.assertEqual(self.queue.getWaiting(), [name])
-        self.assertEqual(self.server.connections, 0)
+        self.assertIsNone(manager.checkState())
+        self.assertEqual(len(self.resolver.queries), 1)
+        self.clock.advance(manager.backoffDelay)
+        del self.resolver.errors[("example.com", dns.MX)]
+        self.resolver.add("example.com", mx(10, "mx.example.org"))
+        yield self.relayAll(manager)
+        self.assertEqual(self.server.recipients(), [b"bob@example.com"])
+        self.assertEqual(self.server.connections, 1)
+        self.assertEqual(manager.retries, {})
 
     @defer.inlineCallbacks
     def _undeliverable(self, status: str) -> Any:
@@ -579,6 +866,156 @@ class MXTests(_ManagerTestMixin, TestCase):
         yield self.server.idle()
         self.assertEqual(made, [manager.mxcalc])
         self.assertEqual(self.server.recipients(), [b"bob@[127.0.0.1]"])
+
+
+_AIOSMTPD_CHILD = """
+    import asyncio, json, os, sys
+    from aiosmtpd.smtp import SMTP
+
+    outdir = sys.argv[1]
+
+    class Handler:
+        def __init__(self):
+            self.count = 0
+            self.greylisted = set()
+
+        async def handle_RCPT(self, server, session, envelope, address, options):
+            if address.startswith("grey") and address not in self.greylisted:
+                self.greylisted.add(address)
+                return "451 4.7.1 greylisted, try again later"
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            self.count += 1
+            path = os.path.join(outdir, "%05d" % (self.count,))
+            with open(path + ".tmp", "wb") as f:
+                f.write(json.dumps([envelope.mail_from, envelope.rcpt_tos]).encode() + b"\\n")
+                f.write(envelope.original_content)
+            os.rename(path + ".tmp", path)
+            return "250 2.0.0 OK"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        handler = Handler()
+        server = await loop.create_server(
+            lambda: SMTP(handler, hostname="mx.test"), "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await loop.run_in_executor(None, sys.stdin.buffer.read)
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+"""
+
+
+class _ServerProcess(_ChildProcess):
+    """
+    A child process that prints its port on its first line.
+    """
+
+    def __init__(self) -> None:
+        _ChildProcess.__init__(self)
+        self.listening: defer.Deferred[int] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        _ChildProcess.outReceived(self, data)
+        if not self.listening.called and b"\n" in self.out:
+            self.listening.callback(int(self.out.split(b"\n", 1)[0]))
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.listening.called:
+            self.listening.errback(RuntimeError(self.err.decode("utf-8", "replace")))
+        _ChildProcess.processEnded(self, reason)
+
+
+class EndToEndTests(TestCase):
+    """
+    A queue relayed through a real SMTP server (aiosmtpd) running in its own
+    process on loopback.
+    """
+
+    @defer.inlineCallbacks
+    def startServerProcess(self, outdir: str) -> Any:
+        child = _ServerProcess()
+        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+            child,
+            sys.executable,
+            [sys.executable, "-c", textwrap.dedent(_AIOSMTPD_CHILD), outdir],
+            env=pythonEnv(),
+        )
+
+        def stop() -> "defer.Deferred[Any]":
+            if not child.ended.called:
+                transport.closeStdin()
+                killer = reactor.callLater(10, transport.signalProcess, "KILL")  # type: ignore[attr-defined]
+                child.ended.addBoth(lambda r: killer.cancel() if killer.active() else None)
+            return child.ended
+
+        self.addCleanup(stop)
+        port = yield child.listening
+        return port
+
+    @defer.inlineCallbacks
+    def test_everyMessageOnceByteForByte(self) -> Any:
+        """
+        Sixty messages (binary, UTF-8, leading dots, lines up to 885
+        characters, one greylisted at first) are relayed over ESMTP with at most three connections;
+        each arrives exactly once, byte for byte (with CRLF line endings),
+        with its envelope, and the queue ends empty.
+        """
+        try:
+            import aiosmtpd  # noqa: F401
+        except ImportError:  # pragma: no cover
+            raise SkipTest("needs aiosmtpd")
+        directory = self.mktemp()
+        outdir = self.mktemp()
+        os.mkdir(directory)
+        os.mkdir(outdir)
+        port = yield self.startServerProcess(outdir)
+
+        queue = Queue(directory)
+        queue.noisy = False
+        queue.fsync = False
+        expected = {}
+        for i in range(60):
+            recipient = "%s%d@example.org" % ("grey" if i == 7 else "rcpt", i)
+            body = (
+                b"Subject: message %d\n\n" % (i,)
+                + BINARY_BODY
+                + b"." * (i % 3) + b"\n"
+                + b"x" * (15 * i) + b"\n"
+            )
+            queue.enqueue("sender%d@example.com" % (i,), recipient, body)
+            expected[recipient] = ("sender%d@example.com" % (i,), wire(body))
+        queue.readDirectory()
+
+        clock = Clock()
+        manager = SmartHostESMTPRelayingManager(
+            queue, 3, 10, smartHost=("127.0.0.1", port), clock=clock
+        )
+        manager.fArgs = (None, None, b"relay.test")
+        for _ in range(20):
+            d = manager.checkState()
+            if d is None:
+                if not manager.retries:
+                    break
+                clock.advance(manager.backoffDelay)
+                continue
+            yield d
+        self.assertEqual(queueFiles(directory), [])
+
+        received = {}
+        for name in sorted(os.listdir(outdir)):
+            with open(os.path.join(outdir, name), "rb") as f:
+                envelope, content = f.read().split(b"\n", 1)
+            sender, [recipient] = json.loads(envelope)
+            self.assertNotIn(recipient, received)
+            received[recipient] = (sender, content)
+        self.assertEqual(sorted(received), sorted(expected))
+        self.assertEqual(received, expected)
+        # The greylisted message got through on a retry, after the delay.
+        self.assertEqual(clock.seconds(), manager.backoffDelay)
 
 
 class _TwistedQueueing:
@@ -821,10 +1258,65 @@ class ManagerStateTests(SynchronousTestCase):
         os.mkdir(directory)
         manager = SmartHostSMTPRelayingManager(Queue(directory), 3, 7, smartHost="smtp.example.net", clock=Clock())
         manager.managed["x"] = ["y"]
+        manager.retries["z"] = (2, 90.0)
+        manager.backoffDelay = 5
         copy = pickle.loads(pickle.dumps(manager))
         self.assertEqual((copy.managed, copy.maxConnections, copy.maxMessagesPerConnection), ({}, 3, 7))
         self.assertEqual(copy.smartHost, [("smtp.example.net", 25)])
         self.assertIsNone(copy.clock)
+        self.assertIsNone(copy.reactor)
+        self.assertEqual((copy.retries, copy.backoffDelay), ({"z": (2, 90.0)}, 5))
+        self.assertEqual(copy.queue.directory, directory)
+        self.assertNotIn("managed", manager.__getstate__())
+
+    def test_stateWithoutRetries(self) -> None:
+        """
+        State saved without C{retries} (as Twisted's manager saves it)
+        restores with no message deferred.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        manager = SmartHostSMTPRelayingManager(Queue(directory), smartHost="smtp.example.net")
+        state = manager.__getstate__()
+        del state["retries"]
+        copy = SmartHostSMTPRelayingManager.__new__(SmartHostSMTPRelayingManager)
+        copy.__setstate__(state)
+        self.assertEqual((copy.retries, copy.managed), ({}, {}))
+
+    def test_pickleAfterMXLookup(self) -> None:
+        """
+        A manager that has made its own MX calculator (holding the reactor
+        and a resolver, which cannot be pickled) can still be pickled; the
+        calculator is made again when needed.  One it was given is kept.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        queue = Queue(directory)
+        queue.noisy = False
+        queue.fsync = False
+        queue.enqueue("a@example.com", "b@example.org", b"x\n")
+
+        class Unpicklable:
+            def __reduce__(self) -> Any:
+                raise TypeError("cannot pickle")
+
+        def makeCalculator(clock: Any) -> MXCalculator:
+            calc = MXCalculator(FakeResolver(), clock)
+            calc.resolver.unpicklable = Unpicklable()  # type: ignore[attr-defined]
+            return calc
+
+        self.patch(relaymanager, "MXCalculator", makeCalculator)
+        manager = SmartHostSMTPRelayingManager(queue, clock=Clock())
+        manager.checkState()
+        self.assertIsInstance(manager.mxcalc, MXCalculator)
+        self.assertRaises(TypeError, pickle.dumps, manager.mxcalc)
+        copy = pickle.loads(pickle.dumps(manager))
+        self.assertIsNone(copy.mxcalc)
+
+        given = SmartHostSMTPRelayingManager(Queue(directory), mxcalc=MXCalculator(FakeResolver(), Clock()))
+        given.mxcalc.markBad("mx.example.com")
+        copy = pickle.loads(pickle.dumps(given))
+        self.assertEqual(list(copy.mxcalc.badMXs), ["mx.example.com"])
 
     def test_relayStateHelper(self) -> None:
         """
