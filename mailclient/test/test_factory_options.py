@@ -35,7 +35,7 @@ def factory(**kw: Any) -> Any:
         ["bob@example.org"],
         io.BytesIO(BODY),
         d,
-        retries=0,
+        retries=kw.pop("retries", 0),
         requireAuthentication=False,
         requireTransportSecurity=False,
         **kw,
@@ -196,3 +196,71 @@ class SendmailOptionTests(SynchronousTestCase):
         self.assertFalse(proto.chunking)
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
+
+
+class FakeConnector:
+    def __init__(self) -> None:
+        self.connects = 0
+
+    def connect(self) -> None:
+        self.connects += 1
+
+    def getDestination(self) -> Any:
+        return ADDR
+
+
+class TemporaryRefusalTests(SynchronousTestCase):
+    """
+    A 4xx reply that fails the whole message is retried like a lost
+    connection; a 5xx is not.
+    """
+
+    PLAIN = [b"220 mx ESMTP\r\n", b"250 mx\r\n", b"250 sender ok\r\n", b"250 recipient ok\r\n", b"354 go\r\n"]
+
+    def attempt(self, f: Any, connector: FakeConnector, final: bytes) -> Session:
+        proto = f.buildProtocol(ADDR)
+        session = Session(proto, TLSStringTransport(peerAddress=LOOPBACK), clock=f.reactor)
+        session.converse(self.PLAIN + [final, b"250 reset\r\n", b"221 bye\r\n"])
+        if not session.lost:
+            session.loseConnection()
+        f.clientConnectionLost(connector, session.lostReason)
+        return session
+
+    def test_retriedThenDelivered(self) -> None:
+        f = factory(retries=2)
+        f.reactor = MemoryReactorClock()
+        connector = FakeConnector()
+        results: List[Any] = []
+        f.result.addBoth(results.append)
+        self.attempt(f, connector, b"451 4.3.0 try again later\r\n")
+        self.assertEqual(results, [])
+        f.reactor.advance(f.retryDelay)
+        self.assertEqual(connector.connects, 1)
+        self.assertEqual(f.file.tell(), 0)
+        self.attempt(f, connector, b"250 queued\r\n")
+        self.assertEqual(results, [(1, [(b"bob@example.org", 250, b"recipient ok")])])
+        self.assertEqual(f.reactor.getDelayedCalls(), [])
+
+    def test_retriesRunOut(self) -> None:
+        f = factory(retries=1)
+        f.reactor = MemoryReactorClock()
+        connector = FakeConnector()
+        d = f.result
+        self.attempt(f, connector, b"451 4.3.0 try again later\r\n")
+        f.reactor.advance(f.retryDelay)
+        self.attempt(f, connector, b"452 4.3.1 still full\r\n")
+        error = self.failureResultOf(d, smtp.SMTPDeliveryError).value
+        self.assertEqual(error.code, 452)
+        self.assertTrue(error.isTemporary)
+        self.assertEqual(connector.connects, 1)
+
+    def test_permanentNotRetried(self) -> None:
+        f = factory(retries=3)
+        f.reactor = MemoryReactorClock()
+        connector = FakeConnector()
+        d = f.result
+        self.attempt(f, connector, b"554 5.6.0 rejected\r\n")
+        error = self.failureResultOf(d, smtp.SMTPDeliveryError).value
+        self.assertEqual(error.code, 554)
+        self.assertEqual(connector.connects, 0)
+        self.assertEqual(f.reactor.getDelayedCalls(), [])
