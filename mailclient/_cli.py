@@ -1,5 +1,5 @@
 """
-The C{mailclient} command: C{send}, C{demo} and C{sink}.
+The C{mailclient} command: C{send}, C{demo}, C{sink} and C{migrate}.
 """
 
 from __future__ import annotations
@@ -358,6 +358,10 @@ def _parser() -> argparse.ArgumentParser:
     sink.add_argument("--port", type=int, default=2525)
     sink.add_argument("--interface", default="127.0.0.1")
     sink.add_argument("--maildir", help="store messages in this Maildir instead of printing them")
+
+    migrate = sub.add_parser("migrate", help="rewrite twisted.mail SMTP client imports to mailclient")
+    migrate.add_argument("--write", action="store_true", help="rewrite the files (default: print a diff; exit 1 if changes are needed)")
+    migrate.add_argument("paths", nargs="+", metavar="PATH", help="Python files or directories")
     return parser
 
 
@@ -376,6 +380,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from mailclient._demo import runSink
 
         task.react(lambda reactor: runSink(reactor, args, sys.stdout))
+    elif args.command == "migrate":
+        from mailclient._migrate import migratePaths
+
+        raise SystemExit(migratePaths(args.paths, args.write, sys.stdout, sys.stderr))
 
 
 def _exitWith(d: defer.Deferred) -> defer.Deferred:
