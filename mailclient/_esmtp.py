@@ -162,7 +162,7 @@ class ESMTPClient(SMTPClient):
         The message says why: no password was given, no mechanism is
         registered, or the server offers none of ours.
         """
-        if not self.secret:
+        if not self._hasCredentials():
             text = b"Authentication is required but no password was given"
             code = -1
         elif not self.authenticators:
@@ -335,12 +335,21 @@ class ESMTPClient(SMTPClient):
             return
         self.esmtpState_ehlo(code, resp)
 
+    def _hasCredentials(self) -> bool:
+        """
+        Whether there is something to log in with: a secret, or an
+        authenticator holding its own token (OAuth 2.0).
+        """
+        if self.secret:
+            return True
+        return any(getattr(a, "token", None) is not None for a in self.authenticators)
+
     def authenticate(self, code: int, resp: bytes, items: Any) -> None:
         """
         Authenticate with the first registered mechanism the server offers,
         or go on to the mail transaction.
         """
-        if self.secret and items.get(b"AUTH"):
+        if self._hasCredentials() and items.get(b"AUTH"):
             offered = set(items[b"AUTH"].upper().split())
             for auth in self.authenticators:
                 name = _mechanismName(auth)

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import inspect
 import itertools
 import os
 import re
@@ -59,6 +60,8 @@ from twisted.test import iosim
 from zope.interface import directlyProvides
 
 from mailclient._testcert import localCertificates
+
+_IOSIM_TAKES_CLOCK = "clock" in inspect.signature(iosim.connect).parameters
 
 #: The step that scripts the server's greeting (the first reply).
 GREETING = "GREETING"
@@ -1020,8 +1023,10 @@ class MemoryConnection:
             self.clientTransport.onLost = self._clientLost
         self.client = client
         self._serverProtocol = serverProto
+        # Twisted before 23.x: iosim.connect takes no clock.
+        clockArg = {"clock": self.clock} if _IOSIM_TAKES_CLOCK else {}
         self._pump = iosim.connect(serverProto, self.serverTransport, client,
-                                   self.clientTransport, greet=False, clock=self.clock)
+                                   self.clientTransport, greet=False, **clockArg)
         self.session = serverProto.session
 
     def _clientLost(self, reason: Failure) -> None:
