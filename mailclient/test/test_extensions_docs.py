@@ -42,6 +42,7 @@ class Scenario:
     sender: str = "alice@example.com"
     body: bytes = BODY
     options: Dict[str, Any] = field(default_factory=dict)
+    protocol: Any = None
 
 
 def _r(*lines: bytes) -> List[bytes]:
@@ -138,6 +139,33 @@ SCENARIOS = [
 ]
 
 
+def documentedSubclass() -> Any:
+    """
+    The subclass example of the document, executed.
+    """
+    with open(DOC, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("    from mailclient.smtp import ESMTPSender\n\n    class PriorityClient")
+    block = []
+    for line in text[start:].splitlines():
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    namespace: Dict[str, Any] = {}
+    exec("\n".join(block), namespace)
+    return namespace["PriorityClient"]
+
+
+SCENARIOS.append(
+    Scenario(
+        "subclass",
+        b"250-mx.example\r\n250-PIPELINING\r\n250 MT-PRIORITY MIXER",
+        [b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"] + _r(b"250 2.0.0 queued", b"221 bye"),
+        protocol=documentedSubclass(),
+    )
+)
+
+
 @dataclass
 class Outcome:
     transcript: str
@@ -163,6 +191,8 @@ def play(scenario: Scenario) -> Outcome:
         **scenario.options,
     )
     factory.domain = b"client.example"
+    if scenario.protocol is not None:
+        factory.protocol = scenario.protocol
     proto = factory.buildProtocol(ADDR)
     session = Session(proto, TLSStringTransport(peerAddress=LOOPBACK))
     session.converse(_r(b"220 mx.example ESMTP", scenario.ehlo) + list(scenario.replies))
@@ -223,7 +253,7 @@ class TranscriptTests(SynchronousTestCase):
         The outcomes the document describes.
         """
         outcomes = {s.name: play(s).result for s in SCENARIOS}
-        for name in ["none", "chunking", "size", "8bitmime", "smtputf8", "dsn"]:
+        for name in ["none", "chunking", "size", "8bitmime", "smtputf8", "dsn", "subclass"]:
             self.assertEqual(outcomes[name][0], 1, name)
         self.assertEqual(outcomes["pipelining"][0], 2)
         self.assertEqual(outcomes["pipelining-refused"][0], 1)
