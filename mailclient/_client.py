@@ -220,6 +220,9 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         # extensions that need them before MAIL).
         self._pendingRecipients: Optional[List[Any]] = None
         self._pendingFile: Any = None
+        # Whether the end of the current message's data was written: only
+        # then may a 2xx reply report it delivered.
+        self._dataEnded = False
 
     def sendLine(self, line: bytes) -> None:  # type: ignore[override]
         """
@@ -357,6 +360,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         Report C{exc} for the current message attempt, or, when there is no
         attempt left to report on, just close the connection.
         """
+        self._dataEnded = False
         if self._reported or self._quitting:
             self._abortTransfer()
             if self.transport is not None:
@@ -374,6 +378,12 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self._fail(SMTPConnectError(code, resp, self.log.str()))
 
     def smtpTransferFailed(self, code: int, resp: bytes) -> None:
+        if code in SUCCESS:
+            # A positive reply where a failure or 354 was due (2xx to DATA,
+            # a 2xx other than 250 to MAIL): the message was not sent, so
+            # it must not be reported delivered (Twisted reports success).
+            resp = b"Unexpected positive reply from the SMTP server: %03d %s" % (code, resp)
+            code = -1
         if code < 0:
             self._fail(SMTPProtocolError(code, resp, self.log.str()))
         else:
@@ -484,6 +494,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
     def _transferDone(self, lastsent: bytes) -> None:
         self._sender = None
+        self._dataEnded = True
         self.finishedFileTransfer(lastsent)
 
     def _transferFailed(self, reason: Failure) -> None:
@@ -520,7 +531,15 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         """
         Report the outcome of the current message through L{sentMail}.
         """
-        if self._from is not None:
+        if code in SUCCESS and not self._dataEnded:
+            # Never report a message delivered before its data was sent.
+            resp = b"Positive reply from the SMTP server before the end of the data: %03d %s" % (
+                code, resp)
+            code = -1
+        self._dataEnded = False
+        if self._from is not None and not self._reported:
+            # (Not after sendError: replies that arrive while the connection
+            # closes after a fatal error must not report a second outcome.)
             self._reported = True
             self.sentMail(
                 code, resp, len(self.successAddresses), self.toAddressesResult, self.log
@@ -557,6 +576,9 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         @param lastsent: The last byte written, or an empty string for an
             empty body.
         """
+        # (Also set here for subclasses that send the body themselves, as
+        # Twisted's smtpState_data does, and end it with this method.)
+        self._dataEnded = True
         if not lastsent or lastsent == b"\n":
             line = b"."
         else:

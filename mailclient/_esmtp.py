@@ -616,6 +616,8 @@ class ESMTPClient(SMTPClient):
         if self.debug:
             self.log.append(b">>> " + line)
         self._pipeline.append((b"BDAT", last))
+        if last:
+            self._dataEnded = True
 
     def _chunksFailed(self, reason: Failure) -> None:
         self._chunkSender = None
