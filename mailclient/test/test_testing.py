@@ -22,9 +22,15 @@ from twisted.internet import defer, endpoints, error, reactor, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.mail import smtp as tsmtp
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from mailclient import _testcert, _testserver, testing
+
+#: Twisted before 26 replaces the value of the connection-lost Failure its
+#: SMTPSenderFactory is given (ConnectionDone becomes SMTPConnectError), and
+#: the loss of a reset in-memory connection is reported differently; the
+#: tests below that watch Twisted's own client need 26.
+_TWISTED_26 = __import__("twisted").version.major >= 26
 from mailclient.testing import (
     DATA_END,
     GREETING,
@@ -899,6 +905,8 @@ class TwistedClientInMemoryTests(SMTPTestCaseMixin, SynchronousTestCase):
         self.assertEqual(self.assertDelivered(server).rcptTo, [b"to1@example.com"])
 
     def test_abort(self) -> None:
+        if not _TWISTED_26:
+            raise SkipTest("Twisted's client reports the reset differently before 26")
         server = SMTPTestServer()
         server.script("MAIL", Delay(60))
         factory, d = senderFactory()
@@ -1032,6 +1040,8 @@ class LoopbackTests(SMTPTestCaseMixin, TestCase):
         """
         Over TCP, L{Disconnect} is a clean close and L{Abort} a reset.
         """
+        if not _TWISTED_26:
+            raise SkipTest("Twisted's SMTP client before 26 alters connection-lost Failures")
         server = self.startSMTPServer()
         server.script("MAIL", [Disconnect(), Abort()])
         for reason in [error.ConnectionDone, error.ConnectionLost]:
