@@ -25,12 +25,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from mailclient import _testcert, _testserver, testing
-
-#: Twisted before 26 replaces the value of the connection-lost Failure its
-#: SMTPSenderFactory is given (ConnectionDone becomes SMTPConnectError), and
-#: the loss of a reset in-memory connection is reported differently; the
-#: tests below that watch Twisted's own client need 26.
-_TWISTED_26 = __import__("twisted").version.major >= 26
 from mailclient.testing import (
     DATA_END,
     GREETING,
@@ -46,6 +40,12 @@ from mailclient.testing import (
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: Twisted before 26 replaces the value of the connection-lost Failure its
+#: SMTPSenderFactory is given (ConnectionDone becomes SMTPConnectError), and
+#: the loss of a reset in-memory connection is reported differently; the
+#: tests below that watch Twisted's own client need 26.
+_TWISTED_26 = __import__("twisted").version.major >= 26
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # Twisted's clients expect LF line endings and send CRLF.
