@@ -50,15 +50,25 @@ class DataEncoder:
                 self._pendingCR = False
                 return b""
         self._pendingCR = chunk[-1:] == b"\r"
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        # Whole-chunk bytes methods only: no Python work per line.
+        if b"\r" not in chunk:
+            chunk = chunk.replace(b"\n", b"\r\n")
+        else:
+            crlf = chunk.count(b"\r\n")
+            if crlf != chunk.count(b"\r") or crlf != chunk.count(b"\n"):
+                # Some CR or LF stands alone (or a CR ends the chunk).
+                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                chunk = chunk.replace(b"\n", b"\r\n")
+            # Otherwise every line already ends with CRLF: nothing to do.
+        # Every LF now follows a CR.  Stuff after converting: searching for
+        # the three bytes CRLF. is faster than for LF. (longer skips).
         if self._dotStuff:
             if b"\n." in chunk:
-                chunk = chunk.replace(b"\n.", b"\n..")
+                chunk = chunk.replace(b"\r\n.", b"\r\n..")
             if self._atLineStart and chunk[:1] == b".":
                 chunk = b"." + chunk
         self._atLineStart = chunk[-1:] == b"\n"
-        return chunk.replace(b"\n", b"\r\n")
+        return chunk
 
     def finish(self) -> bytes:
         """
