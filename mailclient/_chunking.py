@@ -83,7 +83,8 @@ class ChunkSender:
         data = current or b""
         line = b"BDAT %d%s" % (len(data), b" LAST" if last else b"")
         self._onChunk(line, last)
-        self._transport.write(line + b"\r\n" + data)
+        # Two buffers: the chunk itself is not copied to prepend its command.
+        self._transport.writeSequence([line + b"\r\n", data])
         self._ahead = following
         if last:
             self.stop()

@@ -50,6 +50,11 @@ from mailclient._errors import (
 from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable
 
 
+#: Seekable messages up to this size are read before MAIL to find out
+#: whether they hold 8-bit data; larger ones are declared BODY=8BITMIME when
+#: the server offers it (always allowed), instead of being read twice.
+_SCAN_LIMIT = 1 << 20
+
 _ENVELOPE_EXTENSIONS = (
     b"PIPELINING", b"CHUNKING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"DSN",
 )
@@ -526,7 +531,12 @@ class ESMTPClient(SMTPClient):
                 self._pendingFile = binaryFile(self.getMailData())
                 size = fileSize(self._pendingFile)
                 if eightBit is None:
-                    eightBit = holdsEightBit(self._pendingFile)
+                    if b"8BITMIME" in caps and (size is None or size > _SCAN_LIMIT):
+                        # Declaring 8BITMIME is always safe: spare a large
+                        # message a second read.
+                        eightBit = True
+                    else:
+                        eightBit = holdsEightBit(self._pendingFile)
             if eightBit is None and b"8BITMIME" in caps:
                 # Unknown (unseekable file): declaring it is always safe.
                 eightBit = True

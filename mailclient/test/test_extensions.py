@@ -178,6 +178,29 @@ class EightBitTests(SynchronousTestCase):
         transport = connect(client, b"8BITMIME")
         self.assertEqual(commands(transport), [b"MAIL FROM:<a@example.com>"])
 
+    def test_largeDeclaredWithoutScan(self) -> None:
+        """
+        A seekable message over the scan limit is declared BODY=8BITMIME
+        when the server offers it, without being read before MAIL; a 7-bit
+        one under the limit is read and not declared (test above).
+        """
+
+        class Counting(io.BytesIO):
+            reads = 0
+
+            def read(self, n: Optional[int] = -1) -> bytes:
+                Counting.reads += 1
+                return super().read(n)
+
+        body = Counting(b"7-bit line\n" * (150 * 1024))
+        client = Client([("a@example.com", ["b@example.org"], body)])
+        transport = connect(client, b"8BITMIME", b"SIZE")
+        self.assertEqual(
+            commands(transport),
+            [b"MAIL FROM:<a@example.com> SIZE=%d BODY=8BITMIME" % (len(body.getvalue()),)],
+        )
+        self.assertEqual(Counting.reads, 0)
+
     def test_refusedWithout8BITMIME(self) -> None:
         """
         An 8-bit body is not sent to a server that did not offer 8BITMIME.
