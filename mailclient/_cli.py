@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import email.parser
-import email.utils
+import email.policy
 import io
 import os
 import sys
@@ -52,6 +52,21 @@ def _stripBcc(header: bytes) -> bytes:
     return b"".join(out)
 
 
+def _isSeekable(f: Any) -> bool:
+    """
+    Whether C{f} can be rewound (C{SpooledTemporaryFile} has no
+    C{seekable()} before Python 3.11).
+    """
+    seekable = getattr(f, "seekable", None)
+    if seekable is not None:
+        return bool(seekable())
+    try:
+        f.tell()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
 class _Chain(io.RawIOBase):
     """
     A read-only file made of a bytes prefix followed by another file.
@@ -60,14 +75,14 @@ class _Chain(io.RawIOBase):
     def __init__(self, prefix: bytes, rest: IO[bytes]) -> None:
         self._prefix = prefix
         self._rest = rest
-        self._restStart = rest.tell() if rest.seekable() else 0
+        self._restStart = rest.tell() if _isSeekable(rest) else 0
         self._pos = 0
 
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return self._rest.seekable()
+        return _isSeekable(self._rest)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if offset != 0 or whence != 0:
@@ -192,20 +207,31 @@ def _contextFor(host: str, cafile: Optional[str], tlsName: Optional[str]) -> Any
     return optionsForClientTLS(tlsName or host, trustRoot=_trustRoot(cafile))
 
 
+def _parseHeader(header: bytes) -> Any:
+    # The RFC 5322 parser of email.policy.default (which, unlike
+    # email.utils.parseaddr since Python 3.13, keeps domain literals).
+    return email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(header)
+
+
+def _addresses(value: Any) -> List[str]:
+    return [a.addr_spec for a in getattr(value, "addresses", ()) if a.addr_spec not in ("", "<>")]
+
+
 def _recipientsFromHeaders(header: bytes) -> List[str]:
-    parsed = email.parser.BytesHeaderParser().parsebytes(header)
-    fields: List[str] = []
+    parsed = _parseHeader(header)
+    recipients: List[str] = []
     for name in ("to", "cc", "bcc"):
-        fields.extend(str(v) for v in parsed.get_all(name, []))
-    return [addr for _, addr in email.utils.getaddresses(fields) if addr]
+        for value in parsed.get_all(name, []):
+            recipients.extend(_addresses(value))
+    return recipients
 
 
 def _senderFromHeaders(header: bytes) -> Optional[str]:
-    parsed = email.parser.BytesHeaderParser().parsebytes(header)
-    value = parsed.get("from")
+    value = _parseHeader(header).get("from")
     if value is None:
         return None
-    return email.utils.parseaddr(str(value))[1] or None
+    found = _addresses(value)
+    return found[0] if found else None
 
 
 def _openMessage(path: str) -> IO[bytes]:

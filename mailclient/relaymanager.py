@@ -31,7 +31,6 @@ C{maxMessagesPerConnection} is honoured; relayers time out.
 
 from __future__ import annotations
 
-import email.utils
 import os
 from typing import (
     TYPE_CHECKING,
@@ -55,6 +54,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mailclient._address import extractAddress
 from mailclient._bounce import DeliveryFailure, generateBounce, statusFromReply
 from mailclient._client import SUCCESS
 from mailclient._errors import CannotSendError, InvalidAddressError
@@ -107,7 +107,12 @@ def recipientDomain(recipient: Union[str, bytes]) -> Optional[str]:
     Return the lower-cased domain of an envelope recipient, or L{None} if it
     has none (so the message cannot be routed).
     """
-    address = email.utils.parseaddr(_text(recipient))[1]
+    # Our own parser: email.utils.parseaddr refuses domain literals such as
+    # user@[192.0.2.1] since Python 3.13.
+    try:
+        address = extractAddress(_text(recipient))
+    except InvalidAddressError:
+        return None
     local, at, domain = address.rpartition("@")
     if not (at and local and domain):
         return None

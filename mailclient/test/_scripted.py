@@ -390,3 +390,19 @@ class Session:
                 break
             self.step(data)
         return self.exchange
+
+
+#: Since Python 3.13 C{email.utils.parseaddr}, on which Twisted's
+#: C{quoteaddr} stands, gives C{("", "")} for address lists, CR/LF and
+#: domain literals: Twisted's client then sends the null path C{<>} where it
+#: used to send the first address.  Both are wrong; tests of Twisted's
+#: behaviour expect whichever this Python gives.
+STRICT_PARSEADDR = __import__("email.utils").utils.parseaddr("a@b.com, evil@x.com")[1] == ""
+
+
+def twistedQuoted(first: bytes) -> bytes:
+    """
+    What Twisted's C{quoteaddr} makes of an input whose first address is
+    C{first}, on this Python (see L{STRICT_PARSEADDR}).
+    """
+    return b"<>" if STRICT_PARSEADDR else b"<" + first + b">"

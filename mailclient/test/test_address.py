@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailclient._address import Address, checkAddress, extractAddress, quoteaddr
 from mailclient._errors import AddressError, InvalidAddressError, SMTPClientError, SMTPError
 from mailclient._host import getDNSName
+from mailclient.test._scripted import STRICT_PARSEADDR, twistedQuoted
 
 # -- strategies for valid addresses -------------------------------------------
 
@@ -105,6 +106,11 @@ class QuoteaddrTests(SynchronousTestCase):
             "user@[192.0.2.1]",
             "postmaster",
         ]:
+            if STRICT_PARSEADDR and addr == "user@[192.0.2.1]":
+                # Twisted on Python 3.13+ loses domain literals (sends <>).
+                self.assertEqual(twsmtp.quoteaddr(addr), b"<>")
+                self.assertEqual(quoteaddr(addr), b"<user@[192.0.2.1]>")
+                continue
             self.assertEqual(quoteaddr(addr), twsmtp.quoteaddr(addr), addr)
 
     def test_addressObjects(self):
@@ -164,7 +170,7 @@ class QuoteaddrTests(SynchronousTestCase):
         """
         Twisted silently keeps the first address of a list; we refuse it.
         """
-        self.assertEqual(twsmtp.quoteaddr("a@b.com, evil@x.com"), b"<a@b.com>")
+        self.assertEqual(twsmtp.quoteaddr("a@b.com, evil@x.com"), twistedQuoted(b"a@b.com"))
         self.assertInvalid("a@b.com, evil@x.com")
 
     def test_refusesTrailingJunk(self):

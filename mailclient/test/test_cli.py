@@ -463,6 +463,25 @@ class HeaderTests(CLITestCase):
         b"Bcc: this line is body, not header\n"
     )
 
+    def test_headerAddressForms(self) -> None:
+        """
+        Quoted display names with commas, domain literals (which
+        C{email.utils.parseaddr} drops since Python 3.13) and empty groups
+        are read as RFC 5322 says; nothing is silently lost.
+        """
+        header = (
+            b'From: "Doe, Jane" <jane@example.com>\r\n'
+            b"To: bob@[127.0.0.1], Carol <carol@example.org>\r\n"
+            b"Cc: undisclosed-recipients:;\r\n"
+            b"Bcc: team: dave@example.net, erin@example.net;\r\n\r\n"
+        )
+        self.assertEqual(
+            _cli._recipientsFromHeaders(header),
+            ["bob@[127.0.0.1]", "carol@example.org", "dave@example.net", "erin@example.net"],
+        )
+        self.assertEqual(_cli._senderFromHeaders(header), "jane@example.com")
+        self.assertIsNone(_cli._senderFromHeaders(b"To: a@b.example\r\n\r\n"))
+
     @defer.inlineCallbacks
     def test_recipientsFromHeaders(self) -> Any:
         """

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import Message, Session, describeError, recording
+from mailclient.test._scripted import Message, Session, describeError, recording, twistedQuoted
 
 Twisted = recording(twisted_smtp.SMTPClient)
 Ours = recording(mailclient_smtp.SMTPClient)
@@ -251,7 +251,7 @@ class InjectionTests(SynchronousTestCase):
         s = connect(Twisted, msg(sender="alice@example.com\r\nRCPT TO:<evil@example.com>"))
         s.converse(R(b"220 hi", b"250 hello"))
         self.assertEqual(s.client.errors, [])
-        self.assertIn(b"MAIL FROM:<alice@example.com>\r\n", s.written())
+        self.assertIn(b"MAIL FROM:" + twistedQuoted(b"alice@example.com") + b"\r\n", s.written())
         s = connect(Twisted, msg(sender="alice@exa\0mple.com"))
         s.converse(R(b"220 hi", b"250 hello"))
         self.assertIn(b"MAIL FROM:<alice@exa\0mple.com>\r\n", s.written())
@@ -273,7 +273,7 @@ class InjectionTests(SynchronousTestCase):
         s = connect(Twisted, msg(to=["bob@example.org", "carol@example.org\r\nDATA"]))
         s.converse(R(b"220 hi", b"250 hello", b"250 sender ok", b"250 ok"))
         self.assertEqual(s.client.errors, [])
-        self.assertIn(b"RCPT TO:<carol@example.org>\r\n", s.written())
+        self.assertIn(b"RCPT TO:" + twistedQuoted(b"carol@example.org") + b"\r\n", s.written())
 
     def test_listOfAddressesInOneString(self) -> None:
         """
@@ -292,7 +292,8 @@ class InjectionTests(SynchronousTestCase):
         )
         s = connect(Twisted, msg(sender=both, to=[both]))
         s.converse(R(b"220 hi", b"250 hello", b"250 ok"))
-        self.assertEqual(s.commands()[1:], [b"MAIL FROM:<a@b.com>", b"RCPT TO:<a@b.com>"])
+        first = twistedQuoted(b"a@b.com")
+        self.assertEqual(s.commands()[1:], [b"MAIL FROM:" + first, b"RCPT TO:" + first])
 
     def test_getMailToSingleString(self) -> None:
         """
