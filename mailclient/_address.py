@@ -10,6 +10,7 @@ Twisted silently sends the first address or the raw input.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, List, Optional, Union
 
 from mailclient._errors import AddressError, InvalidAddressError
@@ -36,6 +37,7 @@ _ANGLE = re.compile(
 )
 _QUOTED_RE = re.compile(_QUOTED)
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
+_ANGLES = re.compile(r"[<>]")
 
 
 def _text(addr: Union[str, bytes]) -> str:
@@ -69,15 +71,8 @@ def _idnaDomain(addr: str) -> str:
     return local + "@" + ace
 
 
-def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
-    """
-    Return the single envelope address (addr-spec) contained in C{addr}.
-
-    C{addr} may be a bare address, C{<address>} or C{Display Name
-    <address>}.  The empty string and C{<>} give the null reverse-path.
-
-    @raise InvalidAddressError: if C{addr} is not exactly one address.
-    """
+def _extract(addr: Union[str, bytes, "Address"]) -> str:
+    # L{extractAddress}, without its cache.
     if isinstance(addr, Address):
         return bytes(addr).decode("utf-8")
     text = _text(addr)
@@ -95,7 +90,7 @@ def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
                 % (text[:200],)
             )
         return angle.group("addr").strip()
-    if re.search("[<>]", _QUOTED_RE.sub("", text)):
+    if _ANGLES.search(_QUOTED_RE.sub("", text)):
         raise InvalidAddressError("unbalanced <> in address: %r" % (text[:200],))
     return text
 
@@ -121,6 +116,33 @@ def checkAddress(addr: str, utf8: bool = False) -> str:
     return addr
 
 
+@lru_cache(maxsize=512)
+def _extractCached(addr: Union[str, bytes]) -> str:
+    return _extract(addr)
+
+
+def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
+    """
+    Return the single envelope address (addr-spec) contained in C{addr}.
+
+    C{addr} may be a bare address, C{<address>} or C{Display Name
+    <address>}.  The empty string and C{<>} give the null reverse-path.
+
+    @raise InvalidAddressError: if C{addr} is not exactly one address.
+    """
+    # Pure, and called several times per message for the same strings:
+    # remember the recent ones (an exception is not remembered).
+    if type(addr) is str or type(addr) is bytes:
+        return _extractCached(addr)
+    return _extract(addr)
+
+
+@lru_cache(maxsize=512)
+def _quoteCached(addr: Union[str, bytes], utf8: bool) -> bytes:
+    spec = checkAddress(_extract(addr), utf8)
+    return b"<" + spec.encode("utf-8") + b">"
+
+
 def quoteaddr(addr: Any, utf8: bool = False) -> bytes:
     """
     Turn an email address, possibly with a display name, into the C{<...>}
@@ -132,6 +154,8 @@ def quoteaddr(addr: Any, utf8: bool = False) -> bytes:
     @raise InvalidAddressError: if C{addr} is not exactly one valid address;
         nothing is silently dropped.
     """
+    if type(addr) is str or type(addr) is bytes:
+        return _quoteCached(addr, bool(utf8))
     if not isinstance(addr, (str, bytes, Address)):
         addr = str(addr)
     spec = checkAddress(extractAddress(addr), utf8)

@@ -25,7 +25,10 @@ class Capabilities(Dict[bytes, Optional[bytes]]):
         return dict.__getitem__(self, key.upper())
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and dict.__contains__(self, key.upper())
+        if type(key) is not bytes:
+            return isinstance(key, bytes) and dict.__contains__(self, key.upper())
+        # Keys are stored upper-case: most lookups hit without upper().
+        return dict.__contains__(self, key) or dict.__contains__(self, key.upper())
 
     def get(self, key: bytes, default: Optional[bytes] = None) -> Optional[bytes]:  # type: ignore[override]
         return dict.get(self, key.upper(), default)

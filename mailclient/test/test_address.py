@@ -166,6 +166,23 @@ class QuoteaddrTests(SynchronousTestCase):
         ]:
             self.assertInvalid(addr)
 
+    def test_cacheKeepsResultsApart(self):
+        """
+        Results are remembered per input and per C{utf8}: a refusal is
+        raised every time, and an address refused without SMTPUTF8 is still
+        accepted with it (and the other way round).
+        """
+        for _ in range(2):
+            self.assertInvalid("a@b.com, evil@x.com")
+            with self.assertRaises(InvalidAddressError):
+                quoteaddr("j\u00f6rg@example.com")
+            self.assertEqual(
+                quoteaddr("j\u00f6rg@example.com", utf8=True), "<j\u00f6rg@example.com>".encode()
+            )
+            self.assertEqual(quoteaddr(b"<a@b.com>"), b"<a@b.com>")
+            self.assertEqual(extractAddress("Name <a@b.com>"), "a@b.com")
+            self.assertEqual(extractAddress(b"Name <a@b.com>"), "a@b.com")
+
     def test_twistedDropsSecondAddress(self):
         """
         Twisted silently keeps the first address of a list; we refuse it.
