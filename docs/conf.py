@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import unicodedata
+from typing import Iterator, Tuple
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
@@ -141,6 +142,23 @@ def _matchBrace(text: str, start: int) -> int:
     return -1
 
 
+def _markupSpans(text: str) -> Iterator[Tuple[int, int, str, str]]:
+    """
+    Yield C{(start, end, kind, inner)} for each well-formed epytext markup
+    C{X{...}} of C{text}, in order, where C{end} is the index of its closing
+    brace; stop at the first unbalanced one.
+    """
+    pos = 0
+    for m in _MARKUP.finditer(text):
+        if m.start() < pos:
+            continue
+        end = _matchBrace(text, m.end())
+        if end < 0:
+            return
+        yield m.start(), end, m.group(1), text[m.end():end]
+        pos = end + 1
+
+
 def _plain(text: str) -> str:
     """
     Strip epytext inline markup, keeping the text (for content that cannot
@@ -148,17 +166,11 @@ def _plain(text: str) -> str:
     """
     out = []
     pos = 0
-    for m in _MARKUP.finditer(text):
-        if m.start() < pos:
-            continue
-        end = _matchBrace(text, m.end())
-        if end < 0:
-            break
-        out.append(text[pos:m.start()])
-        inner = text[m.end():end]
-        if m.group(1) == "E":
+    for start, end, kind, inner in _markupSpans(text):
+        out.append(text[pos:start])
+        if kind == "E":
             out.append(_ESCAPES.get(inner, inner))
-        elif m.group(1) in "LU" and inner.endswith(">") and "<" in inner:
+        elif kind in "LU" and inner.endswith(">") and "<" in inner:
             out.append(_plain(inner[:inner.rindex("<")].rstrip()))
         else:
             out.append(_plain(inner))
@@ -227,14 +239,9 @@ def _convertInline(text: str) -> str:
     """
     out = []
     pos = 0
-    for m in _MARKUP.finditer(text):
-        if m.start() < pos:
-            continue
-        end = _matchBrace(text, m.end())
-        if end < 0:
-            break
-        out.append(_escape(text[pos:m.start()]))
-        converted = _convertMarkup(m.group(1), text[m.end():end])
+    for start, end, kind, inner in _markupSpans(text):
+        out.append(_escape(text[pos:start]))
+        converted = _convertMarkup(kind, inner)
         if converted and converted[0] in "`*:":
             before = "".join(out)[-1:]
             if before and not _allowedBefore(before):

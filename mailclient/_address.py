@@ -116,9 +116,9 @@ def checkAddress(addr: str, utf8: bool = False) -> str:
     return addr
 
 
-@lru_cache(maxsize=512)
-def _extractCached(addr: Union[str, bytes]) -> str:
-    return _extract(addr)
+# Pure, and asked several times per message for the same few strings: the
+# recent results are remembered (a refusal is raised again, not remembered).
+_extractCached = lru_cache(maxsize=512)(_extract)
 
 
 def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
@@ -130,17 +130,17 @@ def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
 
     @raise InvalidAddressError: if C{addr} is not exactly one address.
     """
-    # Pure, and called several times per message for the same strings:
-    # remember the recent ones (an exception is not remembered).
     if type(addr) is str or type(addr) is bytes:
         return _extractCached(addr)
     return _extract(addr)
 
 
-@lru_cache(maxsize=512)
-def _quoteCached(addr: Union[str, bytes], utf8: bool) -> bytes:
-    spec = checkAddress(_extract(addr), utf8)
+def _quote(addr: Union[str, bytes, "Address"], utf8: bool) -> bytes:
+    spec = checkAddress(extractAddress(addr), utf8)
     return b"<" + spec.encode("utf-8") + b">"
+
+
+_quoteCached = lru_cache(maxsize=512)(_quote)
 
 
 def quoteaddr(addr: Any, utf8: bool = False) -> bytes:
@@ -158,8 +158,7 @@ def quoteaddr(addr: Any, utf8: bool = False) -> bytes:
         return _quoteCached(addr, bool(utf8))
     if not isinstance(addr, (str, bytes, Address)):
         addr = str(addr)
-    spec = checkAddress(extractAddress(addr), utf8)
-    return b"<" + spec.encode("utf-8") + b">"
+    return _quote(addr, utf8)
 
 
 # The tokenizer of Address: quoted strings, escaped characters and runs of

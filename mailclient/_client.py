@@ -494,7 +494,6 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
     def _transferDone(self, lastsent: bytes) -> None:
         self._sender = None
-        self._dataEnded = True
         self.finishedFileTransfer(lastsent)
 
     def _transferFailed(self, reason: Failure) -> None:
@@ -576,8 +575,9 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         @param lastsent: The last byte written, or an empty string for an
             empty body.
         """
-        # (Also set here for subclasses that send the body themselves, as
-        # Twisted's smtpState_data does, and end it with this method.)
+        # Set here, where the end of the data is written: for the body
+        # sender and for subclasses that send the body themselves, as
+        # Twisted's smtpState_data does, and end it with this method.
         self._dataEnded = True
         if not lastsent or lastsent == b"\n":
             line = b"."

@@ -474,13 +474,18 @@ class ESMTPClient(SMTPClient):
             b" " + p for p in rcptParameters(self._options, self.capabilities, raw)
         )
 
-    def _useExtensions(self) -> bool:
+    def _useExtensions(self) -> Tuple[bool, Optional[MailOptions]]:
+        """
+        Whether this message takes the extension path, and the message's
+        options if they had to be asked for to decide.
+        """
         caps = self.capabilities
         if any(k in caps for k in _ENVELOPE_EXTENSIONS):
-            return True
+            return True, None
         # Options the caller asked for are checked before MAIL even when
         # the server offers no extension (to refuse, or to warn).
-        return self.getMailOptions() != DEFAULT_OPTIONS
+        options = self.getMailOptions()
+        return options != DEFAULT_OPTIONS, options
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
         """
@@ -496,7 +501,8 @@ class ESMTPClient(SMTPClient):
         self._options = DEFAULT_OPTIONS
         self._mailParams = []
         self._chunked = False
-        if not self._useExtensions():
+        useExtensions, options = self._useExtensions()
+        if not useExtensions:
             # Twisted's conversation, but 8-bit data found while streaming
             # is refused: the server did not offer 8BITMIME (RFC 6152).
             self._pipelined = False
@@ -519,7 +525,8 @@ class ESMTPClient(SMTPClient):
             sender = self.quoteAddress(self._from)
             recipients = self._recipientList()
             quoted = [self.quoteAddress(r) for r in recipients]
-            options = self.getMailOptions()
+            if options is None:
+                options = self.getMailOptions()
             warning = checkDSN(options, caps)
             chunked = (
                 self._pipelined and self.chunking and b"CHUNKING" in caps

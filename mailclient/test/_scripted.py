@@ -211,6 +211,14 @@ def normaliseCalls(calls: Iterable[Tuple[Any, ...]]) -> List[Tuple[Any, ...]]:
     return out
 
 
+def lines(*replies: bytes) -> List[bytes]:
+    """
+    Server replies, each given without its CRLF, as L{Session.converse}
+    takes them.
+    """
+    return [r + b"\r\n" for r in replies]
+
+
 class Session:
     """
     One client connected to a L{StringTransport}.

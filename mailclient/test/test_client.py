@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import Message, Session, describeError, recording, twistedQuoted
+from mailclient.test._scripted import describeError, lines, Message, recording, Session, twistedQuoted
 
 Twisted = recording(twisted_smtp.SMTPClient)
 Ours = recording(mailclient_smtp.SMTPClient)
@@ -37,11 +37,7 @@ IDENTITY = b"client.example"
 CHUNK = 2**14  # FileSender.CHUNK_SIZE: the body is read 16 KiB at a time.
 
 
-def R(*replies: bytes) -> List[bytes]:
-    """
-    One server turn per argument, CRLF appended.
-    """
-    return [r + b"\r\n" for r in replies]
+R = lines
 
 
 # Server turns up to (not including) the reply to DATA, for one recipient.

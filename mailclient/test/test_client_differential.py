@@ -20,19 +20,12 @@ from twisted.mail import smtp as twisted_smtp
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import Message, Session, normaliseCalls, recording
+from mailclient.test._scripted import lines, Message, normaliseCalls, recording, Session
 
 TwistedClient = recording(twisted_smtp.SMTPClient)
 MailclientClient = recording(mailclient_smtp.SMTPClient)
 
 IDENTITY = b"client.example"
-
-
-def lines(*replies: bytes) -> List[bytes]:
-    """
-    One server turn per argument, CRLF appended.
-    """
-    return [r + b"\r\n" for r in replies]
 
 
 class Outcome:

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import Message, Session, describeError, normaliseCalls, recording
+from mailclient.test._scripted import describeError, lines, Message, normaliseCalls, recording, Session
 
 IMPLEMENTATIONS = {"twisted": twisted_smtp, "mailclient": mailclient_smtp}
 CLIENTS = {name: recording(mod.ESMTPClient) for name, mod in IMPLEMENTATIONS.items()}
@@ -36,13 +36,6 @@ LOOPBACK = IPv4Address("TCP", "127.0.0.1", 25)
 REMOTE = IPv4Address("TCP", "192.0.2.7", 25)
 
 BODY = b"Subject: hi\n\nHello.\n"
-
-
-def lines(*replies: bytes) -> List[bytes]:
-    """
-    One server turn per argument, CRLF appended.
-    """
-    return [r + b"\r\n" for r in replies]
 
 
 def b64(data: bytes) -> bytes:

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp
-from mailclient.test._scripted import Session
+from mailclient.test._scripted import lines, Session
 from mailclient.test.test_esmtp import LOOPBACK, TLSStringTransport
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
@@ -45,80 +45,76 @@ class Scenario:
     protocol: Any = None
 
 
-def _r(*lines: bytes) -> List[bytes]:
-    return [line + b"\r\n" for line in lines]
-
-
 SCENARIOS = [
     Scenario(
         "none",
         b"250-mx.example\r\n250 HELP",
-        _r(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
+        lines(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
     ),
     Scenario(
         "pipelining",
         b"250-mx.example\r\n250 PIPELINING",
         [b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"]
-        + _r(b"250 2.0.0 queued", b"221 bye"),
+        + lines(b"250 2.0.0 queued", b"221 bye"),
         recipients=("bob@example.org", "carol@example.org"),
     ),
     Scenario(
         "pipelining-refused",
         b"250-mx.example\r\n250 PIPELINING",
         [b"250 2.1.0 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n354 go ahead\r\n"]
-        + _r(b"250 2.0.0 queued", b"221 bye"),
+        + lines(b"250 2.0.0 queued", b"221 bye"),
         recipients=("nobody@example.org", "carol@example.org"),
     ),
     Scenario(
         "chunking",
         b"250-mx.example\r\n250-PIPELINING\r\n250 CHUNKING",
-        [b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued\r\n"] + _r(b"221 bye"),
+        [b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued\r\n"] + lines(b"221 bye"),
     ),
     Scenario(
         "size",
         b"250-mx.example\r\n250 SIZE 10485760",
-        _r(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
+        lines(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
     ),
     Scenario(
         "size-too-big",
         b"250-mx.example\r\n250 SIZE 20",
-        _r(b"221 bye"),
+        lines(b"221 bye"),
     ),
     Scenario(
         "8bit-prescanned",
         b"250-mx.example\r\n250 SIZE 1000",
-        _r(b"221 bye"),
+        lines(b"221 bye"),
         body="Subject: caf\u00e9\r\n\r\nna\u00efve\r\n".encode("utf-8"),
     ),
     Scenario(
         "8bitmime",
         b"250-mx.example\r\n250 8BITMIME",
-        _r(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
+        lines(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
         body="Subject: caf\u00e9\r\n\r\nna\u00efve\r\n".encode("utf-8"),
     ),
     Scenario(
         "8bit-refused",
         b"250-mx.example\r\n250 HELP",
-        _r(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead"),
+        lines(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead"),
         body="Subject: caf\u00e9\r\n\r\nna\u00efve\r\n".encode("utf-8"),
     ),
     Scenario(
         "smtputf8",
         b"250-mx.example\r\n250-8BITMIME\r\n250 SMTPUTF8",
-        _r(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
+        lines(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
         sender="j\u00f6rg@example.com",
         recipients=("\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a",),
     ),
     Scenario(
         "smtputf8-refused",
         b"250-mx.example\r\n250 8BITMIME",
-        _r(b"221 bye"),
+        lines(b"221 bye"),
         sender="j\u00f6rg@example.com",
     ),
     Scenario(
         "dsn",
         b"250-mx.example\r\n250 DSN",
-        _r(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
+        lines(b"250 2.1.0 ok", b"250 2.1.5 ok", b"354 go ahead", b"250 2.0.0 queued", b"250 ok", b"221 bye"),
         options={
             "mailOptions": smtp.MailOptions(
                 ret="HDRS", envid="order-1234", notify=("FAILURE", "DELAY"), orcpt=True
@@ -128,13 +124,13 @@ SCENARIOS = [
     Scenario(
         "dsn-required",
         b"250-mx.example\r\n250 HELP",
-        _r(b"221 bye"),
+        lines(b"221 bye"),
         options={"mailOptions": smtp.MailOptions(notify=("FAILURE",), requireDSN=True)},
     ),
     Scenario(
         "enhancedstatuscodes",
         b"250-mx.example\r\n250 ENHANCEDSTATUSCODES",
-        _r(b"250 2.1.0 ok", b"452 4.2.2 mailbox full", b"250 ok", b"221 bye"),
+        lines(b"250 2.1.0 ok", b"452 4.2.2 mailbox full", b"250 ok", b"221 bye"),
     ),
 ]
 
@@ -160,7 +156,7 @@ SCENARIOS.append(
     Scenario(
         "subclass",
         b"250-mx.example\r\n250-PIPELINING\r\n250 MT-PRIORITY MIXER",
-        [b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"] + _r(b"250 2.0.0 queued", b"221 bye"),
+        [b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"] + lines(b"250 2.0.0 queued", b"221 bye"),
         protocol=documentedSubclass(),
     )
 )
@@ -195,7 +191,7 @@ def play(scenario: Scenario) -> Outcome:
         factory.protocol = scenario.protocol
     proto = factory.buildProtocol(ADDR)
     session = Session(proto, TLSStringTransport(peerAddress=LOOPBACK))
-    session.converse(_r(b"220 mx.example ESMTP", scenario.ehlo) + list(scenario.replies))
+    session.converse(lines(b"220 mx.example ESMTP", scenario.ehlo) + list(scenario.replies))
     if not session.lost:
         session.loseConnection()
     factory.clientConnectionLost(None, session.lostReason)
@@ -288,7 +284,7 @@ class TranscriptTests(SynchronousTestCase):
         )
         factory.domain = b"client.example"
         session = Session(factory.buildProtocol(ADDR), TLSStringTransport(peerAddress=LOOPBACK))
-        session.converse(_r(b"220 mx.example ESMTP", scenario.ehlo) + list(scenario.replies))
+        session.converse(lines(b"220 mx.example ESMTP", scenario.ehlo) + list(scenario.replies))
         self.assertEqual(render(session.exchange), play(scenario).transcript)
         session.loseConnection()
         factory.clientConnectionLost(None, session.lostReason)

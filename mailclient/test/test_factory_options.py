@@ -15,15 +15,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp
-from mailclient.test._scripted import Session
+from mailclient.test._scripted import lines, Session
 from mailclient.test.test_esmtp import LOOPBACK, TLSStringTransport
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
 BODY = b"Subject: options\r\n\r\nbody\r\n"
-
-
-def lines(*replies: bytes) -> List[bytes]:
-    return [r + b"\r\n" for r in replies]
 
 
 def factory(**kw: Any) -> Any:

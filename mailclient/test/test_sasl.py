@@ -18,7 +18,8 @@ from zope.interface.verify import verifyObject
 
 from mailclient import smtp as mailclient_smtp
 from mailclient.interfaces import IClientAuthentication
-from mailclient.test._scripted import Message, Session, recording
+from mailclient.test.test_esmtp import AFTER_AUTH
+from mailclient.test._scripted import lines, Message, recording, Session
 from twisted.internet.testing import StringTransport
 
 USER = b"alice@example.com"
@@ -33,19 +34,6 @@ Client = recording(mailclient_smtp.ESMTPClient)
 def b64(data: bytes) -> bytes:
     return base64.b64encode(data)
 
-
-def lines(*replies: bytes) -> List[bytes]:
-    return [r + b"\r\n" for r in replies]
-
-
-AFTER_AUTH = lines(
-    b"250 sender ok",
-    b"250 recipient ok",
-    b"354 go ahead",
-    b"250 queued",
-    b"250 reset",
-    b"221 bye",
-)
 
 JSON_ERROR = b64(
     json.dumps(

@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailclient import smtp as mailclient_smtp
 from mailclient._testcert import generateCertificates, localCertificates
-from mailclient.test._scripted import Session
+from mailclient.test._scripted import lines, Session
 from mailclient.test.test_esmtp import LOOPBACK, REMOTE, TLSStringTransport
 from mailclient.test.test_interop import (
     PASSWORD,
@@ -41,10 +41,6 @@ IMPLEMENTATIONS = {"twisted": twisted_smtp, "mailclient": mailclient_smtp}
 IDENTITY = b"client.example"
 BODY = b"Subject: hi\n\nHello.\n"
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
-
-
-def lines(*replies: bytes) -> List[bytes]:
-    return [r + b"\r\n" for r in replies]
 
 
 class FakeConnector:

@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailclient import smtp as mailclient_smtp
 from mailclient._testcert import generateCertificates, localCertificates
-from mailclient.test._scripted import Session
+from mailclient.test._scripted import lines, Session
 from mailclient.test.test_esmtp import LOOPBACK, REMOTE, TLSStringTransport
 from mailclient.test.test_interop import (
     PASSWORD,
@@ -40,10 +40,6 @@ from mailclient.test.test_interop import (
 IMPLEMENTATIONS = {"twisted": twisted_smtp, "mailclient": mailclient_smtp}
 BODY = b"Subject: hi\n\n.dot first\nHello."
 WIRE_BODY = b"Subject: hi\r\n\r\n..dot first\r\nHello.\r\n.\r\n"
-
-
-def lines(*replies: bytes) -> List[bytes]:
-    return [r + b"\r\n" for r in replies]
 
 
 SUCCESS = lines(
