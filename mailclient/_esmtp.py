@@ -113,7 +113,6 @@ class ESMTPClient(SMTPClient):
         self.secret = secret
         self.context = contextFactory
         self.capabilities: Capabilities = Capabilities()
-        self._startingTLS = False
         # Commands of the current pipelined group still waiting for a reply.
         self._pipeline: Deque[Tuple[bytes, Any]] = deque()
         self._pipelined = False
@@ -265,7 +264,6 @@ class ESMTPClient(SMTPClient):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         tls = describeTLSFailure(reason)
         if tls is not None and not (self._reported or self._quitting):
-            self._startingTLS = False
             self._fail(TLSError(-1, tls, self.log.str(), isFatal=True))
         SMTPClient.connectionLost(self, reason)
 
