@@ -22,9 +22,12 @@ class ChunkSender:
     Write a message as BDAT chunks to a transport.
 
     @ivar chunkSize: how many bytes to read from the file per chunk.
+    @ivar smallChunk: chunks shorter than this go out in one write with
+        their command line; longer ones in a write of their own.
     """
 
     chunkSize = 1 << 18
+    smallChunk = 1 << 14
 
     def __init__(
         self,
@@ -49,6 +52,8 @@ class ChunkSender:
         self._onError = onError
         self._ahead: Optional[bytes] = None
         self._started = False
+        self._pending: Optional[bytes] = None
+        self._pendingLast = False
         self.finished = False
 
     def start(self) -> None:
@@ -69,6 +74,16 @@ class ChunkSender:
     def resumeProducing(self) -> None:
         if self.finished:
             return
+        pending = self._pending
+        if pending is not None:
+            # The second half of a chunk: its command line went out in the
+            # previous turn, so this write is a transport's only buffer and
+            # is sent as it is, never copied into a joined buffer.
+            self._pending = None
+            self._transport.write(pending)
+            if self._pendingLast:
+                self.stop()
+            return
         try:
             if not self._started:
                 self._started = True
@@ -83,22 +98,36 @@ class ChunkSender:
         data = current or b""
         line = b"BDAT %d%s" % (len(data), b" LAST" if last else b"")
         self._onChunk(line, last)
-        # Two buffers: the chunk itself is not copied to prepend its command.
-        self._transport.writeSequence([line + b"\r\n", data])
         self._ahead = following
-        if last:
-            self.stop()
+        if len(data) < self.smallChunk:
+            self._transport.write(line + b"\r\n" + data)
+            if last:
+                self.stop()
+            return
+        # A large chunk follows its command line in the next turn: written
+        # together, the transport would join them, copying the whole chunk
+        # into freshly allocated memory.
+        self._pending = data
+        self._pendingLast = last
+        self._transport.write(line + b"\r\n")
 
     def stop(self) -> None:
         """
         Write no more chunks.
+
+        A chunk whose command line has gone out is completed first: the
+        server counts its bytes, and the connection stays in step.
         """
         if not self.finished:
             self.finished = True
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._transport.write(pending)
             self._file = None
             self._transport.unregisterProducer()
 
     def stopProducing(self) -> None:
         # The transport is going away; the client reports that.
         self.finished = True
+        self._pending = None
         self._file = None

@@ -378,6 +378,58 @@ class ChunkingTests(SynchronousTestCase):
         self.assertEqual(client.sent[0][:2], (552, b"too big"))
         self.assertTrue(transport.value().endswith(b"RSET\r\n"))
 
+    def test_largeChunkWrittenAlone(self) -> None:
+        """
+        A chunk of C{smallChunk} bytes or more is written on its own, in the
+        turn after its command line, so the transport never has to join it
+        to anything; a shorter one goes out with its command line.
+        """
+        from mailclient._chunking import ChunkSender
+
+        self.patch(ChunkSender, "chunkSize", 4)
+        self.patch(ChunkSender, "smallChunk", 3)
+        client = Client([("a@example.com", ["b@example.org"], b"abcdefghij")])
+        transport = connect(client, b"PIPELINING", b"CHUNKING")
+        writes: list = []
+        original = transport.write
+
+        def write(data: bytes) -> None:
+            writes.append(data)
+            original(data)
+
+        transport.write = write  # type: ignore[method-assign]
+        while transport.producer is not None:
+            transport.producer.resumeProducing()
+        self.assertEqual(
+            writes, [b"BDAT 4\r\n", b"abcd", b"BDAT 4\r\n", b"efgh", b"BDAT 2 LAST\r\nij"]
+        )
+        client.dataReceived(b"250 ok\r\n250 ok\r\n250 a\r\n250 b\r\n250 done\r\n")
+        self.assertEqual(client.sent[0][:2], (250, b"done"))
+
+    def test_refusedBetweenCommandAndChunk(self) -> None:
+        """
+        A refusal that arrives after a chunk's command line went out but
+        before its bytes did still lets those bytes go: the server counts
+        them, so the RSET that follows is read as a command, not as data.
+        """
+        from mailclient._chunking import ChunkSender
+
+        self.patch(ChunkSender, "chunkSize", 4)
+        self.patch(ChunkSender, "smallChunk", 1)
+        client = Client([("a@example.com", ["b@example.org"], b"abcdefghij")])
+        transport = connect(client, b"PIPELINING", b"CHUNKING")
+        producer = transport.producer
+        producer.resumeProducing()  # type: ignore[union-attr]
+        producer.resumeProducing()  # type: ignore[union-attr]
+        producer.resumeProducing()  # type: ignore[union-attr]
+        self.assertTrue(transport.value().endswith(b"abcdBDAT 4\r\n"))
+        client.dataReceived(b"250 ok\r\n250 ok\r\n552 too big\r\n")
+        self.assertIsNone(transport.producer)
+        self.assertTrue(transport.value().endswith(b"abcdBDAT 4\r\nefgh"))
+        client.dataReceived(b"250 b\r\n")
+        self.assertEqual(client.sent[0][:2], (552, b"too big"))
+        self.assertTrue(transport.value().endswith(b"BDAT 4\r\nefghRSET\r\n"))
+
     def test_allRecipientsRefused(self) -> None:
         client = Client([("a@example.com", ["b@example.org"], b"body")])
         transport = connect(client, b"PIPELINING", b"CHUNKING")

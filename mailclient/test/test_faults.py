@@ -303,6 +303,9 @@ class FaultMatrixMixin:
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)  # type: ignore[attr-defined]
         self.patch(ChunkSender, "chunkSize", CHUNK)  # type: ignore[attr-defined]
+        # Full chunks go out in a turn of their own after their command
+        # line, so faults also land between the two.
+        self.patch(ChunkSender, "smallChunk", CHUNK // 2)  # type: ignore[attr-defined]
         # Install the global reactor first: TLS may import it (its fds are
         # not a leak).
         from twisted.internet import reactor  # noqa: F401
