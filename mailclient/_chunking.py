@@ -36,6 +36,7 @@ class ChunkSender:
         encode: Callable[[bytes], bytes],
         onChunk: Callable[[bytes, bool], None],
         onError: Callable[[Failure], None],
+        onDone: Optional[Callable[[], None]] = None,
     ) -> None:
         """
         @param encode: normalises each chunk read (may raise to refuse the
@@ -44,16 +45,21 @@ class ChunkSender:
             the last, just before each chunk is written.
         @param onError: called if reading or encoding fails; the producer is
             stopped by then.
+        @param onDone: called once the last chunk has been written whole
+            (not when the sender is stopped early); the producer is
+            unregistered by then.
         """
         self._file = file
         self._transport = transport
         self._encode = encode
         self._onChunk = onChunk
         self._onError = onError
+        self._onDone = onDone
         self._ahead: Optional[bytes] = None
         self._started = False
         self._pending: Optional[bytes] = None
         self._pendingLast = False
+        self.allWritten = False
         self.finished = False
 
     def start(self) -> None:
@@ -74,6 +80,10 @@ class ChunkSender:
     def resumeProducing(self) -> None:
         if self.finished:
             return
+        if self.allWritten:
+            # The transport has passed every byte on.
+            self._done()
+            return
         pending = self._pending
         if pending is not None:
             # The second half of a chunk: its command line went out in the
@@ -82,7 +92,7 @@ class ChunkSender:
             self._pending = None
             self._transport.write(pending)
             if self._pendingLast:
-                self.stop()
+                self._lastWritten()
             return
         try:
             if not self._started:
@@ -102,7 +112,7 @@ class ChunkSender:
         if len(data) < self.smallChunk:
             self._transport.write(line + b"\r\n" + data)
             if last:
-                self.stop()
+                self._lastWritten()
             return
         # A large chunk follows its command line in the next turn: written
         # together, the transport would join them, copying the whole chunk
@@ -110,6 +120,18 @@ class ChunkSender:
         self._pending = data
         self._pendingLast = last
         self._transport.write(line + b"\r\n")
+
+    def _lastWritten(self) -> None:
+        self.allWritten = True
+        if self._onDone is None:
+            self._done()
+        # Otherwise stay registered until the transport has passed the
+        # last bytes on, so that onDone comes once they are on their way.
+
+    def _done(self) -> None:
+        self.stop()
+        if self._onDone is not None:
+            self._onDone()
 
     def stop(self) -> None:
         """

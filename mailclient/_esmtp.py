@@ -15,7 +15,8 @@ import base64
 import binascii
 import warnings
 from collections import deque
-from typing import Any, Deque, List, Optional, Tuple, cast
+from functools import partial
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 
 from mailclient._address import extractAddress, quoteaddr
 from mailclient._chunking import ChunkSender
-from mailclient._client import SUCCESS, SMTPClient, binaryFile
+from mailclient._client import SUCCESS, SMTPClient, _log, binaryFile
 from mailclient._data import DataEncoder
 from mailclient._errors import CannotSendError, InvalidAddressError, MessageReadError, SMTPClientError
 from mailclient._options import (
@@ -58,6 +59,24 @@ _SCAN_LIMIT = 1 << 20
 _ENVELOPE_EXTENSIONS = (
     b"PIPELINING", b"CHUNKING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"DSN",
 )
+
+# What one message's transaction keeps on the protocol instance while its
+# replies are awaited.  With pipelineMessages two transactions are in
+# flight: the one whose replies come next lives in these attributes, the
+# other is kept aside as a dict of them (see ESMTPClient._parked).
+_TRANSACTION_STATE = (
+    "_from", "_reported", "toAddresses", "toAddressesResult",
+    "successAddresses", "lastAddress", "_mailReply", "_bdatFailure",
+    "_pipeline", "_pipelined", "_chunked", "_options", "_mailParams",
+    "_refuseEightBit", "_chunkSender", "_dataEnded", "_allWritten",
+    "mailFile", "_encoder", "_pendingFile", "_pendingRecipients",
+    "_expected", "_okresponse", "_failresponse",
+)
+
+# A message asked for early that could not be started: its saved state
+# (None when there is no message to report on), what to do once the
+# previous message is reported, and the error it is to be reported with.
+_DeferredStart = Tuple[Optional[Dict[str, Any]], Callable[[], Any], Optional[SMTPClientError]]
 
 
 def _mechanismName(authenticator: Any) -> bytes:
@@ -95,6 +114,16 @@ class ESMTPClient(SMTPClient):
     #: Send the body with BDAT when the server offers CHUNKING and
     #: PIPELINING (RFC 3030).  (mailclient addition)
     chunking = True
+    #: Start the next message as soon as the current one is written whole,
+    #: before its replies arrive, when it went out with BDAT: RSET, then the
+    #: next MAIL, RCPT and BDAT join the pipeline (RFC 2920, RFC 3030), so
+    #: client and server work at the same time.  Off by default: the next
+    #: message's L{getMailFrom}, L{getMailTo} and L{getMailData} are then
+    #: called before L{sentMail} (or L{sendError}) reports the previous one.
+    #: Outcomes still come one per message, in the order the messages were
+    #: started; keep per-message state in a queue, not in one attribute.
+    #: (mailclient addition)
+    pipelineMessages = False
     #: Send non-ASCII addresses when the server offers SMTPUTF8 (RFC 6531).
     smtputf8 = True
     #: The default L{MailOptions} of every message (see L{getMailOptions}).
@@ -123,6 +152,15 @@ class ESMTPClient(SMTPClient):
         self._options: MailOptions = DEFAULT_OPTIONS
         self._mailParams: List[bytes] = []
         self._refuseEightBit = False
+        # pipelineMessages: whether every command and chunk of the current
+        # transaction is written; the next transaction, written before the
+        # replies to this one came; a next message that could not be
+        # started early, to be dealt with once this one is reported.
+        self._allWritten = False
+        self._parked: Optional[Dict[str, Any]] = None
+        self._deferredStart: Optional[_DeferredStart] = None
+        self._early = False
+        self._starting = False
 
     @property
     def tlsMode(self) -> bool:
@@ -266,6 +304,10 @@ class ESMTPClient(SMTPClient):
         if tls is not None and not (self._reported or self._quitting):
             self._fail(TLSError(-1, tls, self.log.str(), isFatal=True))
         SMTPClient.connectionLost(self, reason)
+        # Reporting a message started early put its file back: let it go.
+        self.mailFile = None
+        self._pendingFile = None
+        self._chunkSender = None
 
     def esmtpState_ehlo(self, code: int, resp: bytes) -> None:
         """
@@ -496,9 +538,19 @@ class ESMTPClient(SMTPClient):
         parameters; with PIPELINING, MAIL, every RCPT and DATA (or the BDAT
         chunks) go out as one group.
         """
+        deferred, self._deferredStart = self._deferredStart, None
+        if deferred is not None:
+            # This message was asked for early and could not be started;
+            # its fate follows the previous message's outcome.
+            state, action, _ = deferred
+            if state is not None:
+                self._restoreTransaction(state)
+            action()
+            return
         self._options = DEFAULT_OPTIONS
         self._mailParams = []
         self._chunked = False
+        self._allWritten = False
         useExtensions, options = self._useExtensions()
         if not useExtensions:
             # Twisted's conversation, but 8-bit data found while streaming
@@ -512,7 +564,10 @@ class ESMTPClient(SMTPClient):
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
         if self._from is None:
-            self._disconnectFromServer()
+            if self._early:
+                self._deferredStart = (None, self._disconnectFromServer, None)
+            else:
+                self._disconnectFromServer()
             return
         self._reported = False
         self.toAddressesResult = []
@@ -550,11 +605,12 @@ class ESMTPClient(SMTPClient):
                 options, caps, [sender] + quoted, size, eightBit, chunked
             )
         except InvalidAddressError as e:
-            self._invalidAddress(e)
+            self._refuseMessage(e, partial(self._invalidAddress, e))
             return
         except OptionError as e:
             self._pendingFile = None
-            self._fail(CannotSendError(str(e), self.log.str()))
+            refusal = CannotSendError(str(e), self.log.str())
+            self._refuseMessage(refusal, partial(self._fail, refusal))
             return
         if warning is not None:
             warnings.warn(warning, stacklevel=2)
@@ -577,19 +633,133 @@ class ESMTPClient(SMTPClient):
         group = [(b"MAIL", None)] + [(b"RCPT", r) for r in recipients]
         if recipients and not chunked:
             group.append((b"DATA", None))
+        if self._early:
+            # Whatever became of the previous transaction, this one starts
+            # from a clean slate (RFC 3030 asks for RSET after a failed
+            # chunk; after a delivered message it is harmless).
+            group.insert(0, (b"RSET", None))
         self._pipeline = deque(group)
         self._expected = range(0, 1000)
         self._okresponse = self._pipelinedReply
+        if self._early:
+            self.sendLine(b"RSET")
         self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
         for recipient, address in zip(recipients, quoted):
             self.sendLine(b"RCPT TO:" + address + self.rcptToParameters(recipient))
         if chunked:
-            self._startChunks()
+            self._starting = True
+            try:
+                self._startChunks()
+            finally:
+                self._starting = False
         elif recipients:
             self.sendLine(b"DATA")
-        if self.timeout is None and self.timeouts is not None:
+        else:
+            # MAIL alone: nothing more to write for this transaction.
+            self._allWritten = True
+        if self.timeout is None and self.timeouts is not None and not self._early:
             # The first reply due is the one to MAIL.
             self.setTimeout(self.timeouts.mail)
+        self._maybeStartNext()
+
+    def _refuseMessage(self, exc: SMTPClientError, action: Callable[[], Any]) -> None:
+        """
+        Report a message that cannot be started, now or, when it was asked
+        for early, once the previous message is reported.
+        """
+        if self._early:
+            self._deferredStart = (self._saveTransaction(), action, exc)
+        else:
+            action()
+
+    # pipelineMessages: two transactions in flight
+
+    def _saveTransaction(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in _TRANSACTION_STATE}
+
+    def _restoreTransaction(self, state: Dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _maybeStartNext(self) -> None:
+        """
+        With L{pipelineMessages}, start the next message now if the current
+        one is written whole and nothing has gone wrong with it so far.
+        """
+        if not (
+            self.pipelineMessages
+            and self._allWritten
+            and self._chunked
+            and not self._starting
+            and not self._early
+            and self._parked is None
+            and self._deferredStart is None
+            and self._from is not None
+            and not self._reported
+            and not self._quitting
+            and self._bdatFailure is None
+            and (self._mailReply is None or self._mailReply[0] == 250)
+            and self.transport is not None
+            and not getattr(self.transport, "disconnecting", False)
+        ):
+            return
+        current = self._saveTransaction()
+        period = self.timeOut
+        self._early = True
+        try:
+            self.smtpState_from(250, b"")
+        except Exception:
+            # Raised by a hook of the next message: dealt with as the
+            # normal path would, once this message is reported.
+            self._deferredStart = (None, partial(self._internalError, Failure()), None)
+        finally:
+            self._early = False
+        if self._deferredStart is None:
+            self._parked = self._saveTransaction()
+        self._restoreTransaction(current)
+        if self.timeout is None and self.timeouts is not None:
+            # The reply still due is this message's.
+            self.setTimeout(period)
+
+    def _activateParked(self) -> None:
+        """
+        The previous transaction is reported: its successor's replies come
+        next.
+        """
+        parked, self._parked = self._parked, None
+        assert parked is not None
+        self._restoreTransaction(parked)
+        if self.timeout is None and self.timeouts is not None:
+            self.setTimeout(self.timeouts.mail)
+        self._maybeStartNext()
+
+    def _fail(self, exc: SMTPClientError) -> None:
+        """
+        Report C{exc} for the current message and, with L{pipelineMessages},
+        for the message already started after it (or the error that kept
+        it from starting): every started message gets one report.
+        """
+        later: List[Tuple[Dict[str, Any], SMTPClientError]] = []
+        parked, self._parked = self._parked, None
+        if parked is not None and not parked["_reported"]:
+            later.append((parked, exc))
+        deferred, self._deferredStart = self._deferredStart, None
+        if deferred is not None and deferred[0] is not None and deferred[2] is not None:
+            later.append((deferred[0], deferred[2]))
+        SMTPClient._fail(self, exc)
+        for state, error in later:
+            self._restoreTransaction(state)
+            self._abortTransfer()
+            self._reported = True
+            self._dataEnded = False
+            if isinstance(error, InvalidAddressError):
+                error.log = self.log.str()
+            try:
+                self.sendError(error)
+            except Exception:
+                _log.failure("Error in sendError", Failure())
+                if self.transport is not None:
+                    self.transport.loseConnection()
 
     def transformChunk(self, chunk: bytes) -> bytes:
         if self._refuseEightBit and not chunk.isascii():
@@ -621,18 +791,43 @@ class ESMTPClient(SMTPClient):
     def _startChunks(self) -> None:
         self.mailFile = self._messageFile()
         self._encoder = DataEncoder(dotStuff=False)
+        # The callbacks name their transaction by its pipeline: with
+        # pipelineMessages it may be the one kept aside when they run.
+        pipeline = self._pipeline
         self._chunkSender = ChunkSender(
             self.mailFile, self.transport, self.transformChunk,
-            self._chunkWritten, self._chunksFailed,
+            partial(self._chunkWritten, pipeline), self._chunksFailed,
+            partial(self._chunksDone, pipeline),
         )
         self._chunkSender.start()
 
-    def _chunkWritten(self, line: bytes, last: bool) -> None:
+    def _transactionOf(self, pipeline: Deque[Tuple[bytes, Any]]) -> Optional[Dict[str, Any]]:
+        """
+        The transaction kept aside whose pipeline is C{pipeline}, if any.
+        """
+        parked = self._parked
+        if parked is not None and parked["_pipeline"] is pipeline:
+            return parked
+        return None
+
+    def _chunkWritten(self, pipeline: Deque[Tuple[bytes, Any]], line: bytes, last: bool) -> None:
         if self.debug:
             self.log.append(b">>> " + line)
-        self._pipeline.append((b"BDAT", last))
+        pipeline.append((b"BDAT", last))
         if last:
-            self._dataEnded = True
+            parked = self._transactionOf(pipeline)
+            if parked is not None:
+                parked["_dataEnded"] = True
+            else:
+                self._dataEnded = True
+
+    def _chunksDone(self, pipeline: Deque[Tuple[bytes, Any]]) -> None:
+        parked = self._transactionOf(pipeline)
+        if parked is not None:
+            parked["_allWritten"] = True
+        elif pipeline is self._pipeline:
+            self._allWritten = True
+            self._maybeStartNext()
 
     def _chunksFailed(self, reason: Failure) -> None:
         self._chunkSender = None
@@ -656,8 +851,11 @@ class ESMTPClient(SMTPClient):
     def _abortTransfer(self) -> None:
         sender, self._chunkSender = self._chunkSender, None
         if sender is not None and not sender.finished:
-            sender.stopProducing()
-            self._abortConnection()
+            if sender.allWritten:
+                sender.stop()
+            else:
+                sender.stopProducing()
+                self._abortConnection()
         SMTPClient._abortTransfer(self)
 
     def _pipelinedReply(self, code: int, resp: bytes) -> None:
@@ -665,6 +863,10 @@ class ESMTPClient(SMTPClient):
         Match one reply to the oldest command of the pipelined group.
         """
         verb, detail = self._pipeline.popleft()
+        if verb == b"RSET":
+            # Sent ahead of a message started early; the replies to its own
+            # commands decide its outcome.
+            return
         if verb == b"MAIL":
             self._mailReply = (code, resp)
             if not self._pipeline and not self._chunked:
@@ -724,10 +926,10 @@ class ESMTPClient(SMTPClient):
             self._stopChunks()
         if self._pipeline:
             return
-        if self._chunkSender is not None and not self._chunkSender.finished:
+        if self._chunkSender is not None and not self._chunkSender.allWritten:
             # Replies caught up with the chunks written so far; more to come.
             return
-        self._chunkSender = None
+        self._stopChunks()
         if not envelopeOK:
             self._envelopeFailed(mailCode, mailResp, rset=True)
         elif self._bdatFailure is not None:
@@ -740,8 +942,13 @@ class ESMTPClient(SMTPClient):
         """
         Report the message.  After a pipelined transaction that succeeded,
         go straight on to the next message: RSET is useless there (RFC 5321
-        4.1.1.5) and costs a round trip.
+        4.1.1.5) and costs a round trip.  With a message already started
+        early, its replies come next (it began with its own RSET).
         """
+        if self._parked is not None:
+            self._reportOutcome(code, resp)
+            self._activateParked()
+            return
         if self._pipelined and code in SUCCESS:
             self._reportOutcome(code, resp)
             self.smtpState_from(code, resp)

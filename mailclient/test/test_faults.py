@@ -47,9 +47,12 @@ past the client's timeout).
 Paths: C{sendmail} through L{mailclient.smtp.sendmail} (and so
 L{ESMTPSenderFactory}) with STARTTLS and AUTH required, without
 PIPELINING (C{plain}), with PIPELINING (C{pipelined}) and with PIPELINING and
-CHUNKING (C{chunking}); and C{client}, a bare L{SMTPClient} subclass (plain
+CHUNKING (C{chunking}); C{client}, a bare L{SMTPClient} subclass (plain
 SMTP, HELO) sending two messages on one connection, whose C{sentMail} and
-C{sendError} calls are checked message by message.
+C{sendError} calls are checked message by message; and C{overlap}, an
+L{ESMTPClient} with C{pipelineMessages} sending three messages over
+PIPELINING and CHUNKING, so that a fault meets two messages in flight (the
+C{rset} step is then the RSET sent ahead of the second message).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient._chunking import ChunkSender
 from mailclient._client import SMTPClient
+from mailclient._esmtp import ESMTPClient
 from mailclient._sender import ESMTPSender, ESMTPSenderFactory
 from mailclient.smtp import (
     AUTHDeclinedError,
@@ -254,6 +258,49 @@ class CountingFactory(ESMTPSenderFactory):
         self.hooks: List[Tuple[Any, ...]] = []
 
 
+class ThreeMessages(ESMTPClient):
+    """
+    An L{ESMTPClient} with C{pipelineMessages} sending three messages on one
+    connection, matching each outcome hook to its message through a queue,
+    as that mode asks.
+    """
+
+    timeout = TIMEOUT
+    pipelineMessages = True
+    requireAuthentication = False
+    requireTransportSecurity = False
+
+    def __init__(self) -> None:
+        ESMTPClient.__init__(self, None, None, b"client.example")
+        self.queue = [b"one@example.com", b"two@example.com", b"three@example.com"]
+        self.startedIds: List[bytes] = []
+        self.inFlight: List[bytes] = []
+        self.hooks: List[Tuple[Any, ...]] = []
+
+    def getMailFrom(self) -> Any:
+        if not self.queue:
+            return None
+        sender = self.queue.pop(0)
+        self.startedIds.append(sender)
+        self.inFlight.append(sender)
+        return sender
+
+    def getMailTo(self) -> Any:
+        return RECIPIENTS
+
+    def getMailData(self) -> Any:
+        import io
+
+        return io.BytesIO(BODY)
+
+    def sentMail(self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any) -> None:
+        self.hooks.append(("sentMail", self.inFlight.pop(0), code, numOk))
+
+    def sendError(self, exc: Exception) -> None:
+        self.hooks.append(("sendError", self.inFlight.pop(0) if self.inFlight else None, exc))
+        ESMTPClient.sendError(self, exc)
+
+
 class TwoMessages(SMTPClient):
     """
     A bare L{SMTPClient} sending two messages on one connection, recording
@@ -379,6 +426,39 @@ class FaultMatrixMixin:
             self.assertEqual(accepted, [], server.transcript())  # type: ignore[attr-defined]
         self.checkClean(reactor, connection, protocol)
 
+    def runOverlap(self, step: str, fault: str) -> None:
+        server = SMTPTestServer(extensions=["PIPELINING", "CHUNKING", "8BITMIME"])
+        applyFault(server, step, FAULTS[fault](), "chunking")
+        reactor = MemoryReactorClock()
+        client = ThreeMessages()
+        connection = server.connectInMemory(client, reactor)
+        self.finish(reactor, connection)
+
+        hooks = client.hooks
+        # Every started message has exactly one outcome, in start order;
+        # an error before the first message is reported once, for none.
+        self.assertEqual(  # type: ignore[attr-defined]
+            [h[1] for h in hooks if h[1] is not None], client.startedIds, hooks)
+        self.assertLessEqual(len(hooks) - len(client.startedIds), 1, hooks)  # type: ignore[attr-defined]
+        delivered = []
+        for hook in hooks:
+            if hook[0] == "sendError":
+                kind = FAULT_ERRORS.get(fault, SMTPClientError)
+                self.checkError(hook[2], (kind, SMTPConnectError, SMTPProtocolError))
+            elif hook[2] == 250 and hook[3] > 0:
+                delivered.append(hook[1])
+        # Delivered means accepted, and only those.
+        self.assertEqual(  # type: ignore[attr-defined]
+            [m.mailFrom for m in server.messages], delivered, server.transcript())
+        for m in server.messages:
+            self.assertEqual(m.data, BODY)  # type: ignore[attr-defined]
+        if fault in ("4xx", "5xx") and step in ("mail", "rcpt1", "rcpt2", "data", "dataEnd", "rset"):
+            # A refusal fails one message at most: the others get through.
+            self.assertGreaterEqual(len(delivered), 2, hooks)  # type: ignore[attr-defined]
+            self.assertEqual(delivered[-2:], [b"two@example.com", b"three@example.com"])  # type: ignore[attr-defined]
+        self.checkClean(reactor, connection, client)
+        self.assertIsNone(client._parked)  # type: ignore[attr-defined]
+
     def runClient(self, step: str, fault: str) -> None:
         server = SMTPTestServer(esmtp=False, extensions=[])
         applyFault(server, step, FAULTS[fault](), "client")
@@ -430,20 +510,30 @@ def _clientTest(step: str, fault: str) -> Callable[[Any], None]:
     return test
 
 
+def _overlapTest(step: str, fault: str) -> Callable[[Any], None]:
+    def test(self: FaultMatrixMixin) -> None:
+        self.runOverlap(step, fault)
+
+    test.__doc__ = f"ESMTPClient with pipelineMessages, three messages: {fault} at {step}."
+    return test
+
+
 def _name(fault: str) -> str:
     return {"4xx": "Temporary", "5xx": "Permanent"}.get(fault, fault.capitalize())
 
 
 def _generate(namespace: Dict[str, Any], path: str) -> None:
-    steps = CLIENT_STEPS if path == "client" else SENDMAIL_STEPS
+    steps = CLIENT_STEPS if path in ("client", "overlap") else SENDMAIL_STEPS
     for step in steps:
-        if path != "plain" and path != "client" and step == "rset":
+        if path in ("pipelined", "chunking") and step == "rset":
             # A successful pipelined transaction sends no RSET.
             continue
         for fault in FAULTS:
             name = f"test_{step}{_name(fault)}"
             if path == "client":
                 namespace[name] = _clientTest(step, fault)
+            elif path == "overlap":
+                namespace[name] = _overlapTest(step, fault)
             else:
                 namespace[name] = _sendmailTest(path, step, fault)
 
@@ -480,11 +570,20 @@ class ClientFaultTests(FaultMatrixMixin, SynchronousTestCase):
     _generate(locals(), "client")
 
 
+class OverlapFaultTests(FaultMatrixMixin, SynchronousTestCase):
+    """
+    An ESMTPClient with pipelineMessages sending three messages over one
+    connection with PIPELINING and CHUNKING.
+    """
+
+    _generate(locals(), "overlap")
+
+
 #: The number of generated combinations (for docs/reliability.rst).
 MATRIX_SIZE = sum(
     len([n for n in vars(c) if n.startswith("test_")])
     for c in (PlainSendmailFaultTests, PipelinedSendmailFaultTests,
-              ChunkingSendmailFaultTests, ClientFaultTests)
+              ChunkingSendmailFaultTests, ClientFaultTests, OverlapFaultTests)
 )
 
 
