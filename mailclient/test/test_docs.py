@@ -421,7 +421,7 @@ _RECIPE = re.compile(
 
 #: Every recipe of docs/cookbook.rst has a test below.
 RECIPES = {"sendmail", "submission", "implicit-tls", "oauth2", "large-file", "batch",
-           "dsn", "timeouts", "relay-queue", "testing"}
+           "overlapping-batch", "dsn", "timeouts", "relay-queue", "testing"}
 
 MESSAGE = b"From: app@example.com\r\nSubject: test\r\n\r\nHello from the cookbook.\r\n"
 
@@ -644,6 +644,56 @@ class CookbookTests(SMTPTestCaseMixin, TestCase):
         self.assertEqual([(to, code) for to, code, _ in results],
                          [(["a@example.net"], 250), (["b@example.net"], -1)])
         self.assertEqual([m.rcptTo for m in server.messages], [[b"a@example.net"]])
+
+    @defer.inlineCallbacks
+    def test_overlappingBatch(self) -> Any:
+        """
+        With CHUNKING, each message after the first goes out behind an RSET
+        before the previous one's replies; outcomes still match messages,
+        a refused one included.
+        """
+        server = self.startSMTPServer(
+            extensions=["PIPELINING", "CHUNKING", "8BITMIME", "STARTTLS"])
+        server.rcptReply("nobody@example.net", 550, b"5.1.1 no such user")
+        send = self.recipe("overlapping-batch")["sendOverlappingBatch"]
+        messages = [
+            ("app@example.com", [to], b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i))
+            for i, to in enumerate(["a@example.net", "b@example.net", "nobody@example.net",
+                                    "c@example.net", "d@example.net"])
+        ]
+        results = yield send(reactor, messages, host="127.0.0.1", port=server.portNumber,
+                             contextFactory=server.clientTLSOptions())
+        self.assertEqual([(to, code) for to, code, _ in results],
+                         [(m[1], 550 if m[1] == ["nobody@example.net"] else 250)
+                          for m in messages])
+        [session] = server.sessions
+        self.assertTrue(session.tls)
+        self.assertEqual([m.data for m in session.messages],
+                         [m[2] for m in messages if m[1] != ["nobody@example.net"]])
+        # Overlapped: an RSET ahead of every message after the first.
+        self.assertEqual(session.commands.count(b"RSET"), len(messages) - 1)
+        self.assertEqual(session.pipeliningViolations, [])
+
+    @defer.inlineCallbacks
+    def test_overlappingBatchLost(self) -> Any:
+        """
+        A connection lost with messages in flight: each started message is
+        recorded once, the rest stay unsent.
+        """
+        server = self.startSMTPServer(
+            extensions=["PIPELINING", "CHUNKING", "8BITMIME", "STARTTLS"])
+        server.script("MAIL", [None, None, Disconnect()])
+        send = self.recipe("overlapping-batch")["sendOverlappingBatch"]
+        messages = [("app@example.com", [to], b"Subject: x\r\n\r\nx\r\n")
+                    for to in ("a@example.net", "b@example.net", "c@example.net",
+                               "d@example.net", "e@example.net")]
+        results = yield send(reactor, messages, host="127.0.0.1", port=server.portNumber,
+                             contextFactory=server.clientTLSOptions())
+        recorded = [to[0] for to, code, _ in results]
+        self.assertEqual(recorded, sorted(set(recorded)))
+        delivered = [to[0] for to, code, _ in results if code == 250]
+        self.assertEqual([m.rcptTo[0].decode() for m in server.messages], delivered)
+        self.assertIn(-1, [code for _, code, _ in results])
 
     @defer.inlineCallbacks
     def test_dsn(self) -> Any:

@@ -365,8 +365,10 @@ class LoopbackTests(TestCase):
         received = server.messages
         self.assertEqual([m.mailFrom for m in received], [m[0].encode() for m in messages])
         self.assertEqual([m.data for m in received], [m[2] for m in messages])
-        # It did pipeline: RSET went ahead of every message but the first.
+        # It did pipeline: RSET went ahead of every message but the first,
+        # and within what RFC 2920 allows in a group.
         self.assertEqual(server.transcript().count("RSET"), len(messages) - 1)
+        self.assertEqual([s.pipeliningViolations for s in server.sessions], [[]])
 
     @defer.inlineCallbacks
     def test_withoutChunking(self) -> Any:
