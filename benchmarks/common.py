@@ -44,8 +44,11 @@ class Workload:
         C{twisted.mail.smtp}), C{aiosmtplib}, C{smtplib}; C{mailclient-tls}
         is mailclient's C{sendmail} with its defaults, which build a
         certificate-verifying TLS context for every call (C{mailclient}
-        passes C{tls=False}: the sink offers no STARTTLS); C{raw-data} and
-        C{raw-bdat} write pre-encoded bytes with C{sendfile}.
+        passes C{tls=False}: the sink offers no STARTTLS);
+        C{mailclient-serial} is the one-connection client without
+        C{pipelineMessages} (each message waits for the previous one's
+        replies, the default); C{raw-data} and C{raw-bdat} write pre-encoded
+        bytes with C{sendfile}.
     """
 
     name: str
@@ -60,7 +63,8 @@ class Workload:
     #: At least this many rounds (short, noisy workloads get more).
     min_rounds: int = 1
     clients: List[str] = field(
-        default_factory=lambda: ["mailclient", "twisted", "aiosmtplib", "smtplib"]
+        default_factory=lambda: ["mailclient", "twisted", "aiosmtplib", "smtplib",
+                                 "mailclient-serial"]
     )
 
     @property

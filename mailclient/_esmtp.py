@@ -16,6 +16,7 @@ import binascii
 import warnings
 from collections import deque
 from functools import partial
+from operator import attrgetter
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, cast
 
 from twisted.internet import protocol
@@ -72,6 +73,8 @@ _TRANSACTION_STATE = (
     "mailFile", "_encoder", "_pendingFile", "_pendingRecipients",
     "_expected", "_okresponse", "_failresponse",
 )
+
+_getTransaction = attrgetter(*_TRANSACTION_STATE)
 
 # A message asked for early that could not be started: its saved state
 # (None when there is no message to report on), what to do once the
@@ -675,11 +678,11 @@ class ESMTPClient(SMTPClient):
     # pipelineMessages: two transactions in flight
 
     def _saveTransaction(self) -> Dict[str, Any]:
-        return {name: getattr(self, name) for name in _TRANSACTION_STATE}
+        return dict(zip(_TRANSACTION_STATE, _getTransaction(self)))
 
     def _restoreTransaction(self, state: Dict[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
+        # Plain instance attributes all: no descriptor to go through.
+        self.__dict__.update(state)
 
     def _maybeStartNext(self) -> None:
         """

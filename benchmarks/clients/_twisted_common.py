@@ -30,10 +30,13 @@ class Outcome:
         self.errors: List[str] = []
 
 
-def bulkClientClass(smtp: Any) -> Any:
+def bulkClientClass(smtp: Any, overlap: bool = True) -> Any:
     """
     An ESMTP client that sends every message of a shared iterator over its
     one connection; several of them sharing one iterator make a pool.
+
+    @param overlap: set C{pipelineMessages} (mailclient's; the C{serial}
+        variant runs without it).
     """
 
     class BulkClient(smtp.ESMTPClient):
@@ -43,7 +46,7 @@ def bulkClientClass(smtp: Any) -> Any:
         # replies arrive (stock Twisted has no such attribute and ignores
         # it).  Outcomes then come in the order the messages were started,
         # so the messages awaiting one are kept in a queue.
-        pipelineMessages = True
+        pipelineMessages = overlap
 
         def __init__(self, source: Iterator[common.Message], outcome: Outcome) -> None:
             smtp.ESMTPClient.__init__(self, None, None, common.IDENTITY)
@@ -88,7 +91,7 @@ def connectPool(reactor: Any, smtp: Any, args: Any, source: Iterator[common.Mess
     """
     from twisted.internet import defer, protocol
 
-    cls = bulkClientClass(smtp)
+    cls = bulkClientClass(smtp, overlap=args.variant != "serial")
     done = []
     for _ in range(size):
         d: defer.Deferred = defer.Deferred()
