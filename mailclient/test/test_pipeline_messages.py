@@ -379,3 +379,45 @@ class LoopbackTests(TestCase):
         client, server = yield self.send(messages, ["PIPELINING"])
         self.assertEqual(client.outcomes, [(m[0], 250) for m in messages])
         self.assertEqual([m.data for m in server.messages], [m[2] for m in messages])
+
+
+def documentedConversation() -> str:
+    """
+    The transcript shown in C{docs/extensions.rst}: two messages, the
+    second started before the first one's replies.
+    """
+    from mailclient.test.test_extensions_docs import render
+
+    first = Message("alice@example.com", ["bob@example.org"], b"Subject: one\r\n\r\nHello.\r\n")
+    second = Message("alice@example.com", ["carol@example.org"], b"Subject: two\r\n\r\nHi.\r\n")
+    client = Pipelining(None, None, b"client.example")
+    client.queue(first, second)
+    session = Session(client)
+    session.reply(b"220 mx.example ESMTP")
+    session.reply(b"250-mx.example", b"250-PIPELINING", b"250 CHUNKING")
+    session.pump()
+    session.reply(b"250 2.1.0 ok", b"250 2.1.5 ok", b"250 2.0.0 queued as A1")
+    session.pump()
+    session.reply(b"250 2.0.0 reset", b"250 2.1.0 ok", b"250 2.1.5 ok", b"250 2.0.0 queued as A2")
+    session.reply(b"221 bye")
+    session.settle()
+    return render(session.exchange)
+
+
+class DocumentationTests(SynchronousTestCase):
+    def test_transcript(self) -> None:
+        """
+        The overlapping conversation in the extensions page is what the
+        client sends.
+        """
+        import os
+
+        doc = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "extensions.rst")
+        with open(doc, encoding="utf-8") as f:
+            text = f.read()
+        block = "\n".join("    " + line for line in documentedConversation().splitlines())
+        self.assertIn(".. code-block:: none\n\n" + block + "\n", text)
+
+
+if __name__ == "__main__":
+    print(documentedConversation())
