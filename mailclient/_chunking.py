@@ -21,7 +21,11 @@ class ChunkSender:
     """
     Write a message as BDAT chunks to a transport.
 
-    @ivar chunkSize: how many bytes to read from the file per chunk.
+    @ivar chunkSize: the most bytes a chunk holds once encoded.  Line
+        endings converted to CRLF make a chunk longer than what was read,
+        so the size of the next read is adjusted to keep chunks at or just
+        under it: a transport sends 256 KiB in two 128 KiB writes, and a
+        few bytes over would cost a third one.
     @ivar smallChunk: chunks shorter than this go out in one write with
         their command line; longer ones in a write of their own.
     """
@@ -56,6 +60,7 @@ class ChunkSender:
         self._onError = onError
         self._onDone = onDone
         self._ahead: Optional[bytes] = None
+        self._readSize = self.chunkSize
         self._started = False
         self._pending: Optional[bytes] = None
         self._pendingLast = False
@@ -70,12 +75,27 @@ class ChunkSender:
 
     def _readEncoded(self) -> Optional[bytes]:
         while True:
-            raw = self._file.read(self.chunkSize)
+            size = self._readSize
+            raw = self._file.read(size)
             if not raw:
                 return None
             data = self._encode(raw)
+            if len(raw) == size:
+                self._adjust(size, len(data))
             if data:
                 return data
+
+    def _adjust(self, size: int, encoded: int) -> None:
+        """
+        Choose the size of the next read from how much the last one grew.
+        """
+        limit = self.chunkSize
+        if encoded > limit:
+            # Read less, with a margin for lines denser than these.
+            size = size * limit // encoded - (size >> 6)
+        elif encoded < limit - (limit >> 5):
+            size += (limit - encoded) >> 1
+        self._readSize = max(1, min(limit, size))
 
     def resumeProducing(self) -> None:
         if self.finished:

@@ -6,8 +6,9 @@ descriptions of handshake failures.
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.python.failure import Failure
@@ -33,19 +34,41 @@ def verifyingContext(hostname: Union[str, bytes]) -> Optional[Any]:
 
     The options of the last hosts asked for are kept and shared by their
     connections: building them loads and parses the system trust store
-    again each time (about 0.3 ms), and every connection still verifies
-    its server's certificate.  (A trust store changed while the process
-    runs is therefore seen only for hosts not yet kept.)
+    again each time (about 0.2 ms), and every connection still verifies
+    its server's certificate.  They are built again when the trust store
+    changes: C{SSL_CERT_FILE} or C{SSL_CERT_DIR} set to other paths, or the
+    CA file rewritten.
     """
     if not tlsAvailable():
         return None
     if isinstance(hostname, bytes):
         hostname = hostname.decode("idna")
-    return _optionsFor(hostname)
+    return _optionsFor(hostname, _trustStoreVersion())
+
+
+def _trustStoreVersion() -> Tuple[Any, ...]:
+    """
+    What identifies the system trust store OpenSSL loads now: where it is,
+    and when and how the CA file last changed.
+    """
+    cafile = os.environ.get("SSL_CERT_FILE") or _defaultCAFile()
+    try:
+        st = os.stat(cafile)
+        stamp: Any = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except (OSError, ValueError):
+        stamp = None
+    return (cafile, os.environ.get("SSL_CERT_DIR"), stamp)
+
+
+@lru_cache(maxsize=1)
+def _defaultCAFile() -> str:
+    import ssl
+
+    return ssl.get_default_verify_paths().openssl_cafile
 
 
 @lru_cache(maxsize=64)
-def _optionsFor(hostname: str) -> Any:
+def _optionsFor(hostname: str, trustStore: Tuple[Any, ...]) -> Any:
     from twisted.internet.ssl import optionsForClientTLS
 
     return optionsForClientTLS(hostname)

@@ -406,6 +406,40 @@ class ChunkingTests(SynchronousTestCase):
         client.dataReceived(b"250 ok\r\n250 ok\r\n250 a\r\n250 b\r\n250 done\r\n")
         self.assertEqual(client.sent[0][:2], (250, b"done"))
 
+    def test_chunksKeptUnderChunkSize(self) -> None:
+        """
+        Line endings converted to CRLF make a chunk longer than what was
+        read; the reads shrink so that encoded chunks stay at or just under
+        C{chunkSize} (a transport's two full writes, not a third for a few
+        bytes), without becoming small, and the bytes are all there.
+        """
+        from twisted.internet.testing import StringTransport
+
+        from mailclient._chunking import ChunkSender
+        from mailclient._data import DataEncoder
+
+        self.patch(ChunkSender, "chunkSize", 1000)
+        self.patch(ChunkSender, "smallChunk", 1)
+        body = b"".join(b"line %d %s\n" % (i, b"x" * (i % 50)) for i in range(2000))
+        encoder = DataEncoder(dotStuff=False)
+        transport = StringTransport()
+        lines: list = []
+        sender = ChunkSender(io.BytesIO(body), transport, encoder.encode,
+                             lambda line, last: lines.append(line), self.fail)
+        sender.start()
+        while transport.producer is not None:
+            transport.producer.resumeProducing()
+        sizes = [int(line.split()[1]) for line in lines]
+        self.assertEqual(sum(sizes), len(body.replace(b"\n", b"\r\n")))
+        # The first read cannot know how much it grows; after it, chunks
+        # stay within the size or a few bytes over, rarely.
+        later = sizes[1:]
+        self.assertLessEqual(len([n for n in later if n > 1000]), len(later) // 20, sizes)
+        self.assertTrue(all(n <= 1010 for n in later), sizes)
+        self.assertTrue(all(n >= 900 for n in sizes[:-1]), sizes)
+        self.assertEqual(
+            transport.value().count(b"\r\n") - len(lines), body.count(b"\n"))
+
     def test_refusedBetweenCommandAndChunk(self) -> None:
         """
         A refusal that arrives after a chunk's command line went out but

@@ -367,6 +367,36 @@ class CertificateVerificationTests(SMTPTestCaseMixin, TestCase):
             self.assertRefused(server, Failure(failure))
         self.assertEqual(len(server.sessions), 2)
 
+    def test_keptOptionsFollowTrustStore(self) -> None:
+        """
+        Kept options are built again when the trust store changes: another
+        CA file named by C{SSL_CERT_FILE}, or that file rewritten.
+        """
+        import os
+
+        from mailclient._tls import verifyingContext
+
+        before = verifyingContext("localhost")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(generateCertificates().caCertificatePEM)
+        old = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = path
+
+        def restore() -> None:
+            if old is None:
+                del os.environ["SSL_CERT_FILE"]
+            else:
+                os.environ["SSL_CERT_FILE"] = old
+
+        self.addCleanup(restore)
+        moved = verifyingContext("localhost")
+        self.assertIsNot(moved, before)
+        self.assertIs(verifyingContext("localhost"), moved)
+        with open(path, "ab") as f:
+            f.write(generateCertificates().caCertificatePEM)
+        self.assertIsNot(verifyingContext("localhost"), moved)
+
 
 # SMTP smuggling.
 
