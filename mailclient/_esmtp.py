@@ -76,6 +76,15 @@ _TRANSACTION_STATE = (
 
 _getTransaction = attrgetter(*_TRANSACTION_STATE)
 
+
+def _longest(*limits: Optional[float]) -> Optional[float]:
+    """
+    The longest of several time limits (L{None}: no limit).
+    """
+    if any(limit is None for limit in limits):
+        return None
+    return max(cast(float, limit) for limit in limits)
+
 # A message asked for early that could not be started: its saved state
 # (None when there is no message to report on), what to do once the
 # previous message is reported, and the error it is to be reported with.
@@ -649,6 +658,10 @@ class ESMTPClient(SMTPClient):
         self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
         for recipient, address in zip(recipients, quoted):
             self.sendLine(b"RCPT TO:" + address + self.rcptToParameters(recipient))
+        timeouts = self.timeouts if self.timeout is None and not self._early else None
+        if timeouts is not None:
+            # The first reply due is the one to MAIL.
+            self.setTimeout(timeouts.mail)
         if chunked:
             self._starting = True
             try:
@@ -657,12 +670,11 @@ class ESMTPClient(SMTPClient):
                 self._starting = False
         elif recipients:
             self.sendLine(b"DATA")
+            if timeouts is not None:
+                self.setTimeout(timeouts.mail)
         else:
             # MAIL alone: nothing more to write for this transaction.
             self._allWritten = True
-        if self.timeout is None and self.timeouts is not None and not self._early:
-            # The first reply due is the one to MAIL.
-            self.setTimeout(self.timeouts.mail)
         self._maybeStartNext()
 
     def _refuseMessage(self, exc: SMTPClientError, action: Callable[[], Any]) -> None:
@@ -732,8 +744,12 @@ class ESMTPClient(SMTPClient):
         parked, self._parked = self._parked, None
         assert parked is not None
         self._restoreTransaction(parked)
-        if self.timeout is None and self.timeouts is not None:
-            self.setTimeout(self.timeouts.mail)
+        timeouts = self.timeouts
+        if self.timeout is None and timeouts is not None:
+            self.setTimeout(
+                _longest(timeouts.mail, timeouts.dataTermination) if self._dataEnded
+                else timeouts.mail
+            )
         self._maybeStartNext()
 
     def _fail(self, exc: SMTPClientError) -> None:
@@ -818,6 +834,10 @@ class ESMTPClient(SMTPClient):
             self.log.append(b">>> " + line)
         pipeline.append((b"BDAT", last))
         if last:
+            timeouts = self.timeouts
+            if self.timeout is None and timeouts is not None:
+                # The final reply is due now: RFC 5321's limit for it (4.5.3.2.6).
+                self.setTimeout(_longest(timeouts.mail, timeouts.dataTermination))
             parked = self._transactionOf(pipeline)
             if parked is not None:
                 parked["_dataEnded"] = True

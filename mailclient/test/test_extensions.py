@@ -534,6 +534,30 @@ class TimeoutTests(SynchronousTestCase):
         clock.advance(0.2)
         self.assertIsInstance(client.errors[0], SMTPTimeoutError)
 
+    def test_phasesWithChunking(self) -> None:
+        """
+        With BDAT, the replies to the pipelined envelope wait for the MAIL
+        limit, and once BDAT LAST is written, for the final reply's.
+        """
+        t = Timeouts(greeting=1, mail=2, rcpt=3, dataInit=4, dataBlock=5, dataTermination=6)
+        clock = Clock()
+        client = Client([MESSAGE])
+        client.timeouts = t
+        client.callLater = clock.callLater  # type: ignore[method-assign]
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(b"220 hi\r\n")
+        client.dataReceived(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        self.assertEqual(client.timeOut, 2)  # MAIL, RCPT and the chunks
+        while transport.producer is not None:
+            transport.producer.resumeProducing()
+        self.assertIn(b" LAST\r\n", transport.value())
+        self.assertEqual(client.timeOut, 6)  # final reply
+        clock.advance(5.9)
+        self.assertEqual(client.errors, [])
+        clock.advance(0.2)
+        self.assertIsInstance(client.errors[0], SMTPTimeoutError)
+
     def test_twistedTimeoutWins(self) -> None:
         client, clock, transport = self.run_phases(Timeouts(greeting=100))
         client.timeout = 3
