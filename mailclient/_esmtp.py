@@ -45,6 +45,7 @@ from mailclient._errors import (
     AuthenticationError,
     AUTHRequiredError,
     EHLORequiredError,
+    SMTPConnectError,
     SMTPProtocolError,
     TLSError,
     TLSRequiredError,
@@ -761,7 +762,7 @@ class ESMTPClient(SMTPClient):
         later: List[Tuple[Dict[str, Any], SMTPClientError]] = []
         parked, self._parked = self._parked, None
         if parked is not None and not parked["_reported"]:
-            later.append((parked, exc))
+            later.append((parked, parked.pop("_ownError", None) or exc))
         deferred, self._deferredStart = self._deferredStart, None
         if deferred is not None and deferred[0] is not None and deferred[2] is not None:
             later.append((deferred[0], deferred[2]))
@@ -815,7 +816,7 @@ class ESMTPClient(SMTPClient):
         pipeline = self._pipeline
         self._chunkSender = ChunkSender(
             self.mailFile, self.transport, self.transformChunk,
-            partial(self._chunkWritten, pipeline), self._chunksFailed,
+            partial(self._chunkWritten, pipeline), partial(self._chunksFailed, pipeline),
             partial(self._chunksDone, pipeline),
         )
         self._chunkSender.start()
@@ -852,9 +853,7 @@ class ESMTPClient(SMTPClient):
             self._allWritten = True
             self._maybeStartNext()
 
-    def _chunksFailed(self, reason: Failure) -> None:
-        self._chunkSender = None
-        self._abortConnection()
+    def _chunksFailed(self, pipeline: Deque[Tuple[bytes, Any]], reason: Failure) -> None:
         if reason.check(OptionError):
             exc: SMTPClientError = CannotSendError(
                 reason.getErrorMessage(), self.log.str(), isFatal=True
@@ -864,7 +863,26 @@ class ESMTPClient(SMTPClient):
                 "Could not read the message to send: %s" % (reason.getErrorMessage(),),
                 self.log.str(),
             )
-        self._fail(exc)
+        parked = self._transactionOf(pipeline)
+        self._abortConnection()
+        if parked is None:
+            self._chunkSender = None
+            self._fail(exc)
+            return
+        # The message started early failed while the current one awaits its
+        # replies: the connection has to go (a chunk is incomplete), which
+        # leaves the current message's fate unknown.
+        parked["_chunkSender"] = None
+        parked["_ownError"] = exc
+        self._fail(
+            SMTPConnectError(
+                -1,
+                b"Connection closed before the final reply: the next message "
+                b"could not be sent (" + exc.resp + b")",
+                self.log.str(),
+                isFatal=True,
+            )
+        )
 
     def _stopChunks(self) -> None:
         sender, self._chunkSender = self._chunkSender, None

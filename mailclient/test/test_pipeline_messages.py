@@ -23,6 +23,7 @@ from mailclient._chunking import ChunkSender
 from mailclient.smtp import (
     ESMTPClient,
     InvalidAddressError,
+    MessageReadError,
     SMTPConnectError,
     SMTPTimeoutError,
 )
@@ -280,6 +281,34 @@ class ConversationTests(SynchronousTestCase):
             b"BDAT 4\r\n0123BDAT 4\r\n4567BDAT 2 LAST\r\n89"))
         session.reply(b"250 reset", b"250 ok", b"250 ok", b"250 a", b"250 b", b"250 done")
         self.assertEqual(outcomes(client)[1][:3], ("sentMail", 250, b"done"))
+
+    def test_nextMessageUnreadable(self) -> None:
+        """
+        When the message started early cannot be read halfway through, the
+        connection is aborted (a chunk is incomplete): that message fails
+        with the read error, and the one still awaiting its final reply
+        with a lost connection, since its fate is unknown.
+        """
+        self.patch(ChunkSender, "chunkSize", 4)
+
+        class Broken(io.BytesIO):
+            def read(self, size: Any = -1) -> bytes:
+                if self.tell() >= 8:
+                    raise OSError("disk on fire")
+                return io.BytesIO.read(self, size)
+
+        small = Message(b"a@example.com", [b"x@example.org"], b"abcd")
+        broken = Message(b"b@example.com", [b"y@example.org"], lambda: Broken(b"0123456789abcdef"))
+        client, session = start(small, broken)
+        session.pump()
+        self.assertTrue(session.aborted)
+        session.settle()
+        self.assertEqual(client.hookNames()[6:], ["sendError", "sendError"])
+        first, second = client.errors
+        self.assertIsInstance(first, SMTPConnectError)
+        self.assertIn(b"disk on fire", first.resp)
+        self.assertIsInstance(second, MessageReadError)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
 class FIFOClient(ESMTPClient):
