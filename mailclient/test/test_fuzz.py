@@ -144,7 +144,9 @@ def canonical(kind: str, caps: Sequence[bytes]) -> List[bytes]:
         out += _LOGIN
     pipelined = kind != "smtp" and b"PIPELINING" in caps
     chunked = pipelined and b"CHUNKING" in caps
-    for rcpts in ([2] if kind == "sender" else [2, 1]):
+    for i, rcpts in enumerate([2] if kind == "sender" else [2, 1]):
+        if kind == "overlap" and chunked and i:
+            out += [ok]  # the RSET ahead of a message started early
         out += [ok] * (1 + rcpts)
         if chunked:
             out += [ok]
@@ -245,6 +247,10 @@ class _Connector:
         return None
 
 
+class _Overlapping(ESMTPClient):
+    pipelineMessages = True
+
+
 def makeClient(kind: str, clock: Clock) -> Tuple[Any, Any]:
     """
     Return C{(client, extra)}: a client of this kind and what the checker
@@ -252,8 +258,9 @@ def makeClient(kind: str, clock: Clock) -> Tuple[Any, Any]:
     """
     if kind == "smtp":
         client = recording(SMTPClient)(b"client.example")
-    elif kind == "esmtp":
-        client = recording(ESMTPClient)(b"secret", None, b"client.example")
+    elif kind in ("esmtp", "overlap"):
+        base = _Overlapping if kind == "overlap" else ESMTPClient
+        client = recording(base)(b"secret", None, b"client.example")
         client.registerAuthenticator(LOGINAuthenticator(b"user"))
         client.registerAuthenticator(PLAINAuthenticator(b"user"))
         client.allowCleartextAuthentication = True
@@ -346,6 +353,26 @@ def checkStream(case: Any, kind: str, stream: Dict[str, Any]) -> None:
             case.assertEqual(successes, [True])
         return
 
+    if kind == "overlap":
+        # The next message may start before the previous outcome: outcomes
+        # never outnumber the messages started (plus one error before the
+        # first), and in the end every started message has exactly one.
+        begun = outcomes = outside = 0
+        for call in client.calls:
+            if call[0] == "getMailFrom":
+                begun = min(begun + 1, 2)
+            elif call[0] in ("sentMail", "sendError"):
+                if call[0] == "sendError":
+                    case.assertIsInstance(call[1], SMTPClientError)
+                if begun == 0:
+                    outside += 1
+                else:
+                    outcomes += 1
+                case.assertLessEqual(outcomes, begun, client.calls)
+        case.assertLessEqual(outside, 1, client.calls)
+        case.assertEqual(outcomes, begun, client.calls)
+        return
+
     # Exactly one outcome per message attempt; at most one error before
     # the first message, none between messages.
     started = 0
@@ -380,8 +407,8 @@ _settings = settings(
 
 class FuzzTests(SynchronousTestCase):
     """
-    The properties, for a bare SMTPClient, an ESMTPClient with AUTH, and the
-    ESMTPSenderFactory's protocol.
+    The properties, for a bare SMTPClient, an ESMTPClient with AUTH (also
+    with pipelineMessages), and the ESMTPSenderFactory's protocol.
     """
 
     @_settings
@@ -398,6 +425,14 @@ class FuzzTests(SynchronousTestCase):
     @given(anyStream("sender"))
     def test_sender(self, stream: Dict[str, Any]) -> None:
         checkStream(self, "sender", stream)
+
+    @_settings
+    @given(anyStream("overlap"))
+    def test_overlappingClient(self, stream: Dict[str, Any]) -> None:
+        """
+        An ESMTPClient with pipelineMessages.
+        """
+        checkStream(self, "overlap", stream)
 
 
 class OracleTests(SynchronousTestCase):
@@ -417,7 +452,7 @@ class OracleTests(SynchronousTestCase):
                         b"250 ok\r\n", b"354 go\r\n", b"250 done\r\n", b"250 ok\r\n",
                         b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 done\r\n",
                         b"221 bye\r\n"]
-        for kind in ("smtp", "esmtp", "sender"):
+        for kind in ("smtp", "esmtp", "sender", "overlap"):
             stream = {"chunks": conversation, "reset": None, "waits": [0.0] * len(conversation)}
             checkStream(self, kind, stream)
 
@@ -450,7 +485,7 @@ def main(argv: Sequence[str]) -> int:
     """
     examples = int(argv[1]) if len(argv) > 1 else 100_000
     case = SynchronousTestCase()
-    for kind in ("smtp", "esmtp", "sender"):
+    for kind in ("smtp", "esmtp", "sender", "overlap"):
         @settings(max_examples=examples, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(anyStream(kind))
