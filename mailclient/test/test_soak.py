@@ -27,6 +27,7 @@ from twisted.internet import defer, protocol, reactor, tcp, task
 from twisted.trial.unittest import TestCase
 
 from mailclient._client import SMTPClient
+from mailclient._esmtp import ESMTPClient
 from mailclient.smtp import sendmail
 from mailclient.testing import SMTPTestCaseMixin, SMTPTestServer
 
@@ -96,14 +97,59 @@ class PooledClient(SMTPClient):
         SMTPClient.sendError(self, exc)
 
 
-class PooledFactory(protocol.ClientFactory):
-    def __init__(self, count: int, tag: int) -> None:
-        self.count, self.tag = count, tag
-        self.done: defer.Deferred = defer.Deferred()
-        self.client: Optional[PooledClient] = None
+class OverlappingClient(ESMTPClient):
+    """
+    Sends C{count} messages over one connection with C{pipelineMessages},
+    matching outcomes to messages through a queue.
+    """
 
-    def buildProtocol(self, addr: Any) -> PooledClient:
-        self.client = PooledClient(self.count, self.tag)
+    timeout = 60
+    pipelineMessages = True
+    requireAuthentication = False
+    requireTransportSecurity = False
+
+    def __init__(self, count: int, tag: int) -> None:
+        ESMTPClient.__init__(self, None, None, b"client.example")
+        self.left = count
+        self.tag = tag
+        self.started: List[int] = []
+        self.sent = 0
+        self.errors: List[Exception] = []
+
+    def getMailFrom(self) -> Optional[bytes]:
+        if not self.left:
+            return None
+        self.left -= 1
+        self.started.append(self.left)
+        return b"overlap%d@example.com" % (self.tag,)
+
+    def getMailTo(self) -> Any:
+        return [b"to@example.com"]
+
+    def getMailData(self) -> Any:
+        return io.BytesIO(BODY)
+
+    def sentMail(self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any) -> None:
+        self.started.pop(0)
+        if code == 250:
+            self.sent += 1
+        else:  # pragma: no cover - reported by the test
+            self.errors.append(Exception(code, resp))
+
+    def sendError(self, exc: Exception) -> None:  # pragma: no cover
+        self.errors.append(exc)
+        ESMTPClient.sendError(self, exc)
+
+
+class PooledFactory(protocol.ClientFactory):
+    def __init__(self, count: int, tag: int, clientClass: Any = PooledClient) -> None:
+        self.count, self.tag = count, tag
+        self.clientClass = clientClass
+        self.done: defer.Deferred = defer.Deferred()
+        self.client: Any = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self.client = self.clientClass(self.count, self.tag)
         self.client.factory = self
         return self.client
 
@@ -224,7 +270,8 @@ class SoakTests(SMTPTestCaseMixin, TestCase):
         }
 
     @defer.inlineCallbacks
-    def pooledRound(self, server: SMTPTestServer, messages: int) -> Any:
+    def pooledRound(self, server: SMTPTestServer, messages: int,
+                    clientClass: Any = PooledClient) -> Any:
         """
         C{messages} messages, C{PER_CONNECTION} per connection,
         C{CONCURRENCY} connections at a time.
@@ -237,13 +284,15 @@ class SoakTests(SMTPTestCaseMixin, TestCase):
         for start in range(0, len(counts), CONCURRENCY):
             factories = []
             for i, count in enumerate(counts[start:start + CONCURRENCY]):
-                factory = PooledFactory(count, start + i)
+                factory = PooledFactory(count, start + i, clientClass)
                 reactor.connectTCP("127.0.0.1", server.portNumber, factory)
                 factories.append(factory)
             clients = yield defer.gatherResults([f.done for f in factories])
             for client in clients:
                 self.assertEqual(client.errors, [])
                 sent += client.sent
+                self.assertEqual(getattr(client, "started", []), [])
+                self.assertIsNone(getattr(client, "_parked", None))
         yield connectionsClosed()
         self.assertEqual(sent, messages)
         self.assertEqual(len(server.messages) - before, messages)
@@ -303,6 +352,30 @@ class SoakTests(SMTPTestCaseMixin, TestCase):
             rssMaxMB=round(max(s["rss"] for s in samples) / 2**20, 1),
         )
         self.assertLess(growth, RSS_SLACK, samples)
+
+    @defer.inlineCallbacks
+    def test_overlappingMessages(self) -> Any:
+        """
+        The same with C{pipelineMessages} over PIPELINING and CHUNKING: two
+        transactions in flight per connection leave nothing behind either.
+        """
+        server = self.startSMTPServer(extensions=["PIPELINING", "CHUNKING", "8BITMIME"])
+        rounds = 3
+        perRound = max(MESSAGES // 5, 2)
+        warmUp = min(perRound, 200)
+        yield self.pooledRound(server, warmUp, OverlappingClient)
+        # Overlapped indeed: an RSET ahead of every message but each
+        # connection's first.
+        rsets = sum(session.commands.count(b"RSET") for session in server.sessions)
+        self.assertEqual(rsets, warmUp - len(server.sessions))
+        base = self.checkpoint(server)
+        samples = []
+        for _ in range(rounds):
+            yield self.pooledRound(server, perRound, OverlappingClient)
+            samples.append(self.checkpoint(server))
+            self.assertEqual(samples[-1]["fds"], base["fds"], samples)
+            self.assertLessEqual(samples[-1]["delayedCalls"], base["delayedCalls"], samples)
+        self.assertLess(samples[-1]["rss"] - base["rss"], RSS_SLACK, samples)
 
     @defer.inlineCallbacks
     def sendLarge(self, size: int) -> Any:
