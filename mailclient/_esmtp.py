@@ -313,9 +313,10 @@ class ESMTPClient(SMTPClient):
         self._okresponse = self.esmtpState_ehlo
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        tls = describeTLSFailure(reason)
-        if tls is not None and not (self._reported or self._quitting):
-            self._fail(TLSError(-1, tls, self.log.str(), isFatal=True))
+        if not (self._reported or self._quitting):
+            tls = describeTLSFailure(reason)
+            if tls is not None:
+                self._fail(TLSError(-1, tls, self.log.str(), isFatal=True))
         SMTPClient.connectionLost(self, reason)
         # Reporting a message started early put its file back: let it go.
         self.mailFile = None

@@ -143,6 +143,9 @@ class SMTPSenderFactory(protocol.ClientFactory):
 
     domain: Any = _DefaultDomain()
     protocol: Type[SMTPClient] = SMTPSender
+    #: No "Starting factory" / "Stopping factory" log lines for every
+    #: message (Twisted's factories write both; set True to get them).
+    noisy = False
     retryDelay: float = 1.0
     maxRetryDelay: float = 60.0
     reactor: Any = None

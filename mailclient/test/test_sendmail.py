@@ -240,6 +240,28 @@ class SendmailTests(SynchronousTestCase):
         self.successResultOf(call.d)
         self.assertIn(b"DATA\r\nSubject: caf\xc3\xa9\r\n\r\n..x\r\n.\r\n", call.session.written())  # type: ignore[union-attr]
 
+    def test_quietFactory(self) -> None:
+        """
+        A sender factory logs nothing when it starts and stops; Twisted's
+        logs a line each ("Starting factory ..."), for every message.
+        """
+        from twisted.logger import globalLogPublisher
+
+        events: List[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        counts = []
+        for module in (mailclient_smtp, twisted_smtp):
+            factory = module.ESMTPSenderFactory(
+                None, None, "a@example.com", ["b@example.org"], io.BytesIO(b"x"),
+                defer.Deferred(), requireTransportSecurity=False, requireAuthentication=False,
+            )
+            before = len(events)
+            factory.doStart()
+            factory.doStop()
+            counts.append(len(events) - before)
+        self.assertEqual(counts, [0, 2])
+
     def test_cancelPendingRetry(self) -> None:
         """
         cancel() while a retry is waiting cancels the delayed call.
