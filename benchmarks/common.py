@@ -48,7 +48,9 @@ class Workload:
         C{mailclient-serial} is the one-connection client without
         C{pipelineMessages} (each message waits for the previous one's
         replies, the default); C{raw-data} and C{raw-bdat} write pre-encoded
-        bytes with C{sendfile}.
+        bytes with C{sendfile}; C{raw-twisted} is a bare protocol on
+        Twisted's reactor speaking the same conversation from prepared
+        bytes, the floor of any client on that reactor.
     """
 
     name: str
@@ -97,7 +99,8 @@ def workloads(quick: bool = False) -> List[Workload]:
             "separate",
             messages=q(2000, 200),
             concurrency=50,
-            clients=["mailclient", "twisted", "aiosmtplib", "smtplib", "mailclient-tls"],
+            clients=["mailclient", "twisted", "aiosmtplib", "smtplib", "mailclient-tls",
+                     "raw-twisted"],
         ),
         Workload(
             "large-message",

@@ -47,6 +47,7 @@ CLIENT_SCRIPTS = {
     "smtplib": ["smtplib_client.py"],
     "raw-data": ["raw_client.py", "--variant", "data"],
     "raw-bdat": ["raw_client.py", "--variant", "bdat"],
+    "raw-twisted": ["raw_twisted_client.py"],
 }
 RUN_TIMEOUT = 900
 # The workloads --profile runs by default.
@@ -361,7 +362,7 @@ def rstTable(rows: List[List[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-COLORS = {"mailclient": "#2b7bba", "mailclient-tls": "#7fb2dc", "mailclient-serial": "#a9cbe8", "twisted": "#e6862b", "aiosmtplib": "#4c9f50",
+COLORS = {"mailclient": "#2b7bba", "mailclient-tls": "#7fb2dc", "mailclient-serial": "#a9cbe8", "raw-twisted": "#999999", "twisted": "#e6862b", "aiosmtplib": "#4c9f50",
           "smtplib": "#9b59b6", "raw-data": "#7f7f7f", "raw-bdat": "#b0b0b0"}
 
 
