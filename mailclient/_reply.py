@@ -81,6 +81,10 @@ class ReplyAssembler:
             L{MAX_REPLY_LINES} lines or L{MAX_REPLY_BYTES} bytes.
         """
         code = _parseCode(line)
+        if b"\r" in line or b"\n" in line:
+            # A line break inside a line: the two sides would not agree on
+            # where replies begin ("220 \r250 ok" is not a 250 reply).
+            raise MalformedReply("bare CR or LF in a reply line: %r" % (line[:80],))
         if line[:1] == b"0":
             return None
         if self._code is not None and code != self._code:

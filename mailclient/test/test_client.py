@@ -342,6 +342,24 @@ class ReplyTests(SynchronousTestCase):
             self.assertEqual(s.client.errors, [])
             self.assertEqual(s.commands(), [b"HELO " + IDENTITY, b"MAIL FROM:<alice@example.com>"])
 
+    def test_lineBreakInsideReply(self) -> None:
+        """
+        A bare CR or LF inside a reply line is a protocol error: after the
+        data, C{220 \\r250 ok} is not the server accepting the message.
+        Twisted takes it for a 2xx reply and reports the message delivered.
+        (Found by the fuzz target.)
+        """
+        replies = [b"220 hi\r\n", b"250 hello\r\n", b"250 ok\r\n", b"250 ok\r\n",
+                   b"354 go\r\n"]
+        for broken in [b"220 \r250 ok\r\n", b"250 ok\nmore\r\n"]:
+            s = connect(Ours, msg())
+            s.converse(replies + [broken])
+            self.assertProtocolError(s)
+            self.assertNotIn("sentMail", s.client.hookNames())
+            t = connect(Twisted, msg())
+            t.converse(replies + [broken])
+            self.assertEqual(t.client.delivered[0][0] // 100, 2)
+
     def test_lineTooLong(self) -> None:
         """
         A reply line longer than MAX_LENGTH is reported as a protocol error

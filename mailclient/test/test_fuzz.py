@@ -456,6 +456,21 @@ class OracleTests(SynchronousTestCase):
             stream = {"chunks": conversation, "reset": None, "waits": [0.0] * len(conversation)}
             checkStream(self, kind, stream)
 
+    def test_lineBreakInsideFinalReply(self) -> None:
+        """
+        A stream the fuzzer found: C{220 \\r} then C{250 ...} after the
+        data is one line with a bare CR, not an acceptance; every client
+        must fail the message rather than report it delivered.
+        """
+        chunks = [b"220 mx.example ESMTP\r\n", b"250-mx.example\r\n250 PIPELINING\r\n",
+                  b"250 2.0.0 ok\r\n", b"250 2.0.0 ok\r\n", b"250 2.0.0 ok\r\n",
+                  b"354 go ahead\r\n", b"220 \r", b"250 2.0.0 ok\r\n",
+                  b"250 2.0.0 ok\r\n", b"250 2.0.0 ok\r\n", b"354 go ahead\r\n",
+                  b"250 2.0.0 ok\r\n", b"221 bye\r\n"]
+        for kind in ("smtp", "esmtp", "overlap"):
+            checkStream(self, kind, {"chunks": chunks, "reset": None,
+                                     "waits": [0.0] * len(chunks)})
+
     def test_successCheckDetectsLies(self) -> None:
         """
         The check fails for a client that reports success without an

@@ -156,6 +156,11 @@ class MalformedTests(SynchronousTestCase):
         for line in (b"2500", b"250_OK", b"250\tOK", b"250:OK", b"250OK", b"250.", b"0500"):
             self.assertMalformed(line)
 
+    def test_lineBreakInside(self):
+        for line in (b"250 ok\rmore", b"250 \r250 ok", b"250-a\nb", b"220 \r", b"0\r1 x"):
+            self.assertMalformed(line)
+        self.assertMalformed(b"250-a", b"250 b\r")
+
     def test_badInformational(self):
         self.assertMalformed(b"0ab info")
 
