@@ -159,6 +159,17 @@ def _markupSpans(text: str) -> Iterator[Tuple[int, int, str, str]]:
         pos = end + 1
 
 
+def _labelled(inner: str) -> tuple:
+    """
+    Split epytext's C{label <target>} into label and target; a bare target
+    is its own label.
+    """
+    if inner.endswith(">") and "<" in inner:
+        at = inner.rindex("<")
+        return inner[:at].rstrip(), inner[at + 1:-1]
+    return inner, inner
+
+
 def _plain(text: str) -> str:
     """
     Strip epytext inline markup, keeping the text (for content that cannot
@@ -200,10 +211,7 @@ def _convertMarkup(tag: str, inner: str) -> str:
             return _escape(code)
         return "``%s``" % (code,)
     if tag == "L":
-        label, target = inner, inner
-        if inner.endswith(">") and "<" in inner:
-            label = inner[:inner.rindex("<")].rstrip()
-            target = inner[inner.rindex("<") + 1:-1]
+        label, target = _labelled(inner)
         label = " ".join(_plain(label).split()).replace("`", "")
         target = "".join(_plain(target).split()).replace("`", "")
         if not target:
@@ -212,10 +220,7 @@ def _convertMarkup(tag: str, inner: str) -> str:
             return ":py:obj:`%s`" % (target,)
         return ":py:obj:`%s <%s>`" % (label.replace("<", "").replace(">", ""), target)
     if tag == "U":
-        label, url = inner, inner
-        if inner.endswith(">") and "<" in inner:
-            label = inner[:inner.rindex("<")].rstrip()
-            url = inner[inner.rindex("<") + 1:-1]
+        label, url = _labelled(inner)
         label = " ".join(_plain(label).split()).replace("`", "")
         return "`%s <%s>`__" % (label, url.strip())
     if tag == "I":

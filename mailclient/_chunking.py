@@ -40,7 +40,7 @@ class ChunkSender:
         encode: Callable[[bytes], bytes],
         onChunk: Callable[[bytes, bool], None],
         onError: Callable[[Failure], None],
-        onDone: Optional[Callable[[], None]] = None,
+        onDone: Callable[[], None],
     ) -> None:
         """
         @param encode: normalises each chunk read (may raise to refuse the
@@ -49,8 +49,8 @@ class ChunkSender:
             the last, just before each chunk is written.
         @param onError: called if reading or encoding fails; the producer is
             stopped by then.
-        @param onDone: called once the last chunk has been written whole
-            (not when the sender is stopped early); the producer is
+        @param onDone: called once the transport has passed the last chunk
+            on (not when the sender is stopped early); the producer is
             unregistered by then.
         """
         self._file = file
@@ -142,16 +142,13 @@ class ChunkSender:
         self._transport.write(line + b"\r\n")
 
     def _lastWritten(self) -> None:
+        # Stay registered until the transport has passed the last bytes on
+        # (it asks for more then), so that onDone comes once they left.
         self.allWritten = True
-        if self._onDone is None:
-            self._done()
-        # Otherwise stay registered until the transport has passed the
-        # last bytes on, so that onDone comes once they are on their way.
 
     def _done(self) -> None:
         self.stop()
-        if self._onDone is not None:
-            self._onDone()
+        self._onDone()
 
     def stop(self) -> None:
         """

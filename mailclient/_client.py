@@ -360,12 +360,21 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         Report C{exc} for the current message attempt, or, when there is no
         attempt left to report on, just close the connection.
         """
-        self._dataEnded = False
         if self._reported or self._quitting:
+            self._dataEnded = False
             self._abortTransfer()
             if self.transport is not None:
                 self.transport.loseConnection()
             return
+        self._reportError(exc)
+
+    def _reportError(self, exc: SMTPClientError) -> None:
+        """
+        Report C{exc} through L{sendError} as the outcome of the current
+        message attempt; an exception from L{sendError} is logged and
+        closes the connection.
+        """
+        self._dataEnded = False
         self._reported = True
         try:
             self.sendError(exc)

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from mailclient._address import extractAddress, quoteaddr
 from mailclient._chunking import ChunkSender
-from mailclient._client import SUCCESS, SMTPClient, _log, binaryFile
+from mailclient._client import SUCCESS, SMTPClient, binaryFile
 from mailclient._data import DataEncoder
 from mailclient._errors import CannotSendError, InvalidAddressError, MessageReadError, SMTPClientError
 from mailclient._options import (
@@ -173,7 +173,6 @@ class ESMTPClient(SMTPClient):
         self._parked: Optional[Dict[str, Any]] = None
         self._deferredStart: Optional[_DeferredStart] = None
         self._early = False
-        self._starting = False
 
     @property
     def tlsMode(self) -> bool:
@@ -665,18 +664,11 @@ class ESMTPClient(SMTPClient):
             # The first reply due is the one to MAIL.
             self.setTimeout(timeouts.mail)
         if chunked:
-            self._starting = True
-            try:
-                self._startChunks()
-            finally:
-                self._starting = False
+            self._startChunks()
         elif recipients:
             self.sendLine(b"DATA")
             if timeouts is not None:
                 self.setTimeout(timeouts.mail)
-        else:
-            # MAIL alone: nothing more to write for this transaction.
-            self._allWritten = True
         self._maybeStartNext()
 
     def _refuseMessage(self, exc: SMTPClientError, action: Callable[[], Any]) -> None:
@@ -707,7 +699,6 @@ class ESMTPClient(SMTPClient):
             self.pipelineMessages
             and self._allWritten
             and self._chunked
-            and not self._starting
             and not self._early
             and self._parked is None
             and self._deferredStart is None
@@ -771,16 +762,9 @@ class ESMTPClient(SMTPClient):
         for state, error in later:
             self._restoreTransaction(state)
             self._abortTransfer()
-            self._reported = True
-            self._dataEnded = False
             if isinstance(error, InvalidAddressError):
                 error.log = self.log.str()
-            try:
-                self.sendError(error)
-            except Exception:
-                _log.failure("Error in sendError", Failure())
-                if self.transport is not None:
-                    self.transport.loseConnection()
+            self._reportError(error)
 
     def transformChunk(self, chunk: bytes) -> bytes:
         if self._refuseEightBit and not chunk.isascii():

@@ -425,7 +425,7 @@ class ChunkingTests(SynchronousTestCase):
         transport = StringTransport()
         lines: list = []
         sender = ChunkSender(io.BytesIO(body), transport, encoder.encode,
-                             lambda line, last: lines.append(line), self.fail)
+                             lambda line, last: lines.append(line), self.fail, lambda: None)
         sender.start()
         while transport.producer is not None:
             transport.producer.resumeProducing()
@@ -540,12 +540,7 @@ class TimeoutTests(SynchronousTestCase):
         limit, and once BDAT LAST is written, for the final reply's.
         """
         t = Timeouts(greeting=1, mail=2, rcpt=3, dataInit=4, dataBlock=5, dataTermination=6)
-        clock = Clock()
-        client = Client([MESSAGE])
-        client.timeouts = t
-        client.callLater = clock.callLater  # type: ignore[method-assign]
-        transport = StringTransport()
-        client.makeConnection(transport)
+        client, clock, transport = self.run_phases(t)
         client.dataReceived(b"220 hi\r\n")
         client.dataReceived(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
         self.assertEqual(client.timeOut, 2)  # MAIL, RCPT and the chunks

@@ -191,6 +191,13 @@ def conversations(draw: Any, kind: str) -> Dict[str, Any]:
     return {"chunks": chunks, "reset": reset, "waits": waits}
 
 
+def steadyStream(chunks: List[bytes]) -> Dict[str, Any]:
+    """
+    A stream of these chunks, with no reset and no time passing.
+    """
+    return {"chunks": chunks, "reset": None, "waits": [0.0] * len(chunks)}
+
+
 def anyStream(kind: str) -> Any:
     return st.one_of(streams(), conversations(kind), conversations(kind))
 
@@ -453,8 +460,7 @@ class OracleTests(SynchronousTestCase):
                         b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 done\r\n",
                         b"221 bye\r\n"]
         for kind in ("smtp", "esmtp", "sender", "overlap"):
-            stream = {"chunks": conversation, "reset": None, "waits": [0.0] * len(conversation)}
-            checkStream(self, kind, stream)
+            checkStream(self, kind, steadyStream(conversation))
 
     def test_lineBreakInsideFinalReply(self) -> None:
         """
@@ -468,8 +474,7 @@ class OracleTests(SynchronousTestCase):
                   b"250 2.0.0 ok\r\n", b"250 2.0.0 ok\r\n", b"354 go ahead\r\n",
                   b"250 2.0.0 ok\r\n", b"221 bye\r\n"]
         for kind in ("smtp", "esmtp", "overlap"):
-            checkStream(self, kind, {"chunks": chunks, "reset": None,
-                                     "waits": [0.0] * len(chunks)})
+            checkStream(self, kind, steadyStream(chunks))
 
     def test_successCheckDetectsLies(self) -> None:
         """
@@ -487,8 +492,7 @@ class OracleTests(SynchronousTestCase):
         original = module.recording
         module.recording = lambda base: Liar  # type: ignore[assignment]
         try:
-            stream = {"chunks": [b"220 hi\r\n250 hi\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"],
-                      "reset": None, "waits": [0.0]}
+            stream = steadyStream([b"220 hi\r\n250 hi\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"])
             self.assertRaises(self.failureException, checkStream, self, "smtp", stream)
         finally:
             module.recording = original

@@ -372,24 +372,11 @@ class CertificateVerificationTests(SMTPTestCaseMixin, TestCase):
         Kept options are built again when the trust store changes: another
         CA file named by C{SSL_CERT_FILE}, or that file rewritten.
         """
-        import os
-
         from mailclient._tls import verifyingContext
+        from mailclient.test.test_sender import trustCA
 
         before = verifyingContext("localhost")
-        path = self.mktemp()
-        with open(path, "wb") as f:
-            f.write(generateCertificates().caCertificatePEM)
-        old = os.environ.get("SSL_CERT_FILE")
-        os.environ["SSL_CERT_FILE"] = path
-
-        def restore() -> None:
-            if old is None:
-                del os.environ["SSL_CERT_FILE"]
-            else:
-                os.environ["SSL_CERT_FILE"] = old
-
-        self.addCleanup(restore)
+        path = trustCA(self, generateCertificates().caCertificatePEM)
         moved = verifyingContext("localhost")
         self.assertIsNot(moved, before)
         self.assertIs(verifyingContext("localhost"), moved)

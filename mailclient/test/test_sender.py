@@ -39,6 +39,27 @@ from mailclient.test.test_interop import (
 
 IMPLEMENTATIONS = {"twisted": twisted_smtp, "mailclient": mailclient_smtp}
 IDENTITY = b"client.example"
+
+
+def trustCA(case: Any, pem: bytes) -> str:
+    """
+    Make C{pem} the system trust store (through C{SSL_CERT_FILE}) for the
+    rest of the test C{case}; return the CA file's path.
+    """
+    path = case.mktemp()
+    with open(path, "wb") as f:
+        f.write(pem)
+    old = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = path
+
+    def restore() -> None:
+        if old is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = old
+
+    case.addCleanup(restore)
+    return path
 BODY = b"Subject: hi\n\nHello.\n"
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
 
@@ -801,25 +822,6 @@ class TLSVerificationTests(TestCase):
     def setUp(self) -> None:
         self.tracker = ClientTracker()
 
-    def trustCA(self, pem: bytes) -> None:
-        """
-        Make C{pem} the system trust store (through C{SSL_CERT_FILE}) for
-        the rest of the test.
-        """
-        path = self.mktemp()
-        with open(path, "wb") as f:
-            f.write(pem)
-        old = os.environ.get("SSL_CERT_FILE")
-        os.environ["SSL_CERT_FILE"] = path
-
-        def restore() -> None:
-            if old is None:
-                del os.environ["SSL_CERT_FILE"]
-            else:
-                os.environ["SSL_CERT_FILE"] = old
-
-        self.addCleanup(restore)
-
     def send(self, certs: Any, host: str = "127.0.0.1", **kw: Any) -> Tuple[Any, defer.Deferred]:
         server = startTwistedServer(
             self, self.tracker, startTLSOptions=certs.serverOptions(), mechanisms=(b"PLAIN",)
@@ -844,7 +846,7 @@ class TLSVerificationTests(TestCase):
     @defer.inlineCallbacks
     def test_otherHostName(self) -> Any:
         certs = generateCertificates("mail.other.example", ())
-        self.trustCA(certs.caCertificatePEM)
+        trustCA(self, certs.caCertificatePEM)
         server, d = self.send(certs)
         err = yield self.assertFailure(d, mailclient_smtp.TLSError)
         self.assertIn("host name", str(err))
@@ -857,7 +859,7 @@ class TLSVerificationTests(TestCase):
         is accepted with the default context.
         """
         certs = generateCertificates()
-        self.trustCA(certs.caCertificatePEM)
+        trustCA(self, certs.caCertificatePEM)
         server, d = self.send(certs, host="localhost")
         result = yield d
         self.assertEqual(result[0], 1)

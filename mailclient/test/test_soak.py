@@ -60,56 +60,17 @@ def rss() -> int:
     raise AssertionError("no VmRSS")  # pragma: no cover
 
 
-class PooledClient(SMTPClient):
+class _PooledHooks:
     """
-    Sends C{count} messages over one connection.
-    """
-
-    timeout = 60
-
-    def __init__(self, count: int, tag: int) -> None:
-        SMTPClient.__init__(self, b"client.example")
-        self.left = count
-        self.tag = tag
-        self.sent = 0
-        self.errors: List[Exception] = []
-
-    def getMailFrom(self) -> Optional[bytes]:
-        if not self.left:
-            return None
-        self.left -= 1
-        return b"pool%d@example.com" % (self.tag,)
-
-    def getMailTo(self) -> Any:
-        return [b"to@example.com"]
-
-    def getMailData(self) -> Any:
-        return io.BytesIO(BODY)
-
-    def sentMail(self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any) -> None:
-        if code == 250:
-            self.sent += 1
-        else:  # pragma: no cover - reported by the test
-            self.errors.append(Exception(code, resp))
-
-    def sendError(self, exc: Exception) -> None:  # pragma: no cover
-        self.errors.append(exc)
-        SMTPClient.sendError(self, exc)
-
-
-class OverlappingClient(ESMTPClient):
-    """
-    Sends C{count} messages over one connection with C{pipelineMessages},
-    matching outcomes to messages through a queue.
+    The hooks of a client that sends C{count} messages over one connection,
+    matching each outcome to its message through a queue (in the order
+    they were started, which C{pipelineMessages} needs).
     """
 
     timeout = 60
-    pipelineMessages = True
-    requireAuthentication = False
-    requireTransportSecurity = False
+    senderFormat = b"pool%d@example.com"
 
-    def __init__(self, count: int, tag: int) -> None:
-        ESMTPClient.__init__(self, None, None, b"client.example")
+    def _prepare(self, count: int, tag: int) -> None:
         self.left = count
         self.tag = tag
         self.started: List[int] = []
@@ -121,7 +82,7 @@ class OverlappingClient(ESMTPClient):
             return None
         self.left -= 1
         self.started.append(self.left)
-        return b"overlap%d@example.com" % (self.tag,)
+        return self.senderFormat % (self.tag,)
 
     def getMailTo(self) -> Any:
         return [b"to@example.com"]
@@ -138,7 +99,32 @@ class OverlappingClient(ESMTPClient):
 
     def sendError(self, exc: Exception) -> None:  # pragma: no cover
         self.errors.append(exc)
-        ESMTPClient.sendError(self, exc)
+        super().sendError(exc)  # type: ignore[misc]
+
+
+class PooledClient(_PooledHooks, SMTPClient):
+    """
+    Sends C{count} messages over one connection.
+    """
+
+    def __init__(self, count: int, tag: int) -> None:
+        SMTPClient.__init__(self, b"client.example")
+        self._prepare(count, tag)
+
+
+class OverlappingClient(_PooledHooks, ESMTPClient):
+    """
+    Sends C{count} messages over one connection with C{pipelineMessages}.
+    """
+
+    senderFormat = b"overlap%d@example.com"
+    pipelineMessages = True
+    requireAuthentication = False
+    requireTransportSecurity = False
+
+    def __init__(self, count: int, tag: int) -> None:
+        ESMTPClient.__init__(self, None, None, b"client.example")
+        self._prepare(count, tag)
 
 
 class PooledFactory(protocol.ClientFactory):
@@ -291,7 +277,7 @@ class SoakTests(SMTPTestCaseMixin, TestCase):
             for client in clients:
                 self.assertEqual(client.errors, [])
                 sent += client.sent
-                self.assertEqual(getattr(client, "started", []), [])
+                self.assertEqual(client.started, [])
                 self.assertIsNone(getattr(client, "_parked", None))
         yield connectionsClosed()
         self.assertEqual(sent, messages)
