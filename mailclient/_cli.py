@@ -138,7 +138,7 @@ def _verboseFactory(out: TextIO) -> Any:
 
         def sendLine(self, line: bytes) -> None:  # type: ignore[override]
             # The end-of-data line may start with the CRLF that ends the body.
-            shown = redact(line, self._inSASL).replace(b"\r\n", b"")
+            shown = redact(line, self._mailclient.inSASL).replace(b"\r\n", b"")
             out.write("C: %s\n" % shown.decode("utf-8", "replace"))
             ESMTPSender.sendLine(self, line)
 

@@ -13,6 +13,7 @@ for each message attempt.
 from __future__ import annotations
 
 import io
+from functools import partial
 from typing import IO, Any, Callable, Collection, List, Optional, Tuple, Union, cast
 
 from twisted.internet import protocol
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 from mailclient._address import quoteaddr
 from mailclient._data import DataEncoder
 from mailclient._errors import (
+    CannotSendError,
     InvalidAddressError,
     MessageReadError,
     SMTPClientError,
@@ -31,7 +33,9 @@ from mailclient._errors import (
     SMTPTimeoutError,
 )
 from mailclient._log import TranscriptLog, redact
-from mailclient._reply import MalformedReply, ReplyAssembler
+from mailclient._options import OptionError
+from mailclient._reply import MalformedReply
+from mailclient._state import ClientState, Phase, Transaction
 from mailclient._timeouts import Timeouts
 
 # Used for fast success code lookup, as in Twisted.
@@ -174,6 +178,10 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     Each message attempt ends with exactly one call of L{sentMail} or
     L{sendError}; an error between messages (for example a failed C{RSET})
     only closes the connection.
+
+    mailclient keeps its own state in one attribute, C{_mailclient} (see
+    L{mailclient._state}); every other name that Twisted's class does not
+    use is free for subclasses.
     """
 
     #: If enabled then log SMTP client server communication.
@@ -193,6 +201,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     _expected: Collection[int]
     _okresponse: StateHandler
     _failresponse: StateHandler
+    _mailclient: ClientState
 
     def __init__(self, identity: Union[bytes, str, None], logsize: int = 10) -> None:
         """
@@ -207,56 +216,39 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self.resp: List[bytes] = []
         self.code: int = -1
         self.log: TranscriptLog = TranscriptLog(logsize)
-        # The reason the connection was lost, for the sender factories.
-        self._failureReason: Optional[Failure] = None
-        self._replies = ReplyAssembler()
-        # Whether the outcome of the current message attempt was reported.
-        self._reported = False
-        self._quitting = False
-        self._inSASL = False
-        self._sender: Optional[BodySender] = None
-        self._encoder = DataEncoder()
-        # Envelope and message asked for ahead of Twisted's order (by ESMTP
-        # extensions that need them before MAIL).
-        self._pendingRecipients: Optional[List[Any]] = None
-        self._pendingFile: Any = None
-        # Whether the end of the current message's data was written: only
-        # then may a 2xx reply report it delivered.
-        self._dataEnded = False
+        self._mailclient = ClientState()
+
+    def callLater(self, period: float, func: Callable[[], Any]) -> Any:
+        """
+        Schedule a reply timer, on the clock the factory gave (its reactor,
+        when that reactor has a clock), else on the global reactor.
+        """
+        clock = self._mailclient.clock
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        return clock.callLater(period, func)
 
     def sendLine(self, line: bytes) -> None:  # type: ignore[override]
         """
         Send a line to the server, recording it (credentials redacted).
         """
         if self.debug:
-            self.log.append(b">>> " + redact(line, self._inSASL))
-        if self.timeout is None and self.timeouts is not None:
-            self.setTimeout(self.timeouts.forCommand(line))
+            self.log.append(b">>> " + redact(line, self._mailclient.inSASL))
+        if usesPhaseTimeouts(self):
+            self.setTimeout(self.timeouts.forCommand(line))  # type: ignore[union-attr]
         basic.LineReceiver.sendLine(self, line)
 
     def connectionMade(self) -> None:
-        if self.timeout is None and self.timeouts is not None:
-            self.setTimeout(self.timeouts.greeting)
+        if usesPhaseTimeouts(self):
+            self.setTimeout(self.timeouts.greeting)  # type: ignore[union-attr]
         else:
             self.setTimeout(self.timeout)
-        self._setNoDelay()
+        _setNoDelay(self.transport)
         self._expected = [220]
         self._okresponse = self.smtpState_helo
         self._failresponse = self.smtpConnectionFailed
-
-    def _setNoDelay(self) -> None:
-        # Commands are written whole (and pipelined groups in one write), so
-        # Nagle's algorithm only adds delayed-ACK stalls of ~40 ms.
-        transport: Any = self.transport
-        while transport is not None:
-            setter = getattr(transport, "setTcpNoDelay", None)
-            if setter is not None:
-                try:
-                    setter(True)
-                except Exception:
-                    pass
-                return
-            transport = getattr(transport, "transport", None)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         """
@@ -266,54 +258,59 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         through L{sendError} (Twisted reports nothing, except a bare
         C{Exception} when the body was being sent).
         """
-        self._failureReason = reason
+        state = self._mailclient
+        state.failureReason = reason
         self.setTimeout(None)
         self.mailFile = None
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            sender.abort(Failure(_TransferStopped()))
-        if not (self._reported or self._quitting):
-            self._fail(
+        body, state.transaction.body = state.transaction.body, None
+        if body is not None:
+            body.abort(Failure(_TransferStopped()))
+        if not (state.transaction.reported or state.quitting):
+            fail(
+                self,
                 SMTPConnectError(
                     -1,
                     b"Connection to the SMTP server was lost: "
                     + str(reason.value).encode("utf-8", "replace"),
                     self.log.str(),
-                )
+                ),
             )
 
     def timeoutConnection(self) -> None:
         """
         Called when the server did not answer in time.
         """
-        self._fail(
+        fail(
+            self,
             SMTPTimeoutError(
                 -1, b"Timeout waiting for SMTP server response", self.log.str()
-            )
+            ),
         )
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._fail(
+        fail(
+            self,
             SMTPProtocolError(
                 -1,
                 b"Reply line from the SMTP server longer than %d bytes"
                 % (self.MAX_LENGTH,),
                 self.log.str(),
-            )
+            ),
         )
 
     def lineReceived(self, line: bytes) -> Any:
         self.resetTimeout()
         if self.debug:
             self.log.append(b"<<< " + line)
+        state = self._mailclient
         try:
-            reply = self._replies.feed(line)
+            reply = state.replies.feed(line)
         except MalformedReply as e:
             if line[:3].isdigit():
                 text = "Malformed response from SMTP server: %s" % (e,)
             else:
                 text = "Invalid response from SMTP server: %r" % (line[:200],)
-            self._fail(SMTPProtocolError(-1, text, self.log.str()))
+            fail(self, SMTPProtocolError(-1, text, self.log.str()))
             return None
         if reply is None:
             self.code = int(line[:3])
@@ -322,69 +319,31 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self.code, self.resp = reply.code, reply.lines
         resp = reply.text
         try:
-            if self._sender is not None:
+            if state.transaction.body is not None:
                 # The server answered before the end of the body: the two
                 # sides no longer agree on where they are.
-                self._abortTransfer()
-                return self._fail(
+                abortTransfer(self)
+                return fail(
+                    self,
                     SMTPProtocolError(
                         reply.code,
                         b"Reply received before the end of the message data: "
                         + resp,
                         self.log.str(),
-                    )
+                    ),
                 )
             if reply.code in self._expected:
                 return self._okresponse(reply.code, resp)
             return self._failresponse(reply.code, resp)
         except Exception:
-            self._internalError(Failure())
+            internalError(self, Failure())
             return None
         finally:
             self.code = -1
             self.resp = []
 
-    def _internalError(self, failure: Failure) -> None:
-        _log.failure("Error in the SMTP client", failure)
-        self._fail(
-            SMTPClientError(
-                -1,
-                "Unexpected error in the SMTP client: %s" % (failure.getErrorMessage(),),
-                self.log.str(),
-                isFatal=True,
-            )
-        )
-
-    def _fail(self, exc: SMTPClientError) -> None:
-        """
-        Report C{exc} for the current message attempt, or, when there is no
-        attempt left to report on, just close the connection.
-        """
-        if self._reported or self._quitting:
-            self._dataEnded = False
-            self._abortTransfer()
-            if self.transport is not None:
-                self.transport.loseConnection()
-            return
-        self._reportError(exc)
-
-    def _reportError(self, exc: SMTPClientError) -> None:
-        """
-        Report C{exc} through L{sendError} as the outcome of the current
-        message attempt; an exception from L{sendError} is logged and
-        closes the connection.
-        """
-        self._dataEnded = False
-        self._reported = True
-        try:
-            self.sendError(exc)
-        except Exception:
-            _log.failure("Error in sendError", Failure())
-            if self.transport is not None:
-                self.transport.loseConnection()
-
     def smtpConnectionFailed(self, code: int, resp: bytes) -> None:
-        self._fail(SMTPConnectError(code, resp, self.log.str()))
+        fail(self, SMTPConnectError(code, resp, self.log.str()))
 
     def smtpTransferFailed(self, code: int, resp: bytes) -> None:
         if code in SUCCESS:
@@ -394,7 +353,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             resp = b"Unexpected positive reply from the SMTP server: %03d %s" % (code, resp)
             code = -1
         if code < 0:
-            self._fail(SMTPProtocolError(code, resp, self.log.str()))
+            fail(self, SMTPProtocolError(code, resp, self.log.str()))
         else:
             self.smtpState_msgSent(code, resp)
 
@@ -410,56 +369,27 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             # All messages have been sent, disconnect
             self._disconnectFromServer()
             return
-        self._reported = False
-        self.toAddressesResult = []
-        self.successAddresses = []
+        beginTransaction(self)
         try:
             sender = self.quoteAddress(self._from)
         except InvalidAddressError as e:
-            self._invalidAddress(e)
+            invalidAddress(self, e)
             return
         self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
         self._expected = [250]
         self._okresponse = self.smtpState_to
 
     def smtpState_disconnect(self, code: int, resp: Optional[bytes]) -> None:
-        self._quitting = True
-        self._abortTransfer()
+        self._mailclient.quitting = True
+        abortTransfer(self)
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def _messageFile(self) -> Any:
-        """
-        The message of the current transaction (from L{getMailData}, unless
-        it was already asked for), as a binary file.
-        """
-        f, self._pendingFile = self._pendingFile, None
-        return f if f is not None else binaryFile(self.getMailData())
-
-    def _recipientList(self) -> List[Any]:
-        """
-        Call L{getMailTo} (unless it was already called for this message)
-        and check every address.
-
-        @raise InvalidAddressError: if one of them cannot be sent.
-        """
-        if self._pendingRecipients is not None:
-            recipients, self._pendingRecipients = self._pendingRecipients, None
-            return recipients
-        recipients = self.getMailTo()
-        if isinstance(recipients, (bytes, str)):
-            # A single address, not a sequence of one-character addresses.
-            recipients = [recipients]
-        recipients = list(recipients)
-        for address in recipients:
-            self.quoteAddress(address)
-        return recipients
-
     def smtpState_to(self, code: int, resp: bytes) -> Any:
         try:
-            recipients = self._recipientList()
+            recipients = recipientList(self)
         except InvalidAddressError as e:
-            self._invalidAddress(e)
+            invalidAddress(self, e)
             return None
         self.toAddresses = iter(recipients)
         self.toAddressesResult = []
@@ -491,76 +421,26 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         return None
 
     def smtpState_data(self, code: int, resp: bytes) -> None:
-        self.mailFile = self._messageFile()
-        self._encoder = DataEncoder()
-        if self.timeout is None and self.timeouts is not None:
-            self.setTimeout(self.timeouts.dataBlock)
-        sender = self._sender = BodySender()
-        d = sender.beginFileTransfer(self.mailFile, self.transport, self.transformChunk)
-        d.addCallbacks(self._transferDone, self._transferFailed)
+        txn = self._mailclient.transaction
+        self.mailFile = messageFile(self)
+        txn.encoder = DataEncoder()
+        if usesPhaseTimeouts(self):
+            self.setTimeout(self.timeouts.dataBlock)  # type: ignore[union-attr]
+        body = txn.body = BodySender()
+        d = body.beginFileTransfer(
+            self.mailFile, self.transport, partial(encodeFor, self, txn)
+        )
+        d.addCallbacks(partial(_transferDone, self, txn), partial(_transferFailed, self, txn))
         self._expected = SUCCESS
         self._okresponse = self.smtpState_msgSent
 
-    def _transferDone(self, lastsent: bytes) -> None:
-        self._sender = None
-        self.finishedFileTransfer(lastsent)
-
-    def _transferFailed(self, reason: Failure) -> None:
-        self._sender = None
-        if reason.check(_TransferStopped):
-            # connectionLost reports it.
-            return
-        if self.transport is not None and hasattr(self.transport, "abortConnection"):
-            self.transport.abortConnection()
-        self._fail(
-            MessageReadError(
-                "Could not read the message to send: %s" % (reason.getErrorMessage(),),
-                self.log.str(),
-            )
-        )
-
-    def _abortTransfer(self) -> None:
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            sender.abort(Failure(_TransferStopped()))
-            if self.transport is not None and hasattr(self.transport, "abortConnection"):
-                # Never let a half-sent body be completed by the transport.
-                self.transport.abortConnection()
-
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
-        self._reportOutcome(code, resp)
+        reportOutcome(self, code, resp)
         self.sendLine(b"RSET")
         self._expected = SUCCESS
         self._okresponse = self.smtpState_from
         # Twisted sends RSET again for ever when the server refuses it.
-        self._failresponse = self._rsetFailed
-
-    def _reportOutcome(self, code: int, resp: bytes) -> None:
-        """
-        Report the outcome of the current message through L{sentMail}.
-        """
-        if code in SUCCESS and not self._dataEnded:
-            # Never report a message delivered before its data was sent.
-            resp = b"Positive reply from the SMTP server before the end of the data: %03d %s" % (
-                code, resp)
-            code = -1
-        self._dataEnded = False
-        if self._from is not None and not self._reported:
-            # (Not after sendError: replies that arrive while the connection
-            # closes after a fatal error must not report a second outcome.)
-            self._reported = True
-            self.sentMail(
-                code, resp, len(self.successAddresses), self.toAddressesResult, self.log
-            )
-        self.toAddressesResult = []
-        self._from = None
-
-    def _rsetFailed(self, code: int, resp: bytes) -> None:
-        self._disconnectFromServer()
-
-    def _invalidAddress(self, exc: InvalidAddressError) -> None:
-        exc.log = self.log.str()
-        self._fail(exc)
+        self._failresponse = partial(_rsetFailed, self)
 
     # Helpers for the body producer
 
@@ -575,7 +455,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         body, the client will not time out.
         """
         self.resetTimeout()
-        return self._encoder.encode(chunk)
+        return self._mailclient.encodingTransaction().encoder.encode(chunk)
 
     def finishedFileTransfer(self, lastsent: bytes) -> None:
         """
@@ -584,10 +464,10 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         @param lastsent: The last byte written, or an empty string for an
             empty body.
         """
-        # Set here, where the end of the data is written: for the body
+        # Marked here, where the end of the data is written: for the body
         # sender and for subclasses that send the body themselves, as
         # Twisted's smtpState_data does, and end it with this method.
-        self._dataEnded = True
+        self._mailclient.transaction.phase = Phase.DATA_ENDED
         if not lastsent or lastsent == b"\n":
             line = b"."
         else:
@@ -650,7 +530,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
         @param exc: The SMTPClientError (or child class) raised
         """
-        self._reported = True
+        self._mailclient.transaction.phase = Phase.REPORTED
         if isinstance(exc, SMTPClientError) and not exc.isFatal:
             self._disconnectFromServer()
         else:
@@ -678,7 +558,252 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         raise NotImplementedError
 
     def _disconnectFromServer(self) -> None:
-        self._quitting = True
+        self._mailclient.quitting = True
         self._expected = range(0, 1000)
         self._okresponse = self.smtpState_disconnect
         self.sendLine(b"QUIT")
+
+
+# mailclient's own steps of the conversation.  They are functions, not
+# methods, so that no subclass can replace one by accident with a method
+# of the same name.
+
+
+def usesPhaseTimeouts(client: SMTPClient) -> bool:
+    """
+    Whether C{client}'s reply limits come from its per-phase C{timeouts}
+    (Twisted's C{timeout}, when set, is one limit for every reply).
+    """
+    return client.timeout is None and client.timeouts is not None
+
+
+def _setNoDelay(transport: Any) -> None:
+    # Commands are written whole (and pipelined groups in one write), so
+    # Nagle's algorithm only adds delayed-ACK stalls of ~40 ms.
+    while transport is not None:
+        setter = getattr(transport, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except Exception:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+
+
+def abortConnection(client: SMTPClient) -> None:
+    """
+    Drop C{client}'s connection at once, discarding what is not yet sent:
+    a half-written body must never be completed by the transport.
+    """
+    transport: Any = client.transport
+    if transport is None:
+        return
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+def beginTransaction(client: SMTPClient) -> Transaction:
+    """
+    Start a new message attempt: its state, and Twisted's per-message
+    attributes.
+    """
+    txn = client._mailclient.transaction = Transaction()
+    client.toAddressesResult = []
+    client.successAddresses = []
+    return txn
+
+
+def internalError(client: SMTPClient, failure: Failure) -> None:
+    """
+    A hook or handler raised: log it, and fail the message with it.
+    """
+    _log.failure("Error in the SMTP client", failure)
+    fail(
+        client,
+        SMTPClientError(
+            -1,
+            "Unexpected error in the SMTP client: %s" % (failure.getErrorMessage(),),
+            client.log.str(),
+            isFatal=True,
+        ),
+    )
+
+
+def fail(client: SMTPClient, exc: SMTPClientError) -> None:
+    """
+    Report C{exc} for the current message attempt, or, when there is no
+    attempt left to report on, just close the connection.
+
+    With C{pipelineMessages}, the message started after the current one
+    (or the error that kept it from starting) is reported too: every
+    started message gets one report.
+    """
+    state = client._mailclient
+    later: List[Tuple[Transaction, SMTPClientError]] = []
+    following, state.following = state.following, None
+    if following is not None and not following.reported:
+        later.append((following, following.ownError or exc))
+    deferred, state.deferredStart = state.deferredStart, None
+    if deferred is not None and deferred[0] is not None and deferred[2] is not None:
+        later.append((deferred[0], deferred[2]))
+    txn = state.transaction
+    if txn.reported or state.quitting:
+        if txn.dataEnded:
+            txn.phase = Phase.OPEN
+        abortTransfer(client)
+        if client.transport is not None:
+            client.transport.loseConnection()
+    else:
+        reportError(client, exc)
+    for txn, error in later:
+        state.transaction = txn
+        txn.unpark(client)
+        abortTransfer(client)
+        if isinstance(error, InvalidAddressError):
+            error.log = client.log.str()
+        reportError(client, error)
+
+
+def reportError(client: SMTPClient, exc: SMTPClientError) -> None:
+    """
+    Report C{exc} through L{SMTPClient.sendError} as the outcome of the
+    current message attempt; an exception from C{sendError} is logged and
+    closes the connection.
+    """
+    client._mailclient.transaction.phase = Phase.REPORTED
+    try:
+        client.sendError(exc)
+    except Exception:
+        _log.failure("Error in sendError", Failure())
+        if client.transport is not None:
+            client.transport.loseConnection()
+
+
+def invalidAddress(client: SMTPClient, exc: InvalidAddressError) -> None:
+    exc.log = client.log.str()
+    fail(client, exc)
+
+
+def messageFile(client: SMTPClient) -> Any:
+    """
+    The message of the current transaction (from C{getMailData}, unless
+    it was already asked for), as a binary file.
+    """
+    txn = client._mailclient.transaction
+    f, txn.pendingFile = txn.pendingFile, None
+    return f if f is not None else binaryFile(client.getMailData())
+
+
+def recipientList(client: SMTPClient) -> List[Any]:
+    """
+    Call C{getMailTo} (unless it was already called for this message) and
+    check every address.
+
+    @raise InvalidAddressError: if one of them cannot be sent.
+    """
+    txn = client._mailclient.transaction
+    if txn.pendingRecipients is not None:
+        recipients, txn.pendingRecipients = txn.pendingRecipients, None
+        return recipients
+    recipients = client.getMailTo()
+    if isinstance(recipients, (bytes, str)):
+        # A single address, not a sequence of one-character addresses.
+        recipients = [recipients]
+    recipients = list(recipients)
+    for address in recipients:
+        client.quoteAddress(address)
+    return recipients
+
+
+def encodeFor(client: SMTPClient, txn: Transaction, chunk: bytes) -> bytes:
+    """
+    Encode a chunk of C{txn}'s body with the client's C{transformChunk}
+    hook, whichever transaction's replies are awaited meanwhile.
+    """
+    state = client._mailclient
+    state.encoding = txn
+    try:
+        return client.transformChunk(chunk)
+    finally:
+        state.encoding = None
+
+
+def _transferDone(client: SMTPClient, txn: Transaction, lastsent: bytes) -> None:
+    txn.body = None
+    client.finishedFileTransfer(lastsent)
+
+
+def _transferFailed(client: SMTPClient, txn: Transaction, reason: Failure) -> None:
+    txn.body = None
+    if reason.check(_TransferStopped):
+        # connectionLost reports it.
+        return
+    abortConnection(client)
+    fail(client, readError(client, reason))
+
+
+def readError(client: SMTPClient, reason: Failure) -> SMTPClientError:
+    """
+    The error a message fails with when its body could not be read or
+    encoded: a refusal of its content (L{CannotSendError}, for 8-bit data
+    the server cannot take) or a L{MessageReadError}.
+    """
+    if reason.check(OptionError):
+        return CannotSendError(reason.getErrorMessage(), client.log.str(), isFatal=True)
+    return MessageReadError(
+        "Could not read the message to send: %s" % (reason.getErrorMessage(),),
+        client.log.str(),
+    )
+
+
+def abortTransfer(client: SMTPClient) -> None:
+    """
+    Stop writing the current message's body.  A DATA body cut short takes
+    the connection with it; a BDAT chunk whose command line went out is
+    completed first (the server counts its bytes).
+    """
+    txn = client._mailclient.transaction
+    chunks, txn.chunks = txn.chunks, None
+    if chunks is not None and not chunks.finished:
+        if chunks.allWritten:
+            chunks.stop()
+        else:
+            chunks.stopProducing()
+            abortConnection(client)
+    body, txn.body = txn.body, None
+    if body is not None:
+        body.abort(Failure(_TransferStopped()))
+        abortConnection(client)
+
+
+def reportOutcome(client: SMTPClient, code: int, resp: bytes) -> None:
+    """
+    Report the outcome of the current message through
+    L{SMTPClient.sentMail}.
+    """
+    txn = client._mailclient.transaction
+    if code in SUCCESS and not txn.dataEnded:
+        # Never report a message delivered before its data was sent.
+        resp = b"Positive reply from the SMTP server before the end of the data: %03d %s" % (
+            code, resp)
+        code = -1
+    if client._from is not None and not txn.reported:
+        # (Not after sendError: replies that arrive while the connection
+        # closes after a fatal error must not report a second outcome.)
+        txn.phase = Phase.REPORTED
+        client.sentMail(
+            code, resp, len(client.successAddresses), client.toAddressesResult,
+            client.log,
+        )
+    elif txn.dataEnded:
+        txn.phase = Phase.OPEN
+    client.toAddressesResult = []
+    client._from = None
+
+
+def _rsetFailed(client: SMTPClient, code: int, resp: bytes) -> None:
+    client._disconnectFromServer()

@@ -1,12 +1,11 @@
 """
 L{ESMTPClient}: EHLO, STARTTLS and AUTH on top of L{SMTPClient}.
 
-Same state handlers, hooks, errors and codes as Twisted's class.  Fixed:
-EHLO keywords are case-insensitive; bytes the server sends after its reply
-to STARTTLS and before the handshake are refused (response injection);
-capabilities are forgotten when TLS starts; credentials never cross an
-unencrypted, non-loopback connection unless allowed; PLAIN is not retried in
-a second form; errors say whether the client or the server is at fault.
+Same state handlers, hooks, errors and codes as Twisted's class.  What it
+adds (PIPELINING, CHUNKING, SIZE, 8BITMIME, SMTPUTF8, DSN, and with
+C{pipelineMessages} two messages in flight) keeps its state in the
+client's C{_mailclient} (L{mailclient._state}), and its steps are module
+functions, so that subclasses keep every name Twisted's class leaves free.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import binascii
 import warnings
 from collections import deque
 from functools import partial
-from operator import attrgetter
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, List, Optional, Tuple, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
@@ -25,9 +23,24 @@ from twisted.python.failure import Failure
 
 from mailclient._address import extractAddress, quoteaddr
 from mailclient._chunking import ChunkSender
-from mailclient._client import SUCCESS, SMTPClient, binaryFile
+from mailclient._client import (
+    SUCCESS,
+    SMTPClient,
+    abortConnection,
+    beginTransaction,
+    binaryFile,
+    encodeFor,
+    fail,
+    internalError,
+    invalidAddress,
+    messageFile,
+    readError,
+    recipientList,
+    reportOutcome,
+    usesPhaseTimeouts,
+)
 from mailclient._data import DataEncoder
-from mailclient._errors import CannotSendError, InvalidAddressError, MessageReadError, SMTPClientError
+from mailclient._errors import CannotSendError, InvalidAddressError, SMTPClientError
 from mailclient._options import (
     DEFAULT_OPTIONS,
     MailOptions,
@@ -50,6 +63,7 @@ from mailclient._errors import (
     TLSError,
     TLSRequiredError,
 )
+from mailclient._state import Phase, Transaction
 from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable
 
 
@@ -62,21 +76,6 @@ _ENVELOPE_EXTENSIONS = (
     b"PIPELINING", b"CHUNKING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"DSN",
 )
 
-# What one message's transaction keeps on the protocol instance while its
-# replies are awaited.  With pipelineMessages two transactions are in
-# flight: the one whose replies come next lives in these attributes, the
-# other is kept aside as a dict of them (see ESMTPClient._parked).
-_TRANSACTION_STATE = (
-    "_from", "_reported", "toAddresses", "toAddressesResult",
-    "successAddresses", "lastAddress", "_mailReply", "_bdatFailure",
-    "_pipeline", "_pipelined", "_chunked", "_options", "_mailParams",
-    "_refuseEightBit", "_chunkSender", "_dataEnded", "_allWritten",
-    "mailFile", "_encoder", "_pendingFile", "_pendingRecipients",
-    "_expected", "_okresponse", "_failresponse",
-)
-
-_getTransaction = attrgetter(*_TRANSACTION_STATE)
-
 
 def _longest(*limits: Optional[float]) -> Optional[float]:
     """
@@ -85,11 +84,6 @@ def _longest(*limits: Optional[float]) -> Optional[float]:
     if any(limit is None for limit in limits):
         return None
     return max(cast(float, limit) for limit in limits)
-
-# A message asked for early that could not be started: its saved state
-# (None when there is no message to report on), what to do once the
-# previous message is reported, and the error it is to be reported with.
-_DeferredStart = Tuple[Optional[Dict[str, Any]], Callable[[], Any], Optional[SMTPClientError]]
 
 
 def _mechanismName(authenticator: Any) -> bytes:
@@ -155,24 +149,6 @@ class ESMTPClient(SMTPClient):
         self.secret = secret
         self.context = contextFactory
         self.capabilities: Capabilities = Capabilities()
-        # Commands of the current pipelined group still waiting for a reply.
-        self._pipeline: Deque[Tuple[bytes, Any]] = deque()
-        self._pipelined = False
-        self._chunked = False
-        self._mailReply: Optional[Tuple[int, bytes]] = None
-        self._bdatFailure: Optional[Tuple[int, bytes]] = None
-        self._chunkSender: Optional[ChunkSender] = None
-        self._options: MailOptions = DEFAULT_OPTIONS
-        self._mailParams: List[bytes] = []
-        self._refuseEightBit = False
-        # pipelineMessages: whether every command and chunk of the current
-        # transaction is written; the next transaction, written before the
-        # replies to this one came; a next message that could not be
-        # started early, to be dealt with once this one is reported.
-        self._allWritten = False
-        self._parked: Optional[Dict[str, Any]] = None
-        self._deferredStart: Optional[_DeferredStart] = None
-        self._early = False
 
     @property
     def tlsMode(self) -> bool:
@@ -203,7 +179,8 @@ class ESMTPClient(SMTPClient):
         """
         Fail because the server does not support ESMTP, which is required.
         """
-        self._fail(
+        fail(
+            self,
             EHLORequiredError(
                 502, b"Server does not support ESMTP Authentication", self.log.str()
             )
@@ -216,7 +193,7 @@ class ESMTPClient(SMTPClient):
         The message says why: no password was given, no mechanism is
         registered, or the server offers none of ours.
         """
-        if not self._hasCredentials():
+        if not _hasCredentials(self):
             text = b"Authentication is required but no password was given"
             code = -1
         elif not self.authenticators:
@@ -228,7 +205,7 @@ class ESMTPClient(SMTPClient):
                 names,
             )
             code = 502
-        self._fail(AUTHRequiredError(code, text, self.log.str()))
+        fail(self, AUTHRequiredError(code, text, self.log.str()))
 
     def esmtpTLSRequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
         """
@@ -250,7 +227,7 @@ class ESMTPClient(SMTPClient):
         else:
             text = b"Server does not support secure communication via TLS / SSL"
             code = 502
-        self._fail(TLSRequiredError(code, text, self.log.str()))
+        fail(self, TLSRequiredError(code, text, self.log.str()))
 
     def esmtpTLSFailed(self, code: int = -1, resp: Optional[bytes] = None) -> None:
         """
@@ -261,13 +238,13 @@ class ESMTPClient(SMTPClient):
             text = b"Server refused STARTTLS: " + resp
         else:
             text = b"Could not complete the SSL/TLS handshake"
-        self._fail(TLSError(code, text, self.log.str()))
+        fail(self, TLSError(code, text, self.log.str()))
 
     def esmtpAUTHDeclined(self, code: int = -1, resp: Optional[bytes] = None) -> None:
         """
         Fail because the authentication was rejected.
         """
-        self._fail(AUTHDeclinedError(code, resp or b"", self.log.str()))
+        fail(self, AUTHDeclinedError(code, resp or b"", self.log.str()))
 
     def esmtpAUTHMalformedChallenge(
         self, code: int = -1, resp: Optional[bytes] = None
@@ -275,7 +252,8 @@ class ESMTPClient(SMTPClient):
         """
         Fail because the server sent a malformed authentication challenge.
         """
-        self._fail(
+        fail(
+            self,
             AuthenticationError(
                 501,
                 b"Login failed because the SMTP Server returned a malformed "
@@ -290,7 +268,7 @@ class ESMTPClient(SMTPClient):
         """
         Fail because of some other authentication error.
         """
-        self._fail(AuthenticationError(code, resp or b"", self.log.str()))
+        fail(self, AuthenticationError(code, resp or b"", self.log.str()))
 
     def registerAuthenticator(self, auth: Any) -> None:
         """
@@ -312,15 +290,16 @@ class ESMTPClient(SMTPClient):
         self._okresponse = self.esmtpState_ehlo
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if not (self._reported or self._quitting):
+        state = self._mailclient
+        if not (state.transaction.reported or state.quitting):
             tls = describeTLSFailure(reason)
             if tls is not None:
-                self._fail(TLSError(-1, tls, self.log.str(), isFatal=True))
+                fail(self, TLSError(-1, tls, self.log.str(), isFatal=True))
         SMTPClient.connectionLost(self, reason)
         # Reporting a message started early put its file back: let it go.
         self.mailFile = None
-        self._pendingFile = None
-        self._chunkSender = None
+        state.transaction.pendingFile = None
+        state.transaction.chunks = None
 
     def esmtpState_ehlo(self, code: int, resp: bytes) -> None:
         """
@@ -368,13 +347,14 @@ class ESMTPClient(SMTPClient):
             # Anything after the 220 was sent in clear text before the
             # handshake: a man in the middle may have injected it.
             self._buffer = b""
-            self._fail(
+            fail(
+                self,
                 SMTPProtocolError(
                     -1,
                     b"Server sent data after its reply to STARTTLS, before the "
                     b"TLS handshake (possible response injection)",
                     self.log.str(),
-                )
+                ),
             )
             return
         self.capabilities = Capabilities()
@@ -382,81 +362,37 @@ class ESMTPClient(SMTPClient):
             cast(Any, self.transport).startTLS(self.context)
             self._tlsMode = True
         except Exception as e:
-            self._fail(
+            fail(
+                self,
                 TLSError(
                     -1,
                     b"Could not start TLS: " + str(e).encode("utf-8", "replace"),
                     self.log.str(),
                     isFatal=True,
-                )
+                ),
             )
             return
         self.esmtpState_ehlo(code, resp)
-
-    def _hasCredentials(self) -> bool:
-        """
-        Whether there is something to log in with: a secret, or an
-        authenticator holding its own token (OAuth 2.0).
-        """
-        if self.secret:
-            return True
-        return any(getattr(a, "token", None) is not None for a in self.authenticators)
 
     def authenticate(self, code: int, resp: bytes, items: Any) -> None:
         """
         Authenticate with the first registered mechanism the server offers,
         or go on to the mail transaction.
         """
-        if self._hasCredentials() and items.get(b"AUTH"):
+        if _hasCredentials(self) and items.get(b"AUTH"):
             offered = set(items[b"AUTH"].upper().split())
             for auth in self.authenticators:
                 name = _mechanismName(auth)
                 if name in offered:
-                    if not self._mayAuthenticate():
-                        self._refuseCleartextAuthentication()
+                    if not _mayAuthenticate(self):
+                        _refuseCleartextAuthentication(self)
                         return
-                    self._startAuthentication(auth, name)
+                    _startAuthentication(self, auth, name)
                     return
         if self.requireAuthentication:
             self.esmtpAUTHRequired()
         else:
             self.smtpState_from(code, resp)
-
-    def _mayAuthenticate(self) -> bool:
-        return (
-            self._tlsMode
-            or self.allowCleartextAuthentication
-            or isLoopback(self.transport)
-        )
-
-    def _refuseCleartextAuthentication(self) -> None:
-        self._fail(
-            AUTHRequiredError(
-                -1,
-                b"Refusing to send credentials over an unencrypted connection "
-                b"(the server did not offer STARTTLS or no TLS context was "
-                b"given); set allowCleartextAuthentication to allow it",
-                self.log.str(),
-            )
-        )
-
-    def _startAuthentication(self, auth: Any, name: bytes) -> None:
-        self._authinfo = auth
-        reset = getattr(auth, "reset", None)
-        if reset is not None:
-            reset()
-        initial = getattr(auth, "initialResponse", None)
-        if initial is not None:
-            response = base64.b64encode(initial(self.secret)) or b"="
-            self._expected = [235, 334]
-            self._okresponse = self.smtpState_maybeAuthenticated
-            self._failresponse = self.esmtpAUTHDeclined
-            self.sendLine(b"AUTH " + name + b" " + response)
-        else:
-            self._expected = [334]
-            self._okresponse = self.esmtpState_challenge
-            self._failresponse = self.esmtpAUTHServerError
-            self.sendLine(b"AUTH " + name)
 
     def esmtpState_challenge(self, code: int, resp: bytes) -> None:
         self._authResponse(self._authinfo, resp)
@@ -474,11 +410,12 @@ class ESMTPClient(SMTPClient):
         response = auth.challengeResponse(self.secret, decoded)
         self._expected = [235, 334]
         self._okresponse = self.smtpState_maybeAuthenticated
-        self._inSASL = True
+        state = self._mailclient
+        state.inSASL = True
         try:
             self.sendLine(base64.b64encode(response))
         finally:
-            self._inSASL = False
+            state.inSASL = False
 
     def smtpState_maybeAuthenticated(self, code: int, resp: bytes) -> None:
         """
@@ -516,29 +453,17 @@ class ESMTPClient(SMTPClient):
         Subclasses may add their own: C{return super().mailFromParameters()
         + b" X=Y"}.
         """
-        return b"".join(b" " + p for p in self._mailParams)
+        return b"".join(b" " + p for p in self._mailclient.transaction.mailParams)
 
     def rcptToParameters(self, address: Any) -> bytes:
         """
         The extension parameters of C{RCPT TO} for C{address}.
         """
         raw = extractAddress(address).encode("utf-8")
+        options = self._mailclient.transaction.options
         return b"".join(
-            b" " + p for p in rcptParameters(self._options, self.capabilities, raw)
+            b" " + p for p in rcptParameters(options, self.capabilities, raw)
         )
-
-    def _useExtensions(self) -> Tuple[bool, Optional[MailOptions]]:
-        """
-        Whether this message takes the extension path, and the message's
-        options if they had to be asked for to decide.
-        """
-        caps = self.capabilities
-        if any(k in caps for k in _ENVELOPE_EXTENSIONS):
-            return True, None
-        # Options the caller asked for are checked before MAIL even when
-        # the server offers no extension (to refuse, or to warn).
-        options = self.getMailOptions()
-        return options != DEFAULT_OPTIONS, options
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
         """
@@ -551,418 +476,127 @@ class ESMTPClient(SMTPClient):
         parameters; with PIPELINING, MAIL, every RCPT and DATA (or the BDAT
         chunks) go out as one group.
         """
-        deferred, self._deferredStart = self._deferredStart, None
+        state = self._mailclient
+        deferred, state.deferredStart = state.deferredStart, None
         if deferred is not None:
             # This message was asked for early and could not be started;
             # its fate follows the previous message's outcome.
-            state, action, _ = deferred
-            if state is not None:
-                self._restoreTransaction(state)
+            txn, action, _ = deferred
+            if txn is not None:
+                state.transaction = txn
+                txn.unpark(self)
             action()
             return
-        self._options = DEFAULT_OPTIONS
-        self._mailParams = []
-        self._chunked = False
-        self._allWritten = False
-        useExtensions, options = self._useExtensions()
+        useExtensions, options = _useExtensions(self)
         if not useExtensions:
             # Twisted's conversation, but 8-bit data found while streaming
             # is refused: the server did not offer 8BITMIME (RFC 6152).
-            self._pipelined = False
-            self._refuseEightBit = True
             SMTPClient.smtpState_from(self, code, resp)
+            state.transaction.refuseEightBit = True
             return
         caps = self.capabilities
-        self._pipelined = self.pipelining and b"PIPELINING" in caps
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
         if self._from is None:
-            if self._early:
-                self._deferredStart = (None, self._disconnectFromServer, None)
+            if state.early:
+                state.deferredStart = (None, self._disconnectFromServer, None)
             else:
                 self._disconnectFromServer()
             return
-        self._reported = False
-        self.toAddressesResult = []
-        self.successAddresses = []
-        self._mailReply = None
-        self._bdatFailure = None
+        txn = beginTransaction(self)
+        txn.pipelined = self.pipelining and b"PIPELINING" in caps
         try:
             sender = self.quoteAddress(self._from)
-            recipients = self._recipientList()
+            recipients = recipientList(self)
             quoted = [self.quoteAddress(r) for r in recipients]
             if options is None:
                 options = self.getMailOptions()
             warning = checkDSN(options, caps)
             chunked = (
-                self._pipelined and self.chunking and b"CHUNKING" in caps
+                txn.pipelined and self.chunking and b"CHUNKING" in caps
                 and bool(recipients)
             )
             eightBit = options.eightBit
             size = None
             if b"SIZE" in caps or chunked or (eightBit is None and recipients):
-                self._pendingFile = binaryFile(self.getMailData())
-                size = fileSize(self._pendingFile)
+                txn.pendingFile = binaryFile(self.getMailData())
+                size = fileSize(txn.pendingFile)
                 if eightBit is None:
                     if b"8BITMIME" in caps and (size is None or size > _SCAN_LIMIT):
                         # Declaring 8BITMIME is always safe: spare a large
                         # message a second read.
                         eightBit = True
                     else:
-                        eightBit = holdsEightBit(self._pendingFile)
+                        eightBit = holdsEightBit(txn.pendingFile)
             if eightBit is None and b"8BITMIME" in caps:
                 # Unknown (unseekable file): declaring it is always safe.
                 eightBit = True
             checkEightBit(options, caps, eightBit)
-            self._mailParams = mailParameters(
+            txn.mailParams = mailParameters(
                 options, caps, [sender] + quoted, size, eightBit, chunked
             )
         except InvalidAddressError as e:
-            self._refuseMessage(e, partial(self._invalidAddress, e))
+            _refuseMessage(self, e, partial(invalidAddress, self, e))
             return
         except OptionError as e:
-            self._pendingFile = None
+            txn.pendingFile = None
             refusal = CannotSendError(str(e), self.log.str())
-            self._refuseMessage(refusal, partial(self._fail, refusal))
+            _refuseMessage(self, refusal, partial(fail, self, refusal))
             return
         if warning is not None:
             warnings.warn(warning, stacklevel=2)
-        self._options = options
+        txn.options = options
         # Refuse 8-bit data found while streaming unless it may be sent.
-        self._refuseEightBit = (
+        txn.refuseEightBit = (
             eightBit is None
             and b"8BITMIME" not in caps
             and not options.allowEightBitWithout8BITMIME
         )
-        if not self._pipelined:
-            self._pendingRecipients = recipients
+        if not txn.pipelined:
+            txn.pendingRecipients = recipients
             self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
             self._expected = [250]
             self._okresponse = self.smtpState_to
             return
         self.toAddresses = iter(recipients)
         self.lastAddress = None
-        self._chunked = chunked
+        txn.chunked = chunked
         group = [(b"MAIL", None)] + [(b"RCPT", r) for r in recipients]
         if recipients and not chunked:
             group.append((b"DATA", None))
-        if self._early:
+        early = state.early
+        if early:
             # Whatever became of the previous transaction, this one starts
             # from a clean slate (RFC 3030 asks for RSET after a failed
             # chunk; after a delivered message it is harmless).
             group.insert(0, (b"RSET", None))
-        self._pipeline = deque(group)
+        txn.pipeline = deque(group)
         self._expected = range(0, 1000)
-        self._okresponse = self._pipelinedReply
-        if self._early:
+        self._okresponse = partial(_pipelinedReply, self)
+        if early:
             self.sendLine(b"RSET")
         self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
         for recipient, address in zip(recipients, quoted):
             self.sendLine(b"RCPT TO:" + address + self.rcptToParameters(recipient))
-        timeouts = self.timeouts if self.timeout is None and not self._early else None
+        timeouts = self.timeouts if usesPhaseTimeouts(self) and not early else None
         if timeouts is not None:
             # The first reply due is the one to MAIL.
             self.setTimeout(timeouts.mail)
         if chunked:
-            self._startChunks()
+            _startChunks(self, txn)
         elif recipients:
             self.sendLine(b"DATA")
             if timeouts is not None:
                 self.setTimeout(timeouts.mail)
-        self._maybeStartNext()
-
-    def _refuseMessage(self, exc: SMTPClientError, action: Callable[[], Any]) -> None:
-        """
-        Report a message that cannot be started, now or, when it was asked
-        for early, once the previous message is reported.
-        """
-        if self._early:
-            self._deferredStart = (self._saveTransaction(), action, exc)
-        else:
-            action()
-
-    # pipelineMessages: two transactions in flight
-
-    def _saveTransaction(self) -> Dict[str, Any]:
-        return dict(zip(_TRANSACTION_STATE, _getTransaction(self)))
-
-    def _restoreTransaction(self, state: Dict[str, Any]) -> None:
-        # Plain instance attributes all: no descriptor to go through.
-        self.__dict__.update(state)
-
-    def _maybeStartNext(self) -> None:
-        """
-        With L{pipelineMessages}, start the next message now if the current
-        one is written whole and nothing has gone wrong with it so far.
-        """
-        if not (
-            self.pipelineMessages
-            and self._allWritten
-            and self._chunked
-            and not self._early
-            and self._parked is None
-            and self._deferredStart is None
-            and self._from is not None
-            and not self._reported
-            and not self._quitting
-            and self._bdatFailure is None
-            and (self._mailReply is None or self._mailReply[0] == 250)
-            and self.transport is not None
-            and not getattr(self.transport, "disconnecting", False)
-        ):
-            return
-        current = self._saveTransaction()
-        period = self.timeOut
-        self._early = True
-        try:
-            self.smtpState_from(250, b"")
-        except Exception:
-            # Raised by a hook of the next message: dealt with as the
-            # normal path would, once this message is reported.
-            self._deferredStart = (None, partial(self._internalError, Failure()), None)
-        finally:
-            self._early = False
-        if self._deferredStart is None:
-            self._parked = self._saveTransaction()
-        self._restoreTransaction(current)
-        if self.timeout is None and self.timeouts is not None:
-            # The reply still due is this message's.
-            self.setTimeout(period)
-
-    def _activateParked(self) -> None:
-        """
-        The previous transaction is reported: its successor's replies come
-        next.
-        """
-        parked, self._parked = self._parked, None
-        assert parked is not None
-        self._restoreTransaction(parked)
-        timeouts = self.timeouts
-        if self.timeout is None and timeouts is not None:
-            self.setTimeout(
-                _longest(timeouts.mail, timeouts.dataTermination) if self._dataEnded
-                else timeouts.mail
-            )
-        self._maybeStartNext()
-
-    def _fail(self, exc: SMTPClientError) -> None:
-        """
-        Report C{exc} for the current message and, with L{pipelineMessages},
-        for the message already started after it (or the error that kept
-        it from starting): every started message gets one report.
-        """
-        later: List[Tuple[Dict[str, Any], SMTPClientError]] = []
-        parked, self._parked = self._parked, None
-        if parked is not None and not parked["_reported"]:
-            later.append((parked, parked.pop("_ownError", None) or exc))
-        deferred, self._deferredStart = self._deferredStart, None
-        if deferred is not None and deferred[0] is not None and deferred[2] is not None:
-            later.append((deferred[0], deferred[2]))
-        SMTPClient._fail(self, exc)
-        for state, error in later:
-            self._restoreTransaction(state)
-            self._abortTransfer()
-            if isinstance(error, InvalidAddressError):
-                error.log = self.log.str()
-            self._reportError(error)
+        _maybeStartNext(self)
 
     def transformChunk(self, chunk: bytes) -> bytes:
-        if self._refuseEightBit and not chunk.isascii():
+        if self._mailclient.encodingTransaction().refuseEightBit and not chunk.isascii():
             raise OptionError(
                 "message holds 8-bit data but the server does not offer "
                 "8BITMIME (set allowEightBitWithout8BITMIME to send it anyway)"
             )
         return SMTPClient.transformChunk(self, chunk)
-
-    def _transferFailed(self, reason: Failure) -> None:
-        if reason.check(OptionError):
-            self._sender = None
-            self._abortConnection()
-            self._fail(
-                CannotSendError(
-                    reason.getErrorMessage(), self.log.str(), isFatal=True
-                )
-            )
-            return
-        SMTPClient._transferFailed(self, reason)
-
-    def _abortConnection(self) -> None:
-        transport: Any = self.transport
-        if transport is not None and hasattr(transport, "abortConnection"):
-            transport.abortConnection()
-
-    # CHUNKING
-
-    def _startChunks(self) -> None:
-        self.mailFile = self._messageFile()
-        self._encoder = DataEncoder(dotStuff=False)
-        # The callbacks name their transaction by its pipeline: with
-        # pipelineMessages it may be the one kept aside when they run.
-        pipeline = self._pipeline
-        self._chunkSender = ChunkSender(
-            self.mailFile, self.transport, self.transformChunk,
-            partial(self._chunkWritten, pipeline), partial(self._chunksFailed, pipeline),
-            partial(self._chunksDone, pipeline),
-        )
-        self._chunkSender.start()
-
-    def _transactionOf(self, pipeline: Deque[Tuple[bytes, Any]]) -> Optional[Dict[str, Any]]:
-        """
-        The transaction kept aside whose pipeline is C{pipeline}, if any.
-        """
-        parked = self._parked
-        if parked is not None and parked["_pipeline"] is pipeline:
-            return parked
-        return None
-
-    def _chunkWritten(self, pipeline: Deque[Tuple[bytes, Any]], line: bytes, last: bool) -> None:
-        if self.debug:
-            self.log.append(b">>> " + line)
-        pipeline.append((b"BDAT", last))
-        if last:
-            timeouts = self.timeouts
-            if self.timeout is None and timeouts is not None:
-                # The final reply is due now: RFC 5321's limit for it (4.5.3.2.6).
-                self.setTimeout(_longest(timeouts.mail, timeouts.dataTermination))
-            parked = self._transactionOf(pipeline)
-            if parked is not None:
-                parked["_dataEnded"] = True
-            else:
-                self._dataEnded = True
-
-    def _chunksDone(self, pipeline: Deque[Tuple[bytes, Any]]) -> None:
-        parked = self._transactionOf(pipeline)
-        if parked is not None:
-            parked["_allWritten"] = True
-        elif pipeline is self._pipeline:
-            self._allWritten = True
-            self._maybeStartNext()
-
-    def _chunksFailed(self, pipeline: Deque[Tuple[bytes, Any]], reason: Failure) -> None:
-        if reason.check(OptionError):
-            exc: SMTPClientError = CannotSendError(
-                reason.getErrorMessage(), self.log.str(), isFatal=True
-            )
-        else:
-            exc = MessageReadError(
-                "Could not read the message to send: %s" % (reason.getErrorMessage(),),
-                self.log.str(),
-            )
-        parked = self._transactionOf(pipeline)
-        self._abortConnection()
-        if parked is None:
-            self._chunkSender = None
-            self._fail(exc)
-            return
-        # The message started early failed while the current one awaits its
-        # replies: the connection has to go (a chunk is incomplete), which
-        # leaves the current message's fate unknown.
-        parked["_chunkSender"] = None
-        parked["_ownError"] = exc
-        self._fail(
-            SMTPConnectError(
-                -1,
-                b"Connection closed before the final reply: the next message "
-                b"could not be sent (" + exc.resp + b")",
-                self.log.str(),
-                isFatal=True,
-            )
-        )
-
-    def _stopChunks(self) -> None:
-        sender, self._chunkSender = self._chunkSender, None
-        if sender is not None:
-            sender.stop()
-
-    def _abortTransfer(self) -> None:
-        sender, self._chunkSender = self._chunkSender, None
-        if sender is not None and not sender.finished:
-            if sender.allWritten:
-                sender.stop()
-            else:
-                sender.stopProducing()
-                self._abortConnection()
-        SMTPClient._abortTransfer(self)
-
-    def _pipelinedReply(self, code: int, resp: bytes) -> None:
-        """
-        Match one reply to the oldest command of the pipelined group.
-        """
-        verb, detail = self._pipeline.popleft()
-        if verb == b"RSET":
-            # Sent ahead of a message started early; the replies to its own
-            # commands decide its outcome.
-            return
-        if verb == b"MAIL":
-            self._mailReply = (code, resp)
-            if not self._pipeline and not self._chunked:
-                # No recipients: as without pipelining.
-                if code == 250:
-                    self.smtpState_msgSent(0, b"No recipients accepted")
-                else:
-                    self.smtpTransferFailed(code, resp)
-            return
-        if verb == b"RCPT":
-            self.lastAddress = detail
-            self.toAddressesResult.append((detail, code, resp))
-            if code in SUCCESS:
-                self.successAddresses.append(detail)
-            return
-        mailCode, mailResp = self._mailReply or (-1, b"")
-        if verb == b"BDAT":
-            self._bdatReply(code, resp, bool(detail), mailCode, mailResp)
-            return
-        # The reply to DATA ends the group.
-        if code == 354 and (mailCode != 250 or not self.successAddresses):
-            # The server wants the body although the envelope failed.  No
-            # QUIT or RSET is possible in the middle of DATA: report, close.
-            self._envelopeFailed(mailCode, mailResp)
-            self.smtpState_disconnect(-1, None)
-        elif mailCode != 250 or not self.successAddresses:
-            self._envelopeFailed(mailCode, mailResp, rset=True)
-        elif code == 354:
-            self.smtpState_data(code, resp)
-        else:
-            self.smtpTransferFailed(code, resp)
-
-    def _envelopeFailed(self, mailCode: int, mailResp: bytes, rset: bool = False) -> None:
-        """
-        Report a message whose MAIL or every RCPT was refused, as the
-        unpipelined conversation reports it.
-        """
-        if mailCode != 250:
-            self.toAddressesResult = []
-            self.successAddresses = []
-            code, resp = mailCode, mailResp
-        else:
-            code, resp = self.toAddressesResult[-1][1], b"No recipients accepted"
-        if rset:
-            self._pipelined = False
-            self.smtpState_msgSent(code, resp)
-        else:
-            self._reportOutcome(code, resp)
-
-    def _bdatReply(
-        self, code: int, resp: bytes, last: bool, mailCode: int, mailResp: bytes
-    ) -> None:
-        envelopeOK = mailCode == 250 and bool(self.successAddresses)
-        if self._bdatFailure is None and (not envelopeOK or code not in SUCCESS):
-            # RFC 3030: after a failed chunk, send no more.
-            self._bdatFailure = (code, resp)
-            self._stopChunks()
-        if self._pipeline:
-            return
-        if self._chunkSender is not None and not self._chunkSender.allWritten:
-            # Replies caught up with the chunks written so far; more to come.
-            return
-        self._stopChunks()
-        if not envelopeOK:
-            self._envelopeFailed(mailCode, mailResp, rset=True)
-        elif self._bdatFailure is not None:
-            self._pipelined = False
-            self.smtpTransferFailed(*self._bdatFailure)
-        elif last:
-            self.smtpState_msgSent(code, resp)
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
         """
@@ -971,12 +605,326 @@ class ESMTPClient(SMTPClient):
         4.1.1.5) and costs a round trip.  With a message already started
         early, its replies come next (it began with its own RSET).
         """
-        if self._parked is not None:
-            self._reportOutcome(code, resp)
-            self._activateParked()
+        state = self._mailclient
+        if state.following is not None:
+            reportOutcome(self, code, resp)
+            _activateFollowing(self)
             return
-        if self._pipelined and code in SUCCESS:
-            self._reportOutcome(code, resp)
+        if state.transaction.pipelined and code in SUCCESS:
+            reportOutcome(self, code, resp)
             self.smtpState_from(code, resp)
         else:
             SMTPClient.smtpState_msgSent(self, code, resp)
+
+
+# mailclient's own steps of the ESMTP conversation (functions, so that no
+# subclass method can replace one by accident).
+
+
+def _hasCredentials(client: ESMTPClient) -> bool:
+    """
+    Whether there is something to log in with: a secret, or an
+    authenticator holding its own token (OAuth 2.0).
+    """
+    if client.secret:
+        return True
+    return any(getattr(a, "token", None) is not None for a in client.authenticators)
+
+
+def _mayAuthenticate(client: ESMTPClient) -> bool:
+    return (
+        client._tlsMode
+        or client.allowCleartextAuthentication
+        or isLoopback(client.transport)
+    )
+
+
+def _refuseCleartextAuthentication(client: ESMTPClient) -> None:
+    fail(
+        client,
+        AUTHRequiredError(
+            -1,
+            b"Refusing to send credentials over an unencrypted connection "
+            b"(the server did not offer STARTTLS or no TLS context was "
+            b"given); set allowCleartextAuthentication to allow it",
+            client.log.str(),
+        ),
+    )
+
+
+def _startAuthentication(client: ESMTPClient, auth: Any, name: bytes) -> None:
+    client._authinfo = auth
+    reset = getattr(auth, "reset", None)
+    if reset is not None:
+        reset()
+    initial = getattr(auth, "initialResponse", None)
+    if initial is not None:
+        response = base64.b64encode(initial(client.secret)) or b"="
+        client._expected = [235, 334]
+        client._okresponse = client.smtpState_maybeAuthenticated
+        client._failresponse = client.esmtpAUTHDeclined
+        client.sendLine(b"AUTH " + name + b" " + response)
+    else:
+        client._expected = [334]
+        client._okresponse = client.esmtpState_challenge
+        client._failresponse = client.esmtpAUTHServerError
+        client.sendLine(b"AUTH " + name)
+
+
+def _useExtensions(client: ESMTPClient) -> Tuple[bool, Optional[MailOptions]]:
+    """
+    Whether this message takes the extension path, and the message's
+    options if they had to be asked for to decide.
+    """
+    caps = client.capabilities
+    if any(k in caps for k in _ENVELOPE_EXTENSIONS):
+        return True, None
+    # Options the caller asked for are checked before MAIL even when the
+    # server offers no extension (to refuse, or to warn).
+    options = client.getMailOptions()
+    return options != DEFAULT_OPTIONS, options
+
+
+def _refuseMessage(
+    client: ESMTPClient, exc: SMTPClientError, action: Callable[[], Any]
+) -> None:
+    """
+    Report a message that cannot be started, now or, when it was asked for
+    early, once the previous message is reported.
+    """
+    state = client._mailclient
+    if state.early:
+        txn = state.transaction
+        txn.park(client)
+        state.deferredStart = (txn, action, exc)
+    else:
+        action()
+
+
+# pipelineMessages: two transactions in flight
+
+
+def _mayStartNext(client: ESMTPClient) -> bool:
+    """
+    Whether, with L{ESMTPClient.pipelineMessages}, the next message may be
+    started now: the current one is written whole with BDAT, nothing has
+    gone wrong with it so far, and no other message is waiting.
+    """
+    state = client._mailclient
+    txn = state.transaction
+    transport: Any = client.transport
+    return (
+        client.pipelineMessages
+        and txn.allWritten
+        and txn.chunked
+        and not txn.reported
+        and txn.bdatFailure is None
+        and (txn.mailReply is None or txn.mailReply[0] == 250)
+        and client._from is not None
+        and not (state.early or state.quitting)
+        and state.following is None
+        and state.deferredStart is None
+        and transport is not None
+        and not getattr(transport, "disconnecting", False)
+    )
+
+
+def _maybeStartNext(client: ESMTPClient) -> None:
+    """
+    Start the next message now if L{_mayStartNext}.
+    """
+    if not _mayStartNext(client):
+        return
+    state = client._mailclient
+    current = state.transaction
+    current.park(client)
+    period = client.timeOut
+    state.early = True
+    try:
+        client.smtpState_from(250, b"")
+    except Exception:
+        # Raised by a hook of the next message: dealt with as the normal
+        # path would, once this message is reported.
+        state.deferredStart = (None, partial(internalError, client, Failure()), None)
+    finally:
+        state.early = False
+    if state.deferredStart is None:
+        following = state.transaction
+        following.park(client)
+        state.following = following
+    state.transaction = current
+    current.unpark(client)
+    if usesPhaseTimeouts(client):
+        # The reply still due is this message's.
+        client.setTimeout(period)
+
+
+def _activateFollowing(client: ESMTPClient) -> None:
+    """
+    The previous transaction is reported: its successor's replies come
+    next.
+    """
+    state = client._mailclient
+    following, state.following = state.following, None
+    assert following is not None
+    state.transaction = following
+    following.unpark(client)
+    timeouts = client.timeouts
+    if usesPhaseTimeouts(client):
+        assert timeouts is not None
+        client.setTimeout(
+            _longest(timeouts.mail, timeouts.dataTermination) if following.dataEnded
+            else timeouts.mail
+        )
+    _maybeStartNext(client)
+
+
+# CHUNKING
+
+
+def _startChunks(client: ESMTPClient, txn: Transaction) -> None:
+    client.mailFile = messageFile(client)
+    txn.encoder = DataEncoder(dotStuff=False)
+    txn.chunks = ChunkSender(
+        client.mailFile, client.transport, partial(encodeFor, client, txn),
+        partial(_chunkWritten, client, txn), partial(_chunksFailed, client, txn),
+        partial(_chunksDone, client, txn),
+    )
+    txn.chunks.start()
+
+
+def _chunkWritten(client: ESMTPClient, txn: Transaction, line: bytes, last: bool) -> None:
+    if client.debug:
+        client.log.append(b">>> " + line)
+    txn.pipeline.append((b"BDAT", last))
+    if last:
+        timeouts = client.timeouts
+        if usesPhaseTimeouts(client):
+            assert timeouts is not None
+            # The final reply is due now: RFC 5321's limit for it (4.5.3.2.6).
+            client.setTimeout(_longest(timeouts.mail, timeouts.dataTermination))
+        if txn.phase is Phase.OPEN:
+            txn.phase = Phase.DATA_ENDED
+
+
+def _chunksDone(client: ESMTPClient, txn: Transaction) -> None:
+    txn.allWritten = True
+    if txn is client._mailclient.transaction:
+        _maybeStartNext(client)
+
+
+def _chunksFailed(client: ESMTPClient, txn: Transaction, reason: Failure) -> None:
+    exc = readError(client, reason)
+    state = client._mailclient
+    abortConnection(client)
+    txn.chunks = None
+    if txn is not state.following:
+        fail(client, exc)
+        return
+    # The message started early failed while the current one awaits its
+    # replies: the connection has to go (a chunk is incomplete), which
+    # leaves the current message's fate unknown.
+    txn.ownError = exc
+    fail(
+        client,
+        SMTPConnectError(
+            -1,
+            b"Connection closed before the final reply: the next message "
+            b"could not be sent (" + exc.resp + b")",
+            client.log.str(),
+            isFatal=True,
+        ),
+    )
+
+
+def _stopChunks(txn: Transaction) -> None:
+    chunks, txn.chunks = txn.chunks, None
+    if chunks is not None:
+        chunks.stop()
+
+
+def _pipelinedReply(client: ESMTPClient, code: int, resp: bytes) -> None:
+    """
+    Match one reply to the oldest command of the pipelined group.
+    """
+    txn = client._mailclient.transaction
+    verb, detail = txn.pipeline.popleft()
+    if verb == b"RSET":
+        # Sent ahead of a message started early; the replies to its own
+        # commands decide its outcome.
+        return
+    if verb == b"MAIL":
+        txn.mailReply = (code, resp)
+        if not txn.pipeline and not txn.chunked:
+            # No recipients: as without pipelining.
+            if code == 250:
+                client.smtpState_msgSent(0, b"No recipients accepted")
+            else:
+                client.smtpTransferFailed(code, resp)
+        return
+    if verb == b"RCPT":
+        client.lastAddress = detail
+        client.toAddressesResult.append((detail, code, resp))
+        if code in SUCCESS:
+            client.successAddresses.append(detail)
+        return
+    mailCode, mailResp = txn.mailReply or (-1, b"")
+    if verb == b"BDAT":
+        _bdatReply(client, txn, code, resp, bool(detail), mailCode, mailResp)
+        return
+    # The reply to DATA ends the group.
+    if code == 354 and (mailCode != 250 or not client.successAddresses):
+        # The server wants the body although the envelope failed.  No QUIT
+        # or RSET is possible in the middle of DATA: report, close.
+        _envelopeFailed(client, mailCode, mailResp)
+        client.smtpState_disconnect(-1, None)
+    elif mailCode != 250 or not client.successAddresses:
+        _envelopeFailed(client, mailCode, mailResp, rset=True)
+    elif code == 354:
+        client.smtpState_data(code, resp)
+    else:
+        client.smtpTransferFailed(code, resp)
+
+
+def _envelopeFailed(
+    client: ESMTPClient, mailCode: int, mailResp: bytes, rset: bool = False
+) -> None:
+    """
+    Report a message whose MAIL or every RCPT was refused, as the
+    unpipelined conversation reports it.
+    """
+    if mailCode != 250:
+        client.toAddressesResult = []
+        client.successAddresses = []
+        code, resp = mailCode, mailResp
+    else:
+        code, resp = client.toAddressesResult[-1][1], b"No recipients accepted"
+    if rset:
+        client._mailclient.transaction.pipelined = False
+        client.smtpState_msgSent(code, resp)
+    else:
+        reportOutcome(client, code, resp)
+
+
+def _bdatReply(
+    client: ESMTPClient, txn: Transaction, code: int, resp: bytes, last: bool,
+    mailCode: int, mailResp: bytes,
+) -> None:
+    envelopeOK = mailCode == 250 and bool(client.successAddresses)
+    if txn.bdatFailure is None and (not envelopeOK or code not in SUCCESS):
+        # RFC 3030: after a failed chunk, send no more.
+        txn.bdatFailure = (code, resp)
+        _stopChunks(txn)
+    if txn.pipeline:
+        return
+    if txn.chunks is not None and not txn.chunks.allWritten:
+        # Replies caught up with the chunks written so far; more to come.
+        return
+    _stopChunks(txn)
+    if not envelopeOK:
+        _envelopeFailed(client, mailCode, mailResp, rset=True)
+    elif txn.bdatFailure is not None:
+        txn.pipelined = False
+        client.smtpTransferFailed(*txn.bdatFailure)
+    elif last:
+        client.smtpState_msgSent(code, resp)

@@ -240,8 +240,8 @@ class SMTPSenderFactory(protocol.ClientFactory):
         # A later error (such as a TLS failure) says more than "connection
         # closed cleanly".
         current = self.currentProtocol
-        if current is not None and current._failureReason is not None:
-            err = current._failureReason
+        if current is not None and current._mailclient.failureReason is not None:
+            err = current._mailclient.failureReason
         self.currentProtocol = None
         if self.sendFinished:
             return

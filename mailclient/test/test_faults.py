@@ -373,8 +373,9 @@ class FaultMatrixMixin:
         self.assertTrue(connection.serverTransport.disconnected, "server transport open")  # type: ignore[attr-defined]
         self.assertEqual(reactor.getDelayedCalls(), [])  # type: ignore[attr-defined]
         self.assertIsNone(protocol.mailFile)  # type: ignore[attr-defined]
-        self.assertIsNone(protocol._sender)  # type: ignore[attr-defined]
-        self.assertIsNone(getattr(protocol, "_chunkSender", None))  # type: ignore[attr-defined]
+        txn = protocol._mailclient.transaction  # type: ignore[attr-defined]
+        self.assertIsNone(txn.body)  # type: ignore[attr-defined]
+        self.assertIsNone(txn.chunks)  # type: ignore[attr-defined]
         self.assertIsNone(getattr(protocol, "_TimeoutMixin__timeoutCall", None))  # type: ignore[attr-defined]
         self.assertEqual(openFDs(), self.fds)  # type: ignore[attr-defined]
 
@@ -457,7 +458,7 @@ class FaultMatrixMixin:
             self.assertGreaterEqual(len(delivered), 2, hooks)  # type: ignore[attr-defined]
             self.assertEqual(delivered[-2:], [b"two@example.com", b"three@example.com"])  # type: ignore[attr-defined]
         self.checkClean(reactor, connection, client)
-        self.assertIsNone(client._parked)  # type: ignore[attr-defined]
+        self.assertIsNone(client._mailclient.following)  # type: ignore[attr-defined]
 
     def runClient(self, step: str, fault: str) -> None:
         server = SMTPTestServer(esmtp=False, extensions=[])

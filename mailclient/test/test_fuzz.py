@@ -49,6 +49,7 @@ from mailclient._client import SMTPClient
 from mailclient._esmtp import ESMTPClient
 from mailclient._sasl import LOGINAuthenticator, PLAINAuthenticator
 from mailclient._sender import ESMTPSenderFactory
+from mailclient._state import Phase
 from mailclient.smtp import SMTPClientError
 from mailclient.test._scripted import Message, Session, recording
 
@@ -484,7 +485,7 @@ class OracleTests(SynchronousTestCase):
         class Liar(recording(SMTPClient)):  # type: ignore[misc]
             def smtpState_data(self, code: int, resp: bytes) -> None:
                 self.sentMail(250, b"lie", 1, [], self.log)
-                self._reported = True
+                self._mailclient.transaction.phase = Phase.REPORTED
                 self.transport.loseConnection()
 
         import mailclient.test.test_fuzz as module

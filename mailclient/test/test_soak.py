@@ -278,7 +278,7 @@ class SoakTests(SMTPTestCaseMixin, TestCase):
                 self.assertEqual(client.errors, [])
                 sent += client.sent
                 self.assertEqual(client.started, [])
-                self.assertIsNone(getattr(client, "_parked", None))
+                self.assertIsNone(client._mailclient.following)
         yield connectionsClosed()
         self.assertEqual(sent, messages)
         self.assertEqual(len(server.messages) - before, messages)

@@ -1,0 +1,208 @@
+"""
+What an SMTP client of mailclient keeps about its connection and its
+messages.
+
+Everything mailclient adds to Twisted's client state lives here, in one
+object held by the protocol under one attribute, C{_mailclient}, so that a
+subclass may use any other name Twisted's class does not (Twisted's own
+test helpers keep the sender in C{self._sender}, for example).  The
+attributes Twisted's C{SMTPClient} documents, and that subclasses read and
+set, stay on the protocol: L{TWISTED_MESSAGE_ATTRIBUTES}.
+
+A message attempt is a L{Transaction}.  It moves through three phases:
+
+  - L{Phase.OPEN}: under way, its outcome unknown (the first one opens
+    with the connection: a failed greeting is reported on it);
+  - L{Phase.DATA_ENDED}: the end of its data was written, so a 2xx reply
+    may now report it delivered, and only now;
+  - L{Phase.REPORTED}: L{sentMail} or L{sendError} was called for it; a
+    transaction is reported exactly once.
+
+Usually one transaction is in flight.  With C{pipelineMessages} a second
+one may be started before the first is answered: it is the I{following}
+transaction, and while it waits its Twisted attributes are kept in it
+(L{Transaction.park}), to be put back on the protocol when the first one
+is reported (L{Transaction.unpark}).
+
+Pure: no I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from operator import attrgetter
+from typing import Any, Callable, Deque, List, Optional, Tuple
+
+from mailclient._data import DataEncoder
+from mailclient._options import DEFAULT_OPTIONS, MailOptions
+from mailclient._reply import ReplyAssembler
+
+
+class Phase(enum.Enum):
+    """
+    How far a message attempt has come.
+    """
+
+    OPEN = "open"
+    DATA_ENDED = "data ended"
+    REPORTED = "reported"
+
+
+#: The per-message attributes that Twisted's C{SMTPClient} keeps on the
+#: protocol, where subclasses read and set them.
+TWISTED_MESSAGE_ATTRIBUTES = (
+    "_from",
+    "toAddresses",
+    "toAddressesResult",
+    "successAddresses",
+    "lastAddress",
+    "mailFile",
+    "_expected",
+    "_okresponse",
+    "_failresponse",
+)
+
+_twistedAttributes = attrgetter(*TWISTED_MESSAGE_ATTRIBUTES)
+
+#: A pipelined command awaiting its reply: the verb and what the reply is
+#: about (the recipient of a RCPT; whether a BDAT chunk is the last).
+PipelinedCommand = Tuple[bytes, Any]
+
+
+class Transaction:
+    """
+    One message attempt.
+
+    @ivar phase: see L{Phase}.
+    @ivar body: the DATA producer while the body is being written.
+    @ivar chunks: the BDAT producer while the body is being written.
+    @ivar encoder: the line-ending (and, for DATA, dot-stuffing) encoder of
+        the body.
+    @ivar pendingFile: the message file, when it was asked for before MAIL
+        (SIZE, 8-bit detection, BDAT).
+    @ivar pendingRecipients: the checked recipients, when they were asked
+        for before MAIL.
+    @ivar pipeline: the pipelined commands still awaiting a reply.
+    @ivar pipelined: whether the envelope went out as one pipelined group.
+    @ivar chunked: whether the body goes out with BDAT.
+    @ivar allWritten: whether every command and chunk has been written and
+        has left the transport.
+    @ivar mailReply: the reply to a pipelined MAIL.
+    @ivar bdatFailure: the first refused BDAT chunk's reply.
+    @ivar options: the message's L{MailOptions}.
+    @ivar mailParams: the parameters of its MAIL command.
+    @ivar refuseEightBit: whether 8-bit data found while streaming must
+        stop the message (the server did not offer 8BITMIME).
+    @ivar ownError: the error this transaction failed with on its own
+        while another one's replies were awaited.
+    @ivar parked: its Twisted attributes while it waits (see L{park}).
+    """
+
+    __slots__ = (
+        "phase", "body", "chunks", "encoder", "pendingFile",
+        "pendingRecipients", "pipeline", "pipelined", "chunked",
+        "allWritten", "mailReply", "bdatFailure", "options", "mailParams",
+        "refuseEightBit", "ownError", "parked",
+    )
+
+    def __init__(self) -> None:
+        self.phase = Phase.OPEN
+        self.body: Any = None
+        self.chunks: Any = None
+        self.encoder = DataEncoder()
+        self.pendingFile: Any = None
+        self.pendingRecipients: Optional[List[Any]] = None
+        self.pipeline: Deque[PipelinedCommand] = deque()
+        self.pipelined = False
+        self.chunked = False
+        self.allWritten = False
+        self.mailReply: Optional[Tuple[int, bytes]] = None
+        self.bdatFailure: Optional[Tuple[int, bytes]] = None
+        self.options: MailOptions = DEFAULT_OPTIONS
+        self.mailParams: List[bytes] = []
+        self.refuseEightBit = False
+        self.ownError: Any = None
+        self.parked: Optional[Tuple[Any, ...]] = None
+
+    @property
+    def reported(self) -> bool:
+        """
+        Whether the outcome of this attempt was reported.
+        """
+        return self.phase is Phase.REPORTED
+
+    @property
+    def dataEnded(self) -> bool:
+        """
+        Whether the end of the data was written (and not yet reported).
+        """
+        return self.phase is Phase.DATA_ENDED
+
+    def park(self, client: Any) -> None:
+        """
+        Keep C{client}'s Twisted attributes, which describe this
+        transaction, while another one's replies come first.
+        """
+        self.parked = _twistedAttributes(client)
+
+    def unpark(self, client: Any) -> None:
+        """
+        Put the attributes kept by L{park} back on C{client}.
+        """
+        parked, self.parked = self.parked, None
+        assert parked is not None
+        for name, value in zip(TWISTED_MESSAGE_ATTRIBUTES, parked):
+            setattr(client, name, value)
+
+
+#: A message asked for early that could not be started: the transaction
+#: to report it on (None when there is no message), what to do once the
+#: message before it is reported, and the error to report it with.
+DeferredStart = Tuple[Optional[Transaction], Callable[[], Any], Any]
+
+
+class ClientState:
+    """
+    mailclient's state of one client connection (C{client._mailclient}).
+
+    @ivar replies: assembles reply lines into replies.
+    @ivar transaction: the message attempt whose replies come next.
+    @ivar following: with C{pipelineMessages}, the message started before
+        C{transaction} was answered.
+    @ivar deferredStart: with C{pipelineMessages}, a message asked for
+        early that could not be started (see L{DeferredStart}).
+    @ivar early: whether the next message is being started early, now.
+    @ivar encoding: the transaction whose body is being encoded, now.
+    @ivar quitting: whether QUIT was sent (or the connection is being
+        closed on purpose): nothing is left to report.
+    @ivar inSASL: whether the line being sent carries credentials.
+    @ivar failureReason: why the connection was lost, for the factories.
+    @ivar clock: what reply timers are scheduled on (None: the global
+        reactor).
+    @ivar tls: the TLS record of the connection, once TLS is up.
+    """
+
+    __slots__ = (
+        "replies", "transaction", "following", "deferredStart", "early",
+        "encoding", "quitting", "inSASL", "failureReason", "clock", "tls",
+    )
+
+    def __init__(self) -> None:
+        self.replies = ReplyAssembler()
+        self.transaction = Transaction()
+        self.following: Optional[Transaction] = None
+        self.deferredStart: Optional[DeferredStart] = None
+        self.early = False
+        self.encoding: Optional[Transaction] = None
+        self.quitting = False
+        self.inSASL = False
+        self.failureReason: Any = None
+        self.clock: Any = None
+        self.tls: Any = None
+
+    def encodingTransaction(self) -> Transaction:
+        """
+        The transaction whose body chunks are being encoded.
+        """
+        return self.encoding or self.transaction
