@@ -151,18 +151,6 @@ class AuthenticationError(ESMTPClientError):
     """
 
 
-class SMTPTLSError(ESMTPClientError):
-    """
-    An error occurred while negotiating transport security.
-
-    This is considered a non-fatal error (the connection will not be dropped).
-    """
-
-
-# The public name (Twisted exports the class as TLSError too).
-TLSError = SMTPTLSError
-
-
 class SMTPConnectError(SMTPClientError):
     """
     Failed to connect to the mail exchange host, or lost the connection.
@@ -180,6 +168,33 @@ class SMTPConnectError(SMTPClientError):
         retry: bool = True,
     ) -> None:
         SMTPClientError.__init__(self, code, resp, log, addresses, isFatal, retry)
+
+
+class SMTPTLSError(ESMTPClientError, SMTPConnectError):
+    """
+    An error occurred while negotiating transport security: the server
+    refused STARTTLS, or the handshake or the certificate check failed.
+
+    It is also an L{SMTPConnectError}: where Twisted's factories report a
+    TLS failure, they report the connection as lost (C{SMTPConnectError}),
+    so code written for Twisted that catches that keeps working.  Not
+    retried: the next attempt would meet the same certificate.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        resp: Union[bytes, str],
+        log: Optional[Union[bytes, str]] = None,
+        addresses: Optional[object] = None,
+        isFatal: bool = False,
+        retry: bool = False,
+    ) -> None:
+        SMTPClientError.__init__(self, code, resp, log, addresses, isFatal, retry)
+
+
+# The public name (Twisted exports the class as TLSError too).
+TLSError = SMTPTLSError
 
 
 class SMTPTimeoutError(SMTPClientError):
@@ -326,13 +341,16 @@ class MessageReadError(SMTPClientError):
         SMTPClientError.__init__(self, -1, resp, log, None, isFatal=True, retry=False)
 
 
-class CannotSendError(SMTPClientError):
+class CannotSendError(SMTPDeliveryError):
     """
     The client refused to send this message to this server: it exceeds the
     server's SIZE limit, holds 8-bit data the server did not agree to
     receive, or asks for DSN the server lacks while DSN was required.  A
     mailclient addition; never retried.  Fatal only when found while the
     body was being sent (the connection is then dropped).
+
+    It is an L{SMTPDeliveryError}: Twisted sends such a message and the
+    server refuses it, which Twisted reports as one.
     """
 
     def __init__(
@@ -340,5 +358,10 @@ class CannotSendError(SMTPClientError):
         resp: Union[bytes, str],
         log: Optional[Union[bytes, str]] = None,
         isFatal: bool = False,
+        status: str = "5.3.3",
     ) -> None:
         SMTPClientError.__init__(self, -1, resp, log, None, isFatal=isFatal, retry=False)
+        #: The RFC 3463 status of the refusal, for a bounce: 5.3.4 (too
+        #: big), 5.6.3 (8-bit or binary data the server cannot take), 5.3.3
+        #: (a feature the server lacks).
+        self.status = status

@@ -17,10 +17,23 @@ from mailclient._xtext import xtext_encode
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY", "NEVER"})
 
 
+#: RFC 3463 statuses of the reasons a message cannot be sent to a server.
+TOO_BIG = "5.3.4"  # Message too big for system
+CONVERSION_NEEDED = "5.6.3"  # Conversion required but not supported
+NOT_CAPABLE = "5.3.3"  # System not capable of selected features
+
+
 class OptionError(ValueError):
     """
     The options cannot be honoured with this server or this message.
+
+    @ivar status: the RFC 3463 status of the refusal (L{TOO_BIG},
+        L{CONVERSION_NEEDED}, L{NOT_CAPABLE}).
     """
+
+    def __init__(self, message: str, status: str = NOT_CAPABLE) -> None:
+        ValueError.__init__(self, message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -101,12 +114,16 @@ def mailParameters(
         if limit is not None and size > limit:
             raise OptionError(
                 "message is %d bytes, more than the server's limit of %d bytes"
-                % (size, limit)
+                % (size, limit),
+                TOO_BIG,
             )
         params.append(b"SIZE=%d" % (size,))
     if options.binary:
         if not (chunking and b"BINARYMIME" in caps):
-            raise OptionError("binary body needs a server offering CHUNKING and BINARYMIME")
+            raise OptionError(
+                "binary body needs a server offering CHUNKING and BINARYMIME",
+                CONVERSION_NEEDED,
+            )
         params.append(b"BODY=BINARYMIME")
     elif eightBit and b"8BITMIME" in caps:
         params.append(b"BODY=8BITMIME")
@@ -147,15 +164,18 @@ def checkDSN(options: MailOptions, caps: Capabilities) -> Optional[str]:
     return None
 
 
+EIGHT_BIT_REFUSED = (
+    "message holds 8-bit data but the server does not offer 8BITMIME "
+    "(set allowEightBitWithout8BITMIME to send it anyway)"
+)
+
+
 def checkEightBit(options: MailOptions, caps: Capabilities, eightBit: Optional[bool]) -> None:
     """
     Refuse a body known to hold 8-bit data when the server cannot take it.
     """
     if eightBit and b"8BITMIME" not in caps and not options.allowEightBitWithout8BITMIME:
-        raise OptionError(
-            "message holds 8-bit data but the server does not offer 8BITMIME "
-            "(set allowEightBitWithout8BITMIME to send it anyway)"
-        )
+        raise OptionError(EIGHT_BIT_REFUSED, CONVERSION_NEEDED)
 
 
 def fileSize(f: Any) -> Optional[int]:
