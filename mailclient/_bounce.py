@@ -16,6 +16,7 @@ import re
 import time
 from typing import BinaryIO, Optional, Sequence, Tuple, Union
 
+from mailclient._status import parseEnhancedStatus
 from mailclient._util import messageid, rfc822date
 
 Text = Union[str, bytes]
@@ -23,7 +24,6 @@ Text = Union[str, bytes]
 #: Messages up to this size are returned whole; larger ones by their headers.
 MAX_RETURNED_SIZE = 50000
 
-_ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 _BOUNDARY_CHARS = re.compile(r"[^0-9A-Za-z'()+_,./:=?-]")
 
 
@@ -63,14 +63,14 @@ class DeliveryFailure:
         )
 
 
-def statusFromReply(code: int, resp: bytes) -> str:
+def statusFromReply(code: int, resp: Optional[bytes]) -> str:
     """
     Return the RFC 3463 status of an SMTP reply: its own enhanced status
     code when it starts with one of the same class, else C{X.0.0}.
     """
-    match = _ENHANCED.match(resp)
-    if match and int(match.group(1)) == code // 100:
-        return b".".join(match.groups()).decode("ascii")
+    enhanced = parseEnhancedStatus(code, resp or b"") if code > 0 else None
+    if enhanced is not None:
+        return "%d.%d.%d" % enhanced
     klass = code // 100 if code // 100 in (2, 4, 5) else 5
     return "%d.0.0" % (klass,)
 

@@ -69,24 +69,35 @@ class _EnvelopeUnpickler(pickle.Unpickler):
             ) from None
 
 
-def loadEnvelope(data: bytes) -> List[EnvelopeAddress]:
+def loadPickle(data: bytes) -> Any:
     """
-    Decode a pickled C{[from, to]} envelope without running any code.
+    Decode a pickled envelope file without running any code: only lists,
+    strings, bytes and what pickle writes without naming a class (numbers,
+    tuples, dicts, None) come out.
 
     Python 2 byte strings are decoded as UTF-8 (undecodable bytes are kept
     as surrogate escapes).
 
-    @raise EnvelopeError: if C{data} is not a pickled list (or tuple) of two
-        strings or byte strings.
+    @raise EnvelopeError: if C{data} is not such a pickle.
     """
     try:
-        envelope = _EnvelopeUnpickler(
+        return _EnvelopeUnpickler(
             io.BytesIO(data), encoding="utf-8", errors="surrogateescape"
         ).load()
     except EnvelopeError:
         raise
     except Exception as e:
         raise EnvelopeError("unreadable queue envelope: %s" % (e,)) from None
+
+
+def loadEnvelope(data: bytes) -> List[EnvelopeAddress]:
+    """
+    Decode a pickled C{[from, to]} envelope without running any code.
+
+    @raise EnvelopeError: if C{data} is not a pickled list (or tuple) of two
+        strings or byte strings.
+    """
+    envelope = loadPickle(data)
     if (
         not isinstance(envelope, (list, tuple))
         or len(envelope) != 2
@@ -104,10 +115,19 @@ def readEnvelope(path: Path) -> List[EnvelopeAddress]:
     @raise EnvelopeError: if it is not an envelope.
     """
     with open(path, "rb") as f:
-        data = f.read(_MAX_ENVELOPE_SIZE + 1)
+        return loadEnvelope(readEnvelopeData(f, path))
+
+
+def readEnvelopeData(f: IO[bytes], path: Any) -> bytes:
+    """
+    Read an envelope file, at most L{_MAX_ENVELOPE_SIZE} bytes.
+
+    @raise EnvelopeError: if it is larger.
+    """
+    data = f.read(_MAX_ENVELOPE_SIZE + 1)
     if len(data) > _MAX_ENVELOPE_SIZE:
         raise EnvelopeError("queue envelope %r is too large" % (os.fsdecode(path),))
-    return loadEnvelope(data)
+    return data
 
 
 def dumpEnvelope(sender: EnvelopeAddress, recipient: EnvelopeAddress) -> bytes:
@@ -388,14 +408,19 @@ class Queue:
         """
         return os.path.join(self._dir(), message)
 
-    def getEnvelope(self, message: str) -> List[EnvelopeAddress]:
+    def getEnvelope(self, message: str) -> Any:
         """
-        Return the C{[from, to]} envelope of a message.
+        Return what the envelope file of a message holds: the C{[from, to]}
+        list Twisted's C{DomainQueuer} writes (what other programs wrote
+        there comes back as it is, as with Twisted, but it is read without
+        running any code: see L{loadPickle}).
 
         @raise OSError: if the envelope file cannot be read.
-        @raise EnvelopeError: if it is not an envelope (see L{loadEnvelope}).
+        @raise EnvelopeError: if it is not a safe pickle.
         """
-        return readEnvelope(self.getPath(message) + "-H")
+        path = self.getPath(message) + "-H"
+        with open(path, "rb") as f:
+            return loadPickle(readEnvelopeData(f, path))
 
     def getEnvelopeFile(self, message: str) -> IO[bytes]:
         """

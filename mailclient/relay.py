@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from mailclient._client import SUCCESS, SMTPClient
 from mailclient._esmtp import ESMTPClient
 from mailclient._queue import EnvelopeError, readEnvelope
+from mailclient.interfaces import IDeliveryProgress
 
 __all__ = ["RelayerMixin", "SMTPRelayer", "ESMTPRelayer"]
 
@@ -79,36 +80,6 @@ class RelayerMixin(_ClientBase):
             self.messages.append([sender, recipient, None])
             self.names.append(name)
 
-    def _openCurrent(self) -> bool:
-        """
-        Open the body of the first message, unless it is open already.
-        """
-        entry = self.messages[0]
-        if entry[2] is None:
-            try:
-                entry[2] = open(self.names[0] + "-D", "rb")
-            except OSError as e:
-                _log.error(
-                    "Not relaying {name}: cannot open its data: {error}",
-                    name=self.names[0],
-                    error=e,
-                )
-                return False
-        return True
-
-    def _closeCurrent(self) -> None:
-        """
-        Close the body of the first message, if it is open.
-        """
-        if self.messages and self.messages[0][2] is not None:
-            body, self.messages[0][2] = self.messages[0][2], None
-            body.close()
-
-    def _dropCurrent(self) -> None:
-        self._closeCurrent()
-        del self.messages[0]
-        del self.names[0]
-
     def getMailFrom(self) -> Optional[Any]:
         """
         Return the sender of the next message, opening its body; L{None}
@@ -116,18 +87,12 @@ class RelayerMixin(_ClientBase):
         opened (because it has gone) are skipped.
         """
         while self.messages:
-            if self._openCurrent():
+            if openCurrent(self):
                 return self.messages[0][0]
             name = self.names[0]
-            self._dropCurrent()
-            self._skipped(name)
+            dropCurrent(self)
+            _skipped(self, name)
         return None
-
-    def _skipped(self, name: str) -> None:
-        """
-        Called when the message C{name} is skipped because its data file
-        cannot be opened.
-        """
 
     def getMailTo(self) -> Optional[List[Any]]:
         """
@@ -143,7 +108,7 @@ class RelayerMixin(_ClientBase):
         """
         if not self.messages:
             return None
-        if not self._openCurrent():
+        if not openCurrent(self):
             return None
         return self.messages[0][2]
 
@@ -156,7 +121,7 @@ class RelayerMixin(_ClientBase):
         the queue.
         """
         name = self.names[0]
-        self._dropCurrent()
+        dropCurrent(self)
         if code in SUCCESS:
             for suffix in ("-D", "-H"):
                 try:
@@ -169,7 +134,7 @@ class RelayerMixin(_ClientBase):
         Close the current body, then handle the error as L{SMTPClient} does
         (the connection is closed; the message stays in the queue).
         """
-        self._closeCurrent()
+        closeCurrent(self)
         super().sendError(exc)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -179,7 +144,63 @@ class RelayerMixin(_ClientBase):
         try:
             super().connectionLost(reason)
         finally:
-            self._closeCurrent()
+            closeCurrent(self)
+
+
+# The relayers' own steps: functions, so that no subclass can replace one
+# by accident (Twisted's relayers have no such methods).  They work on any
+# object with Twisted's C{messages} and C{names} lists, whatever their
+# entries (Twisted's own tests give a bare ManagedRelayerMixin numbers).
+
+
+def openCurrent(relayer: Any) -> bool:
+    """
+    Open the body of C{relayer}'s first message, unless it is open already.
+    """
+    entry = relayer.messages[0]
+    if entry[2] is None:
+        try:
+            entry[2] = open(relayer.names[0] + "-D", "rb")
+        except OSError as e:
+            _log.error(
+                "Not relaying {name}: cannot open its data: {error}",
+                name=relayer.names[0],
+                error=e,
+            )
+            return False
+    return True
+
+
+def closeCurrent(relayer: Any) -> None:
+    """
+    Close the body of C{relayer}'s first message, if it is open.
+    """
+    messages = getattr(relayer, "messages", None)
+    if not messages:
+        return
+    entry = messages[0]
+    if isinstance(entry, list) and len(entry) > 2 and entry[2] is not None:
+        body, entry[2] = entry[2], None
+        body.close()
+
+
+def dropCurrent(relayer: Any) -> None:
+    """
+    C{relayer} is done with its first message: close its body and forget it.
+    """
+    closeCurrent(relayer)
+    del relayer.messages[0]
+    del relayer.names[0]
+
+
+def _skipped(relayer: Any, name: str) -> None:
+    """
+    The message C{name} was skipped because its data file is gone: tell
+    the attempt manager, if C{relayer} has one that wants to know.
+    """
+    progress = IDeliveryProgress(getattr(relayer, "manager", None), None)
+    if progress is not None:
+        progress.forget(getattr(relayer, "factory", None), name)
 
 
 class SMTPRelayer(RelayerMixin, SMTPClient):

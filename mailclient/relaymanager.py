@@ -38,6 +38,7 @@ from typing import (
     Callable,
     Dict,
     List,
+    Mapping,
     Optional,
     Sequence,
     Set,
@@ -52,7 +53,9 @@ from twisted.internet import defer, protocol
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailclient._address import extractAddress
 from mailclient._bounce import DeliveryFailure, generateBounce, statusFromReply
@@ -66,8 +69,20 @@ from mailclient._mx import (
     UndeliverableDomain,
     normalName,
 )
-from mailclient._queue import EnvelopeError, Queue, isNullSender
-from mailclient.relay import ESMTPRelayer, RelayerMixin, SMTPRelayer
+from mailclient._queue import (
+    EnvelopeError,
+    Queue,
+    isNullSender,
+    loadEnvelope,
+    readEnvelope,
+    readEnvelopeData,
+)
+from mailclient.interfaces import (
+    IAttemptManager,
+    IDeliveryProgress,
+    IRelayManagerHooks,
+)
+from mailclient.relay import ESMTPRelayer, RelayerMixin, SMTPRelayer, dropCurrent
 
 __all__ = [
     "ManagedRelayerMixin",
@@ -119,29 +134,21 @@ def recipientDomain(recipient: Union[str, bytes]) -> Optional[str]:
     return domain.lower()
 
 
-def _cannotSendStatus(reason: str) -> str:
-    """
-    The RFC 3463 status for a message the client refused to send to a
-    server (see L{CannotSendError}).
-    """
-    if "limit" in reason:
-        return "5.3.4"  # Message too big for system
-    if "8BITMIME" in reason or "BINARYMIME" in reason:
-        return "5.6.3"  # Conversion required but not supported
-    return "5.3.3"  # System not capable of selected features
-
-
 class ManagedRelayerMixin(_RelayerBase):
     """
     A relayer that reports the outcome of each message to an attempt
-    manager: C{notifySuccess} (accepted), C{notifyFailure} (refused for
-    good: the manager returns it to its sender), C{notifyDone} (the
-    connection is gone; unsent messages wait for another attempt).
+    manager (L{IAttemptManager}): C{notifySuccess} (accepted),
+    C{notifyFailure} (refused for good: the manager returns it to its
+    sender), C{notifyDone} (the connection is gone; unsent messages wait for
+    another attempt).
 
-    A 4xx reply is not a failure: the message stays queued (the manager's
-    C{notifyTemporaryFailure} is called, if it has one).  Before each
-    message is sent, the manager's C{notifySending} is called, if it has
-    one (mailclient additions).
+    A 4xx reply is not a failure: the message stays queued.  An attempt
+    manager that also provides L{IDeliveryProgress} (mailclient's) is told
+    when each message is about to be sent, refused for now, or gone.
+
+    Works on its own, as Twisted's: given a manager, C{messages}, C{names}
+    and a C{factory}, C{sentMail} and C{connectionLost} report to the
+    manager.
 
     @ivar manager: The attempt manager.
     @ivar timeout: Seconds to wait for each server reply (RFC 5321 section
@@ -149,73 +156,48 @@ class ManagedRelayerMixin(_RelayerBase):
     """
 
     timeout: Optional[float] = 600
+    factory: Any = None
 
     def __init__(self, manager: Any) -> None:
         self.manager = manager
 
-    @property
-    def factory(self) -> Any:
-        """
-        The factory that made this relayer.
-        """
-        return self._factory
-
-    @factory.setter
-    def factory(self, value: Any) -> None:
-        self._factory = value
-
-    def _recordFailure(
-        self, message: str, status: str, diagnostic: Optional[bytes], reason: str = ""
-    ) -> None:
-        failures = getattr(self.factory, "failures", None)
-        if failures is not None:
-            failures[message] = DeliveryFailure(
-                self.messages[0][1], status, diagnostic, reason=reason
-            )
-
     def getMailFrom(self) -> Optional[Any]:
         """
-        Return the sender of the next message, telling the manager (its
-        C{notifySending}, if it has one) that the message is being sent.
+        Return the sender of the next message, telling the manager that
+        the message is being sent.
         """
         sender = super().getMailFrom()
         if sender is not None:
-            notify = getattr(self.manager, "notifySending", None)
-            if notify is not None:
-                notify(self.factory, self.names[0])
+            progress = IDeliveryProgress(self.manager, None)
+            if progress is not None:
+                progress.notifySending(self.factory, self.names[0])
         return sender
 
     def sentMail(
-        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+        self, code: int, resp: Optional[bytes], numOk: int, addresses: Any, log: Any
     ) -> None:
         """
         Report the server's answer to the current message to the manager.
         """
         message = self.names[0]
         if code in SUCCESS:
-            self._dropCurrent()
+            dropCurrent(self)
             self.manager.notifySuccess(self.factory, message)
-        elif 500 <= code < 600:
-            for _, rcode, rresp in addresses or ():
-                if rcode not in SUCCESS:
-                    code, resp = rcode, rresp
-            self._recordFailure(
-                message, statusFromReply(code, resp), b"%03d %s" % (code, resp)
-            )
-            self._dropCurrent()
+            return
+        for _, rcode, rresp in addresses or ():
+            if rcode not in SUCCESS:
+                code, resp = rcode, rresp
+        if 500 <= code < 600:
+            _recordFailure(self, message, statusFromReply(code, resp), _replyText(code, resp))
+            dropCurrent(self)
             self.manager.notifyFailure(self.factory, message)
-        else:
-            for _, rcode, rresp in addresses or ():
-                if rcode not in SUCCESS:
-                    code, resp = rcode, rresp
-            if code > 0:
-                self._recordFailure(
-                    message, statusFromReply(code, resp), b"%03d %s" % (code, resp)
-                )
-            self._dropCurrent()
-            notify = getattr(self.manager, "notifyTemporaryFailure", None)
-            if notify is not None:
-                notify(self.factory, message)
+            return
+        if code > 0:
+            _recordFailure(self, message, statusFromReply(code, resp), _replyText(code, resp))
+        dropCurrent(self)
+        progress = IDeliveryProgress(self.manager, None)
+        if progress is not None:
+            progress.notifyTemporaryFailure(self.factory, message)
 
     def sendError(self, exc: Exception) -> None:
         """
@@ -227,8 +209,8 @@ class ManagedRelayerMixin(_RelayerBase):
         if isinstance(exc, CannotSendError) and self.names:
             message = self.names[0]
             reason = _text(exc.resp).strip() or "the server cannot take this message"
-            self._recordFailure(message, _cannotSendStatus(reason), None, reason)
-            self._dropCurrent()
+            _recordFailure(self, message, exc.status, None, reason)
+            dropCurrent(self)
             self.manager.notifyFailure(self.factory, message)
         elif isinstance(exc, InvalidAddressError) and self.names:
             message = self.names[0]
@@ -239,24 +221,39 @@ class ManagedRelayerMixin(_RelayerBase):
             else:
                 status = "5.1.3"
             reason = (str(exc).splitlines() or ["invalid address"])[0]
-            self._recordFailure(message, status, None, reason)
-            self._dropCurrent()
+            _recordFailure(self, message, status, None, reason)
+            dropCurrent(self)
             self.manager.notifyFailure(self.factory, message)
         super().sendError(exc)
-
-    def _skipped(self, name: str) -> None:
-        forget = getattr(self.manager, "forget", None)
-        if forget is not None:
-            forget(self.factory, name)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Tell the manager that no more messages will be sent.
         """
         try:
-            super().connectionLost(reason)
+            parent = getattr(super(), "connectionLost", None)
+            if parent is not None:
+                parent(reason)
         finally:
             self.manager.notifyDone(self.factory)
+
+
+def _replyText(code: int, resp: Optional[bytes]) -> bytes:
+    return b"%03d %s" % (code, resp or b"")
+
+
+def _recordFailure(
+    relayer: Any, message: str, status: str, diagnostic: Optional[bytes], reason: str = ""
+) -> None:
+    """
+    Keep why C{message} was refused on the relayer's factory, for the
+    manager's bounce.
+    """
+    failures = getattr(relayer.factory, "failures", None)
+    if failures is not None:
+        failures[message] = DeliveryFailure(
+            relayer.messages[0][1], status, diagnostic, reason=reason
+        )
 
 
 def _defaultIdentity(args: Tuple[Any, ...], kw: Dict[str, Any]) -> Tuple[Any, ...]:
@@ -401,22 +398,29 @@ class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
         return relayer
 
 
+@implementer(IAttemptManager, IDeliveryProgress)
 class _AttemptManager:
     """
     Follows one attempt to relay a set of messages (one factory): tries the
     exchanges in turn and updates the queue as outcomes are reported.
+
+    What it needs of its manager beyond Twisted's C{managed} and C{queue}
+    it asks through L{IRelayManagerHooks}: mailclient's managers provide
+    it; with any other manager it does what Twisted's attempt manager does.
 
     @ivar manager: The relaying manager.
     @ivar exchanges: The C{(host, port)} still to try after the current one.
     @ivar exchange: The C{(host, port)} being tried.
     """
 
-    def __init__(self, manager: "SmartHostSMTPRelayingManager", noisy: bool = True, reactor: Any = None) -> None:
+    def __init__(self, manager: Any, noisy: bool = True, reactor: Any = None) -> None:
         self.manager = manager
         self.noisy = noisy
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self._hooks: Any = IRelayManagerHooks(manager, None) or _TwistedManagerHooks(
+            manager, reactor)
         self._completionDeferreds: Optional[List["defer.Deferred[None]"]] = []
         self.exchanges: List[Exchange] = []
         self.exchange: Optional[Exchange] = None
@@ -454,8 +458,7 @@ class _AttemptManager:
         pending = self.manager.managed.get(relay, [])
         relay.messages = [self.manager.queue.getPath(m) for m in pending]
         host, port = self.exchange
-        d = self.manager._resolveExchange(host)
-        d.addCallback(self.manager._cbExchange, port, relay)
+        d = self._hooks.connectExchange(host, port, relay)
 
         def unreachable(failure: Failure) -> None:
             _log.warn(
@@ -473,7 +476,7 @@ class _AttemptManager:
         pending = self.manager.managed.get(relay)
         if pending is not None and name in pending:
             pending.remove(name)
-        self.manager._done(name)
+        self._hooks.deliveryDone(name)
 
     def notifySuccess(self, relay: Any, message: str) -> None:
         """
@@ -483,7 +486,7 @@ class _AttemptManager:
             _log.info("success sending {message}, removing from queue", message=message)
         self._answered = True
         if self.exchange is not None:
-            self.manager._exchangeWorked(self.exchange[0])
+            self._hooks.exchangeWorked(self.exchange[0])
         self._finish(relay, message)
 
     def notifyFailure(self, relay: Any, message: str) -> None:
@@ -498,7 +501,7 @@ class _AttemptManager:
         if failure is None:
             failure = DeliveryFailure("", "5.0.0", reason="delivery failed")
         remoteMTA = failure.remoteMTA or (self.exchange and self.exchange[0])
-        if self.manager._returnToSender(
+        if self._hooks.returnToSender(
             message, failure.status, failure.diagnostic, remoteMTA, failure.reason
         ):
             self._finish(relay, message)
@@ -533,7 +536,7 @@ class _AttemptManager:
         pending = self.manager.managed.get(relay)
         if pending is not None and name in pending:
             pending.remove(name)
-        self.manager.queue.relayed.pop(name, None)
+        self._hooks.forgetMessage(name)
 
     def notifyDone(self, relay: Any) -> None:
         """
@@ -548,7 +551,7 @@ class _AttemptManager:
         if pending and not self._answered and self.exchanges:
             # Nothing was answered: the session failed, not a message.
             if not self._failingOver and self.exchange is not None:
-                self.manager._exchangeFailed(self.exchange[0])
+                self._hooks.exchangeFailed(self.exchange[0])
             self._failingOver = False
             self._connectNext(relay)
             return
@@ -569,7 +572,7 @@ class _AttemptManager:
                 or DeliveryFailure("", "4.4.2", None, host, "connection to %s lost" % (host,))
                 for m in tried
             }
-            self.manager._deferMessages(tried, failures)
+            self._hooks.deferMessages(tried, failures)
         self.manager.managed.pop(relay, None)
         notifications, self._completionDeferreds = self._completionDeferreds, None
         for d in notifications:
@@ -587,7 +590,7 @@ class _AttemptManager:
             _log.warn("notifyNoConnection passed unknown relay!")
             return
         if self.exchange is not None:
-            self.manager._exchangeFailed(self.exchange[0])
+            self._hooks.exchangeFailed(self.exchange[0])
         if self.exchanges:
             self._failingOver = True
             return
@@ -600,7 +603,90 @@ class _AttemptManager:
             for m in pending
         }
         del self.manager.managed[relay]
-        self.manager._deferMessages(pending, failures)
+        self._hooks.deferMessages(pending, failures)
+
+
+@implementer(IRelayManagerHooks)
+class _TwistedManagerHooks:
+    """
+    L{IRelayManagerHooks} for a manager with only Twisted's C{managed} and
+    C{queue}: what Twisted's attempt manager does with it.
+    """
+
+    #: Twisted lets messages that could not be sent wait this long.
+    backoff = 30
+
+    def __init__(self, manager: Any, reactor: Any) -> None:
+        self.manager = manager
+        self.reactor = reactor
+
+    def connectExchange(self, host: str, port: int, factory: Any) -> "defer.Deferred[Any]":
+        return defer.maybeDeferred(self.reactor.connectTCP, host, port, factory)
+
+    def deliveryDone(self, message: str) -> None:
+        self.manager.queue.done(message)
+
+    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
+        def setWaiting(queue: Any, messages: Sequence[str]) -> None:
+            for message in messages:
+                queue.setWaiting(message)
+
+        self.reactor.callLater(self.backoff, setWaiting, self.manager.queue, list(messages))
+
+    def returnToSender(
+        self, message: str, status: str, diagnostic: Optional[bytes] = None,
+        remoteMTA: Optional[str] = None, reason: str = "",
+    ) -> bool:
+        return returnToSender(
+            self.manager.queue, message, status, diagnostic, remoteMTA, reason,
+            getDNSName().decode("ascii"),
+        )
+
+    def exchangeWorked(self, host: str) -> None:
+        pass
+
+    def exchangeFailed(self, host: str) -> None:
+        pass
+
+    def forgetMessage(self, message: str) -> None:
+        pass
+
+
+@implementer(IRelayManagerHooks)
+class _ManagerHooks:
+    """
+    L{IRelayManagerHooks} of mailclient's managers.
+    """
+
+    def __init__(self, manager: "SmartHostSMTPRelayingManager") -> None:
+        self.manager = manager
+
+    def connectExchange(self, host: str, port: int, factory: Any) -> "defer.Deferred[Any]":
+        manager = self.manager
+        d = manager._resolveExchange(host)
+        d.addCallback(manager._cbExchange, port, factory)
+        return d
+
+    def deliveryDone(self, message: str) -> None:
+        self.manager._done(message)
+
+    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
+        self.manager._deferMessages(messages, failures)
+
+    def returnToSender(
+        self, message: str, status: str, diagnostic: Optional[bytes] = None,
+        remoteMTA: Optional[str] = None, reason: str = "",
+    ) -> bool:
+        return self.manager._returnToSender(message, status, diagnostic, remoteMTA, reason)
+
+    def exchangeWorked(self, host: str) -> None:
+        self.manager._exchangeWorked(host)
+
+    def exchangeFailed(self, host: str) -> None:
+        self.manager._exchangeFailed(host)
+
+    def forgetMessage(self, message: str) -> None:
+        self.manager.queue.relayed.pop(message, None)
 
 
 def _smartHosts(value: SmartHost, port: int) -> List[Exchange]:
@@ -799,7 +885,7 @@ class SmartHostSMTPRelayingManager:
         return self._clock().seconds() - queued >= self.maxQueueLifetime
 
     def _deferMessages(
-        self, messages: Sequence[str], failures: Dict[str, DeliveryFailure]
+        self, messages: Sequence[str], failures: Mapping[str, DeliveryFailure]
     ) -> None:
         """
         The messages could not be delivered for now: let them wait again, to
@@ -849,7 +935,7 @@ class SmartHostSMTPRelayingManager:
             if not self._due(message, now):
                 continue
             try:
-                sender, recipient = self.queue.getEnvelope(message)
+                sender, recipient = readEnvelope(self.queue.getPath(message) + "-H")
             except FileNotFoundError:
                 # Gone, or a data file written before its envelope.
                 continue
@@ -1005,44 +1091,83 @@ class SmartHostSMTPRelayingManager:
     ) -> bool:
         """
         Queue a delivery status notification for a message that failed for
-        good (none for a message from the null sender: bounces are not
-        bounced).
-
-        @return: Whether the message may now be removed from the queue
-            (C{False} if the notification could not be written).
+        good (see L{returnToSender}).
         """
-        name = os.path.basename(message)
-        try:
-            sender, recipient = self.queue.getEnvelope(name)
-        except (OSError, EnvelopeError) as e:
-            _log.error("Cannot return {message}: {error}", message=name, error=e)
-            return False
-        if isNullSender(sender):
-            _log.info(
-                "Discarding undeliverable {message} from the null sender", message=name
-            )
-            return True
-        failure = DeliveryFailure(recipient, status, diagnostic, remoteMTA, reason)
-        try:
-            with open(self.queue.getPath(name) + "-D", "rb") as body:
-                arrival = os.fstat(body.fileno()).st_mtime
-                _, to, report = generateBounce(
-                    body, sender, [failure], self._reportingMTA(), arrival
-                )
-            self.queue.enqueue("", _text(to), report)
-        except OSError as e:
-            _log.error("Cannot return {message}: {error}", message=name, error=e)
-            return False
-        _log.info(
-            "Returned {message} to {sender}: {status}",
-            message=name,
-            sender=_text(sender),
-            status=status,
+        return returnToSender(
+            self.queue, message, status, diagnostic, remoteMTA, reason, self._reportingMTA()
         )
-        return True
 
     def _reportingMTA(self) -> str:
         return self.reportingMTA or getDNSName().decode("ascii")
+
+
+registerAdapter(_ManagerHooks, SmartHostSMTPRelayingManager, IRelayManagerHooks)
+
+
+def returnToSender(
+    queue: Any,
+    message: str,
+    status: str,
+    diagnostic: Optional[bytes],
+    remoteMTA: Optional[str],
+    reason: str,
+    reportingMTA: str,
+) -> bool:
+    """
+    Queue in C{queue} a delivery status notification (RFC 3464) for a
+    message that failed for good; none for a message from the null sender
+    (bounces are not bounced).
+
+    @return: Whether the message may now be removed from the queue
+        (C{False} if the notification could not be written).
+    """
+    name = os.path.basename(message)
+    try:
+        with queue.getEnvelopeFile(name) as f:
+            sender, recipient = loadEnvelope(readEnvelopeData(f, name))
+    except (OSError, EnvelopeError) as e:
+        _log.error("Cannot return {message}: {error}", message=name, error=e)
+        return False
+    if isNullSender(sender):
+        _log.info(
+            "Discarding undeliverable {message} from the null sender", message=name
+        )
+        return True
+    failure = DeliveryFailure(recipient, status, diagnostic, remoteMTA, reason)
+    try:
+        with open(queue.getPath(name) + "-D", "rb") as body:
+            arrival = os.fstat(body.fileno()).st_mtime
+            _, to, report = generateBounce(body, sender, [failure], reportingMTA, arrival)
+        _enqueue(queue, "", _text(to), report)
+    except OSError as e:
+        _log.error("Cannot return {message}: {error}", message=name, error=e)
+        return False
+    _log.info(
+        "Returned {message} to {sender}: {status}",
+        message=name,
+        sender=_text(sender),
+        status=status,
+    )
+    return True
+
+
+def _enqueue(queue: Any, sender: str, recipient: str, message: bytes) -> None:
+    """
+    Put a message in C{queue}: with mailclient's C{enqueue}, or through
+    Twisted's C{createNewMessage}.
+    """
+    enqueue = getattr(queue, "enqueue", None)
+    if enqueue is not None:
+        enqueue(sender, recipient, message)
+        return
+    import pickle
+
+    headerFile, receiver = queue.createNewMessage()
+    with headerFile:
+        pickle.dump([sender, recipient], headerFile)
+    for line in message.splitlines():
+        receiver.lineReceived(line)
+    receiver.eomReceived()
 
 
 class SmartHostESMTPRelayingManager(SmartHostSMTPRelayingManager):

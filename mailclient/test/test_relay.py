@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import mailclient
 from mailclient import relay
+from mailclient.relay import closeCurrent, dropCurrent
 from mailclient.relaymanager import Queue
 
 try:
@@ -408,7 +409,7 @@ class LoadTests(TestCase):
         self.assertEqual(relayer.getMailFrom(), "a@example.com")
         self.assertEqual(relayer.getMailTo(), ["b@example.org"])
         self.assertEqual(body(relayer).read(), b"x\n")
-        relayer._closeCurrent()
+        closeCurrent(relayer)
 
     def test_unreadableEnvelopeSkipped(self) -> None:
         """
@@ -452,7 +453,7 @@ class LoadTests(TestCase):
         self.assertEqual(relayer.getMailFrom(), "c@example.com")
         self.assertEqual(relayer.names, [paths[1]])
         self.assertEqual(body(relayer).read(), b"2\n")
-        relayer._closeCurrent()
+        closeCurrent(relayer)
 
     def test_publicNames(self) -> None:
         """
@@ -636,7 +637,7 @@ class TwistedRelayerDifferentialTests(TestCase):
         bodies = []
         while ours.getMailFrom() is not None:
             bodies.append(ours.transformChunk(body(ours).read()))
-            ours._dropCurrent()
+            dropCurrent(ours)
         self.assertEqual(bodies, ["caf\u00e9\r\n".encode("utf-8"), b"\xff\xfe\r\n"])
 
     def test_twistedOpensEveryBodyAtOnce(self) -> None:

@@ -22,7 +22,10 @@ from twisted.names import dns, error
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from zope.interface import implementer
+
 from mailclient import relaymanager
+from mailclient.interfaces import IAttemptManager, IDeliveryProgress
 from mailclient._queue import dumpEnvelope
 from mailclient.relaymanager import (
     ESMTPManagedRelayerFactory,
@@ -1089,13 +1092,21 @@ class TwistedCompatibilityTests(_ManagerTestMixin, TestCase):
         self.assertIn("iteritems", str(error))
 
 
+@implementer(IAttemptManager, IDeliveryProgress)
 class NotifyingManager:
     """
-    An attempt manager that records notifications.
+    An attempt manager that records notifications (temporary failures
+    too: it provides L{IDeliveryProgress}).
     """
 
     def __init__(self) -> None:
         self.calls: List[Tuple[str, Any]] = []
+
+    def notifySending(self, relay: Any, message: str) -> None:
+        pass
+
+    def forget(self, relay: Any, message: str) -> None:
+        self.calls.append(("forget", message))
 
     def notifySuccess(self, relay: Any, message: str) -> None:
         self.calls.append(("success", message))
