@@ -110,7 +110,14 @@ def binaryFile(f: Any) -> Any:
 
 class _TransferStopped(Exception):
     """
-    The transport stopped the body producer (the connection went away).
+    The client stopped the body producer itself (it is failing the message,
+    or the connection is lost and that is reported).
+    """
+
+
+class _ProducerStopped(Exception):
+    """
+    The transport stopped the body producer.
     """
 
 
@@ -127,8 +134,9 @@ class BodySender(basic.FileSender):
     lastSent = b""  # type: ignore[assignment]
 
     def stopProducing(self) -> None:
-        # The transport is going away: connectionLost reports that.
-        self.abort(Failure(_TransferStopped()))
+        # The transport will take no more of the body: the message fails
+        # now, whether or not connectionLost follows.
+        self.abort(Failure(_ProducerStopped()))
 
     def resumeProducing(self) -> None:
         try:
@@ -739,10 +747,20 @@ def _transferDone(client: SMTPClient, txn: Transaction, lastsent: bytes) -> None
 
 def _transferFailed(client: SMTPClient, txn: Transaction, reason: Failure) -> None:
     txn.body = None
-    if reason.check(_TransferStopped):
-        # connectionLost reports it.
+    if reason.check(_TransferStopped) or txn is not client._mailclient.transaction:
+        # Whoever stopped it reports the message.
         return
     abortConnection(client)
+    if reason.check(_ProducerStopped):
+        fail(
+            client,
+            SMTPConnectError(
+                -1,
+                b"The connection stopped taking the message data before its end",
+                client.log.str(),
+            ),
+        )
+        return
     fail(client, readError(client, reason))
 
 
@@ -753,7 +771,10 @@ def readError(client: SMTPClient, reason: Failure) -> SMTPClientError:
     the server cannot take) or a L{MessageReadError}.
     """
     if reason.check(OptionError):
-        return CannotSendError(reason.getErrorMessage(), client.log.str(), isFatal=True)
+        return CannotSendError(
+            reason.getErrorMessage(), client.log.str(), isFatal=True,
+            status=cast(OptionError, reason.value).status,
+        )
     return MessageReadError(
         "Could not read the message to send: %s" % (reason.getErrorMessage(),),
         client.log.str(),

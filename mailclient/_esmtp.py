@@ -19,6 +19,7 @@ from typing import Any, Callable, List, Optional, Tuple, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailclient._address import extractAddress, quoteaddr
@@ -42,7 +43,9 @@ from mailclient._client import (
 from mailclient._data import DataEncoder
 from mailclient._errors import CannotSendError, InvalidAddressError, SMTPClientError
 from mailclient._options import (
+    CONVERSION_NEEDED,
     DEFAULT_OPTIONS,
+    EIGHT_BIT_REFUSED,
     MailOptions,
     OptionError,
     checkDSN,
@@ -64,7 +67,10 @@ from mailclient._errors import (
     TLSRequiredError,
 )
 from mailclient._state import Phase, Transaction
-from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable
+from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
+from mailclient._tlspolicy import TLSRecord
+
+_log = Logger()
 
 
 #: Seekable messages up to this size are read before MAIL to find out
@@ -140,6 +146,8 @@ class ESMTPClient(SMTPClient):
     allowCleartextAuthentication = False
     context: Any = None
     _tlsMode = False
+    #: The authenticator of the exchange under way (Twisted's name).
+    _authinfo: Any
 
     def __init__(
         self, secret: Any, contextFactory: Any = None, *args: Any, **kw: Any
@@ -149,6 +157,14 @@ class ESMTPClient(SMTPClient):
         self.secret = secret
         self.context = contextFactory
         self.capabilities: Capabilities = Capabilities()
+
+    @property
+    def tlsRecord(self) -> TLSRecord:
+        """
+        The TLS this connection got (L{TLSRecord}): level, version, cipher,
+        whether the certificate verified.  (mailclient addition)
+        """
+        return tlsRecordOf(self)
 
     @property
     def tlsMode(self) -> bool:
@@ -319,6 +335,10 @@ class ESMTPClient(SMTPClient):
         Parse the EHLO reply and take the next step (STARTTLS, AUTH or MAIL).
         """
         self.capabilities = parseCapabilities(resp)
+        if self._tlsMode and self._mailclient.tls is None:
+            record = tlsRecordOf(self)
+            _log.info("SMTP connection to {peer} over TLS: {tls}",
+                      peer=_peerOf(self), tls=record.describe(), tlsRecord=record)
         self.tryTLS(code, resp, self.capabilities)
 
     def tryTLS(self, code: int, resp: bytes, items: Any) -> None:
@@ -540,7 +560,7 @@ class ESMTPClient(SMTPClient):
             return
         except OptionError as e:
             txn.pendingFile = None
-            refusal = CannotSendError(str(e), self.log.str())
+            refusal = CannotSendError(str(e), self.log.str(), status=e.status)
             _refuseMessage(self, refusal, partial(fail, self, refusal))
             return
         if warning is not None:
@@ -592,10 +612,7 @@ class ESMTPClient(SMTPClient):
 
     def transformChunk(self, chunk: bytes) -> bytes:
         if self._mailclient.encodingTransaction().refuseEightBit and not chunk.isascii():
-            raise OptionError(
-                "message holds 8-bit data but the server does not offer "
-                "8BITMIME (set allowEightBitWithout8BITMIME to send it anyway)"
-            )
+            raise OptionError(EIGHT_BIT_REFUSED, CONVERSION_NEEDED)
         return SMTPClient.transformChunk(self, chunk)
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
@@ -631,25 +648,55 @@ def _hasCredentials(client: ESMTPClient) -> bool:
     return any(getattr(a, "token", None) is not None for a in client.authenticators)
 
 
+def tlsRecordOf(client: ESMTPClient) -> TLSRecord:
+    """
+    The TLS record of C{client}'s connection (kept once TLS is up).
+    """
+    state = client._mailclient
+    record = state.tls
+    if record is None:
+        record = tlsRecord(client.transport, state.tlsPolicy, client._tlsMode)
+        if client._tlsMode:
+            state.tls = record
+    return record
+
+
+def _peerOf(client: ESMTPClient) -> str:
+    try:
+        peer = client.transport.getPeer()  # type: ignore[union-attr]
+    except Exception:
+        return "?"
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
 def _mayAuthenticate(client: ESMTPClient) -> bool:
-    return (
-        client._tlsMode
-        or client.allowCleartextAuthentication
-        or isLoopback(client.transport)
-    )
+    """
+    Whether credentials may be sent: over TLS whose certificate was not
+    found unverified, to a loopback address, or when the caller allows it.
+    """
+    if client.allowCleartextAuthentication or isLoopback(client.transport):
+        return True
+    return client._tlsMode and tlsRecordOf(client).verified is not False
 
 
 def _refuseCleartextAuthentication(client: ESMTPClient) -> None:
-    fail(
-        client,
-        AUTHRequiredError(
-            -1,
+    if client._tlsMode:
+        text = (
+            b"Refusing to send credentials over TLS whose certificate was not "
+            b"verified (" + (tlsRecordOf(client).reason or "").encode("utf-8", "replace")
+            + b"); give the server's host name or a TLS context, or set "
+            b"allowCleartextAuthentication to allow it"
+        )
+    else:
+        text = (
             b"Refusing to send credentials over an unencrypted connection "
             b"(the server did not offer STARTTLS or no TLS context was "
-            b"given); set allowCleartextAuthentication to allow it",
-            client.log.str(),
-        ),
-    )
+            b"given); set allowCleartextAuthentication to allow it"
+        )
+    fail(client, AUTHRequiredError(-1, text, client.log.str()))
 
 
 def _startAuthentication(client: ESMTPClient, auth: Any, name: bytes) -> None:

@@ -41,15 +41,15 @@ __all__ = ["Migration", "migrateSource", "migratePaths", "PROVIDED", "MODULES"]
 # the interface mailclient.interfaces shares with twisted.mail.interfaces.
 _SMTP: FrozenSet[str] = frozenset("""
     AUTHDeclinedError AUTHRequiredError Address AddressError
-    AuthenticationError CannotSendError CramMD5ClientAuthenticator DNSNAME
+    AuthenticationError CannotSendError ClientSettings CramMD5ClientAuthenticator DNSNAME
     EHLORequiredError ESMTPClient ESMTPClientError ESMTPSender
     ESMTPSenderFactory IClientAuthentication InvalidAddressError
     LOGINAuthenticator LOGINCredentials MailOptions MessageReadError
-    OAUTHBEARERAuthenticator PLAINAuthenticator SMTPAddressError SMTPBadRcpt
+    OAUTHBEARERAuthenticator PLAINAuthenticator RetryPolicy SMTPAddressError SMTPBadRcpt
     SMTPBadSender SMTPClient SMTPClientError SMTPConnectError
     SMTPDeliveryError SMTPError SMTPProtocolError SMTPSender
     SMTPSenderFactory SMTPServerError SMTPTimeoutError SUCCESS SenderMixin
-    TLSError TLSRequiredError Timeouts XOAUTH2Authenticator idGenerator
+    TLSError TLSLevel TLSPolicy TLSRecord TLSRequiredError Timeouts XOAUTH2Authenticator idGenerator
     messageid quoteaddr rfc822date sendmail xtextStreamReader
     xtextStreamWriter xtext_codec xtext_decode xtext_encode
 """.split())

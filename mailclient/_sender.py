@@ -1,37 +1,42 @@
 """
 The sender protocols and factories: one message, one Deferred.
 
-Same constructors, attributes and results as Twisted's.  Fixed: an outcome
-reported after the Deferred fired is ignored instead of raising
-C{AttributeError} or C{AlreadyCalledError}; retries wait with exponential
-backoff instead of reconnecting at once, and are not attempted when the
-message file cannot be rewound; C{ESMTPSenderFactory} verifies the server's
-certificate for the host it connects to even when no C{hostname} is given.
+Same constructors, attributes and results as Twisted's.  The options are
+one L{ClientSettings} (the factory's C{settings}); Twisted's option
+attributes (C{timeout}, C{_contextFactory}, C{_heloFallback}, ...) read and
+write it.  mailclient's own state of a factory is one object under
+C{_mailclient}, and its steps are module functions, so that subclasses keep
+every name Twisted's classes leave free.
+
+Retries follow the settings' L{RetryPolicy}: the first retry at once, as in
+Twisted, then with growing delays, on the factory's clock, each one logged
+as it is scheduled, none left behind once the result has fired.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Type, Union
+from dataclasses import replace
+from typing import Any, List, Optional, Type
 
-from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailclient._address import Address, checkAddress, extractAddress
 from mailclient._client import SUCCESS, SMTPClient
 from mailclient._errors import InvalidAddressError, SMTPConnectError, SMTPDeliveryError
-from mailclient._esmtp import ESMTPClient
+from mailclient._esmtp import ESMTPClient, tlsRecordOf
 from mailclient._host import getDNSName
-from mailclient._options import MailOptions
 from mailclient._sasl import (
     CramMD5ClientAuthenticator,
     LOGINAuthenticator,
     PLAINAuthenticator,
 )
+from mailclient._settings import ClientSettings, settingsFrom
 from mailclient._status import isPermanent, parseEnhancedStatus
-from mailclient._tls import verifyingContext
-from mailclient._timeouts import Timeouts
+from mailclient._tls import contextForPolicy, verifyingContext
+from mailclient._tlspolicy import TLSLevel, TLSRecord
 
 _log = Logger()
 
@@ -61,38 +66,42 @@ class SenderMixin:
     def sendError(self, exc: Any) -> None:
         # Close the connection with the SMTP server.
         SMTPClient.sendError(self, exc)  # type: ignore[arg-type]
+        factory = self.factory
+        _recordTLS(factory, self)
         # Do not retry if no retries are left, or if the error is neither
         # retryable nor a temporary (4xx) failure.
         retry = getattr(exc, "retry", False)
         temporary = getattr(exc, "isTemporary", False)
-        if self.factory.retries >= 0 or (not retry and not temporary):
-            self.factory._finish(Failure(exc))
+        if factory.retries >= 0 or (not retry and not temporary):
+            finish(factory, Failure(exc))
 
     def sentMail(
         self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
     ) -> None:
+        factory = self.factory
+        _recordTLS(factory, self)
         # Do not retry: the SMTP server answered the message.
-        if code not in SUCCESS:
-            errlog = []
-            for addr, acode, aresp in addresses:
-                if acode not in SUCCESS:
-                    if isinstance(addr, str):
-                        addr = addr.encode("utf-8")
-                    errlog.append(bytes(addr) + b": %03d " % (acode,) + aresp)
-            errlog.append(log.str())
-            exc = SMTPDeliveryError(code, resp, b"\n".join(errlog), addresses)
-            permanentRefusal = any(
-                isPermanent(acode, parseEnhancedStatus(acode, aresp))
-                for _, acode, aresp in addresses
-            )
-            if exc.isTemporary and not permanentRefusal and self.factory.retries < 0:
-                # Nothing was accepted and the server said "later": let the
-                # factory retry once this connection is closed.
-                self.factory._temporaryFailure = exc
-                return
-            self.factory._finish(Failure(exc))
-        else:
-            self.factory._finish((numOk, addresses))
+        if code in SUCCESS:
+            finish(factory, (numOk, addresses))
+            return
+        errlog = []
+        for addr, acode, aresp in addresses:
+            if acode not in SUCCESS:
+                if isinstance(addr, str):
+                    addr = addr.encode("utf-8")
+                errlog.append(bytes(addr) + b": %03d " % (acode,) + aresp)
+        errlog.append(log.str())
+        exc = SMTPDeliveryError(code, resp, b"\n".join(errlog), addresses)
+        permanentRefusal = any(
+            isPermanent(acode, parseEnhancedStatus(acode, aresp))
+            for _, acode, aresp in addresses
+        )
+        if exc.isTemporary and not permanentRefusal and factory.retries < 0:
+            # Nothing was accepted and the server said "later": let the
+            # factory retry once this connection is closed.
+            factory._mailclient.temporaryFailure = exc
+            return
+        finish(factory, Failure(exc))
 
 
 class SMTPSender(SenderMixin, SMTPClient):
@@ -126,6 +135,54 @@ def _recipients(toEmail: Any) -> List[bytes]:
     return result
 
 
+class SenderState:
+    """
+    mailclient's state of a sender factory (C{factory._mailclient}).
+
+    @ivar settings: the factory's L{ClientSettings}.
+    @ivar reactor: what the factory connects with and schedules on
+        (L{None}: the global reactor).
+    @ivar retriesMade: how many retries were scheduled.
+    @ivar firstAttempt: when the first attempt began (clock seconds).
+    @ivar retryCall: the pending retry.
+    @ivar connectHost: the host the connector connects to.
+    @ivar temporaryFailure: the last temporary refusal, reported if the
+        retries run out.
+    @ivar tlsRecord: the TLS the last attempt got.
+    """
+
+    __slots__ = (
+        "settings", "reactor", "retriesMade", "firstAttempt", "retryCall",
+        "connectHost", "temporaryFailure", "tlsRecord",
+    )
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.reactor: Any = None
+        self.retriesMade = 0
+        self.firstAttempt: Optional[float] = None
+        self.retryCall: Optional[IDelayedCall] = None
+        self.connectHost: Optional[str] = None
+        self.temporaryFailure: Optional[SMTPDeliveryError] = None
+        self.tlsRecord: Optional[TLSRecord] = None
+
+
+def _setting(name: str, doc: str) -> Any:
+    """
+    A factory attribute (Twisted's name for it) that reads and writes the
+    option C{name} of the factory's settings.
+    """
+
+    def get(factory: Any) -> Any:
+        return getattr(factory._mailclient.settings, name)
+
+    def set(factory: Any, value: Any) -> None:
+        state = factory._mailclient
+        state.settings = state.settings.replace(**{name: value})
+
+    return property(get, set, doc=doc)
+
+
 class SMTPSenderFactory(protocol.ClientFactory):
     """
     Utility factory for sending one email.
@@ -134,11 +191,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         current attempt, or L{None}.
     @ivar sendFinished: True once the message has been sent, or there has
         been an unrecoverable error, or the sending has been cancelled.
-    @ivar retryDelay: Seconds before the first retry; each further retry
-        waits twice as long, up to L{maxRetryDelay}.  (mailclient addition;
-        Twisted reconnects at once.)
-    @ivar reactor: The reactor for retry and reply timers (default: the
-        global one).
+    @ivar retries: Twisted's retry counter: minus the retries left.
     """
 
     domain: Any = _DefaultDomain()
@@ -146,9 +199,11 @@ class SMTPSenderFactory(protocol.ClientFactory):
     #: No "Starting factory" / "Stopping factory" log lines for every
     #: message (Twisted's factories write both; set True to get them).
     noisy = False
-    retryDelay: float = 1.0
-    maxRetryDelay: float = 60.0
-    reactor: Any = None
+
+    timeout = _setting("timeout", "Seconds to wait for every server reply (L{None}: "
+                       "the per-phase C{timeouts}, if any).")
+    timeouts = _setting("timeouts", "Per-phase reply limits (L{Timeouts}), used when "
+                        "C{timeout} is L{None}.  (mailclient addition)")
 
     def __init__(
         self,
@@ -158,8 +213,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         deferred: defer.Deferred,
         retries: int = 5,
         timeout: Optional[float] = None,
-        *,
-        timeouts: Optional[Timeouts] = None,
+        **options: Any,
     ) -> None:
         """
         @param fromEmail: The RFC 2821 address from which to send this
@@ -172,14 +226,18 @@ class SMTPSenderFactory(protocol.ClientFactory):
         @param retries: The number of times to retry delivery.
         @param timeout: Period, in seconds, for which to wait for server
             responses, or None to wait forever.
-        @param timeouts: Per-phase limits (L{Timeouts}, RFC 5321 4.5.3.2),
-            used when C{timeout} is L{None}.  (mailclient addition,
-            keyword only)
+        @param options: (mailclient addition, keyword only) any option of
+            L{ClientSettings}, such as C{timeouts} or C{retry}.
         @raise InvalidAddressError: if an address is not exactly one valid
             address (CR/LF, a list in one string, trailing junk).
+        @raise TypeError: for an unknown option.
         """
         if not isinstance(retries, int):
             raise TypeError("retries must be an int, not %r" % (retries,))
+        settings = settingsFrom(None, **options)
+        settings = settings.replace(
+            timeout=timeout, retry=replace(settings.retry, retries=max(0, retries)))
+        self._mailclient = SenderState(settings)
         toEmail = _recipients(toEmail)
         self.fromEmail = Address(fromEmail)
         checkAddress(str(self.fromEmail), utf8=True)
@@ -192,43 +250,52 @@ class SMTPSenderFactory(protocol.ClientFactory):
         self.sendFinished = False
         self.currentProtocol: Optional[SMTPClient] = None
         self.retries = -retries
-        self.timeout = timeout
-        self.timeouts = timeouts
-        self._attempt = 0
-        self._retryCall: Optional[IDelayedCall] = None
-        self._connectHost: Optional[str] = None
-        # The last temporary refusal, reported if retries run out.
-        self._temporaryFailure: Optional[SMTPDeliveryError] = None
+
+    @property
+    def settings(self) -> ClientSettings:
+        """
+        The options of this delivery.  (mailclient addition)
+        """
+        return self._mailclient.settings
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor the retries and reply timers run on (default: the
+        global one).  (mailclient addition)
+        """
+        return self._mailclient.reactor
+
+    @reactor.setter
+    def reactor(self, value: Any) -> None:
+        self._mailclient.reactor = value
+
+    @property
+    def tlsRecord(self) -> Optional[TLSRecord]:
+        """
+        The TLS the last attempt got (L{TLSRecord}), once it reached the
+        server.  (mailclient addition)
+        """
+        return self._mailclient.tlsRecord
 
     def _removeDeferred(self, result: Any) -> Any:
         del self.result
         return result
 
-    def _finish(self, result: Any) -> None:
-        """
-        Fire the result Deferred once; later outcomes are ignored.
-        """
-        self.sendFinished = True
-        self.cancelRetry()
-        d = getattr(self, "result", None)
-        if d is None or d.called:
-            return
-        if isinstance(result, Failure):
-            d.errback(result)
-        else:
-            d.callback(result)
-
     def cancelRetry(self) -> None:
         """
-        Cancel a pending retry, if any.
+        Cancel a pending retry, if any.  (mailclient addition)
         """
-        call, self._retryCall = self._retryCall, None
+        state = self._mailclient
+        call, state.retryCall = state.retryCall, None
         if call is not None and call.active():
             call.cancel()
 
     def startedConnecting(self, connector: Any) -> None:
-        dest = connector.getDestination()
-        self._connectHost = getattr(dest, "host", None)
+        state = self._mailclient
+        state.connectHost = getattr(connector.getDestination(), "host", None)
+        if state.firstAttempt is None:
+            state.firstAttempt = _clock(self).seconds()
 
     def clientConnectionFailed(self, connector: Any, err: Failure) -> None:
         self._processConnectionError(connector, err)
@@ -237,78 +304,154 @@ class SMTPSenderFactory(protocol.ClientFactory):
         self._processConnectionError(connector, err)
 
     def _processConnectionError(self, connector: Any, err: Failure) -> None:
+        if not isinstance(err, Failure):
+            # (Twisted's own tests pass the bare exception.)
+            err = Failure(err)
         # A later error (such as a TLS failure) says more than "connection
         # closed cleanly".
+        state = self._mailclient
         current = self.currentProtocol
         if current is not None and current._mailclient.failureReason is not None:
             err = current._mailclient.failureReason
         self.currentProtocol = None
         if self.sendFinished:
             return
-        if self.retries < 0 and self._rewind():
-            delay = min(self.retryDelay * (2 ** self._attempt), self.maxRetryDelay)
-            self._attempt += 1
-            self.retries += 1
-            _log.info(
-                "SMTP client retrying server in {delay}s. Retry: {retry}",
-                delay=delay,
-                retry=-self.retries + 1,
-            )
-            self._retryCall = self._getReactor().callLater(
-                delay, self._retry, connector
-            )
+        if self.retries < 0 and _scheduleRetry(self, connector, err):
             return
-        if self._temporaryFailure is not None:
-            self._finish(Failure(self._temporaryFailure))
+        if state.temporaryFailure is not None:
+            finish(self, Failure(state.temporaryFailure))
             return
         exn = SMTPConnectError(
             -1, "Unable to connect to SMTP server: " + str(err.value)
         )
         exn.__cause__ = err.value
-        self._finish(Failure(exn))
-
-    def _retry(self, connector: Any) -> None:
-        self._retryCall = None
-        if not self.sendFinished:
-            connector.connect()
-
-    def _rewind(self) -> bool:
-        try:
-            self.file.seek(0, 0)
-        except Exception:
-            _log.info("SMTP client cannot retry: the message file cannot be rewound")
-            return False
-        return True
-
-    def _getReactor(self) -> Any:
-        if self.reactor is None:
-            from twisted.internet import reactor
-
-            return reactor
-        return self.reactor
+        finish(self, Failure(exn))
 
     def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
         try:
             p = self.protocol(self.domain, self.nEmails * 2 + 2)  # type: ignore[call-arg]
         except ValueError as e:
-            self._finish(Failure(InvalidAddressError(str(e))))
+            finish(self, Failure(InvalidAddressError(str(e))))
             return None
-        return self._configure(p)
-
-    def _configure(self, p: SMTPClient) -> SMTPClient:
-        p.factory = self
-        p.timeout = self.timeout
-        if self.timeouts is not None:
-            p.timeouts = self.timeouts
-        if self.reactor is not None:
-            # Reply timeouts run on the factory's reactor, like its retries.
-            p.callLater = self.reactor.callLater  # type: ignore[method-assign]
-        self.currentProtocol = p
-        return p
+        return _configure(self, p)
 
     def _removeProtocol(self, result: Any) -> Any:
         self.currentProtocol = None
         return result
+
+
+# The factories' own steps (functions, out of subclasses' way).
+
+
+def _clock(factory: SMTPSenderFactory) -> Any:
+    """
+    What C{factory}'s timers run on: its reactor when that has a clock,
+    else the global reactor (a test double such as C{MemoryReactor} may
+    have none).
+    """
+    reactor = factory._mailclient.reactor
+    if reactor is not None and IReactorTime.providedBy(reactor):
+        return reactor
+    from twisted.internet import reactor as globalReactor
+
+    return globalReactor
+
+
+def finish(factory: SMTPSenderFactory, result: Any) -> None:
+    """
+    Fire C{factory}'s result Deferred once; later outcomes are ignored, and
+    no retry is left pending.
+    """
+    factory.sendFinished = True
+    factory.cancelRetry()
+    d = getattr(factory, "result", None)
+    if d is None or d.called:
+        return
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
+
+
+def _refused(err: Failure) -> bool:
+    """
+    Whether C{err} is a definite, immediate refusal: waiting before trying
+    again would only delay the error.
+    """
+    return bool(err.check(error.ConnectionRefusedError, error.DNSLookupError))
+
+
+def _scheduleRetry(factory: SMTPSenderFactory, connector: Any, err: Failure) -> bool:
+    """
+    Schedule the next attempt if the retry policy allows one; return
+    whether it did.
+    """
+    state = factory._mailclient
+    policy = state.settings.retry
+    clock = _clock(factory)
+    started = state.firstAttempt if state.firstAttempt is not None else clock.seconds()
+    retry = state.retriesMade + 1
+    delay = policy.nextDelay(retry, clock.seconds() - started, _refused(err))
+    if delay is None or not _rewind(factory):
+        return False
+    state.retriesMade = retry
+    factory.retries += 1
+    _log.info(
+        "SMTP delivery to {host} failed ({reason}); retry {retry} of {retries} "
+        "in {delay:g}s",
+        host=state.connectHost,
+        reason=err.getErrorMessage(),
+        retry=retry,
+        retries=policy.retries,
+        delay=delay,
+    )
+    if delay <= 0:
+        connector.connect()
+    else:
+        state.retryCall = clock.callLater(delay, _retry, factory, connector)
+    return True
+
+
+def _retry(factory: SMTPSenderFactory, connector: Any) -> None:
+    factory._mailclient.retryCall = None
+    if not factory.sendFinished:
+        connector.connect()
+
+
+def _rewind(factory: SMTPSenderFactory) -> bool:
+    try:
+        factory.file.seek(0, 0)
+    except Exception:
+        _log.info("SMTP client cannot retry: the message file cannot be rewound")
+        return False
+    return True
+
+
+def _configure(factory: SMTPSenderFactory, p: SMTPClient) -> SMTPClient:
+    """
+    Give C{p} the factory's settings that every sender has, and make it
+    the current protocol.
+    """
+    settings = factory._mailclient.settings
+    p.factory = factory
+    p.timeout = settings.timeout
+    if settings.timeouts is not None:
+        p.timeouts = settings.timeouts
+    reactor = factory._mailclient.reactor
+    if reactor is not None and IReactorTime.providedBy(reactor):
+        # Reply timeouts run on the factory's reactor, like its retries.
+        p._mailclient.clock = reactor
+    factory.currentProtocol = p
+    return p
+
+
+def _recordTLS(factory: Any, client: Any) -> None:
+    """
+    Keep the TLS record of C{client}'s delivery on its factory.
+    """
+    state = getattr(factory, "_mailclient", None)
+    if isinstance(state, SenderState) and isinstance(client, ESMTPClient):
+        state.tlsRecord = tlsRecordOf(client)
 
 
 class ESMTPSender(SenderMixin, ESMTPClient):
@@ -350,12 +493,24 @@ class ESMTPSenderFactory(SMTPSenderFactory):
     Utility factory for sending one email over ESMTP, with TLS and
     authentication required by default.
 
-    When no C{contextFactory} is given, the server's certificate is verified
-    for C{hostname}, or, when that is not given either, for the host name
-    the factory was asked to connect to.
+    The TLS level follows Twisted's arguments (L{TLSPolicy.choose}, table in
+    C{docs/security.rst}): with TLS or authentication required, the
+    server's certificate is verified for C{hostname}, or, when that is not
+    given, for the host name the factory was asked to connect to; with
+    nothing required, STARTTLS is used when the server offers it.
     """
 
     protocol = ESMTPSender
+
+    _contextFactory = _setting("contextFactory", "The caller's TLS context factory.")
+    _heloFallback = _setting("heloFallback", "Whether to fall back to HELO.")
+    _requireAuthentication = _setting("requireAuthentication", "Whether to require AUTH.")
+    _requireTransportSecurity = _setting(
+        "requireTransportSecurity", "Whether to require TLS.")
+    _hostname = _setting("hostname", "The name the certificate is checked against.")
+    mailOptions = _setting(
+        "mailOptions", "DSN, 8-bit and binary options (L{MailOptions}).  "
+        "(mailclient addition)")
 
     def __init__(
         self,
@@ -371,80 +526,80 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         heloFallback: bool = False,
         requireAuthentication: bool = True,
         requireTransportSecurity: bool = True,
-        hostname: Optional[Union[str, bytes]] = None,
-        *,
-        allowCleartextAuthentication: bool = False,
-        authenticators: Optional[Sequence[Any]] = None,
-        tls: bool = True,
-        pipelining: bool = True,
-        chunking: bool = True,
-        mailOptions: Optional[MailOptions] = None,
-        timeouts: Optional[Timeouts] = None,
+        hostname: Optional[str | bytes] = None,
+        **options: Any,
     ) -> None:
         """
-        Arguments as Twisted's, plus (keyword only):
+        Arguments as Twisted's, plus (mailclient addition, keyword only)
+        any option of L{ClientSettings}: C{allowCleartextAuthentication},
+        C{authenticators}, C{tls}, C{tlsPolicy}, C{pipelining},
+        C{chunking}, C{mailOptions}, C{timeouts}, C{retry}.
 
-        @param allowCleartextAuthentication: allow credentials to be sent
-            over an unencrypted connection to a remote host.
-        @param authenticators: SASL authenticators to use instead of the
-            default CRAM-MD5, LOGIN, PLAIN (for example an
-            L{XOAUTH2Authenticator}).
-        @param tls: C{False} never uses TLS, even when the server offers it
-            (for servers with broken TLS on trusted networks).
-        @param pipelining: C{False} never pipelines commands, even when the
-            server offers PIPELINING.
-        @param chunking: C{False} never sends the body with BDAT, even when
-            the server offers CHUNKING.
-        @param mailOptions: DSN, 8-bit and binary options for the message
-            (L{MailOptions}).
-        @param timeouts: Per-phase limits (L{Timeouts}), used when
-            C{timeout} is L{None}.
+        @raise TypeError: for an unknown option.
         """
         SMTPSenderFactory.__init__(
             self, fromEmail, toEmail, file, deferred, retries, timeout,
-            timeouts=timeouts,
+            contextFactory=contextFactory,
+            heloFallback=heloFallback,
+            requireAuthentication=requireAuthentication,
+            requireTransportSecurity=requireTransportSecurity,
+            hostname=hostname,
+            **options,
         )
         self.username = username
         self.password = password
-        self._contextFactory = contextFactory
-        self._heloFallback = heloFallback
-        self._requireAuthentication = requireAuthentication
-        self._requireTransportSecurity = requireTransportSecurity
-        self._hostname = hostname
-        self._allowCleartextAuthentication = allowCleartextAuthentication
-        self._authenticators = list(authenticators) if authenticators else None
-        self._tls = tls
-        self._pipelining = pipelining
-        self._chunking = chunking
-        self.mailOptions = mailOptions
 
     def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
         """
-        Build an L{ESMTPSender} configured as given to L{__init__}; this sets
-        L{currentProtocol} too.
+        Build an L{ESMTPSender} configured by the factory's settings; this
+        sets L{currentProtocol} too.
         """
-        hostname = (self._hostname or self._connectHost) if self._tls else None
+        settings = self._mailclient.settings
+        connectHost = self._mailclient.connectHost
+        policy = settings.tlsPolicyFor(connectHost)
+        context = contextForPolicy(policy, connectHost)
         try:
             p = self.protocol(  # type: ignore[call-arg]
                 self.username,
                 self.password,
-                self._contextFactory if self._tls else None,
+                context,
                 self.domain,
                 self.nEmails * 2 + 2,
-                hostname=hostname,
+                # (ESMTPSender builds a verifying context from a host name
+                # when it has no context: none at level "none".)
+                hostname=None if policy.level is TLSLevel.NONE else policy.hostname,
             )
         except ValueError as e:
-            self._finish(Failure(InvalidAddressError(str(e))))
+            finish(self, Failure(InvalidAddressError(str(e))))
             return None
-        p.heloFallback = self._heloFallback
-        p.requireAuthentication = self._requireAuthentication
-        p.requireTransportSecurity = self._requireTransportSecurity
-        p.allowCleartextAuthentication = self._allowCleartextAuthentication
-        p.pipelining = self._pipelining
-        p.chunking = self._chunking
-        if self.mailOptions is not None:
-            p.mailOptions = self.mailOptions
-        if self._authenticators is not None:
-            p.authenticators = list(self._authenticators)
-        return self._configure(p)
+        applySettings(p, settings, policy)
+        return _configure(self, p)
 
+
+def applySettings(p: ESMTPClient, settings: ClientSettings, policy: Any) -> None:
+    """
+    Give an ESMTP client the options of C{settings} and the TLS policy
+    C{policy} (whose context the client was built with).
+    """
+    p.heloFallback = settings.heloFallback
+    p.requireAuthentication = settings.requireAuthentication
+    # TLS is required when the caller said so, or gave a policy that
+    # requires it.  (A level chosen as "verify" because authentication is
+    # required leaves the flag alone: without TLS the credentials are
+    # refused, with the clearer AUTHRequiredError.)
+    explicit = settings.tlsPolicy is not None and settings.tlsPolicy.level.required
+    p.requireTransportSecurity = settings.requireTransportSecurity or explicit
+    p.allowCleartextAuthentication = settings.allowCleartextAuthentication
+    p.pipelining = settings.pipelining
+    p.chunking = settings.chunking
+    if settings.mailOptions is not None:
+        p.mailOptions = settings.mailOptions
+    if settings.authenticators is not None:
+        p.authenticators = list(settings.authenticators)
+    p._mailclient.tlsPolicy = policy
+
+
+__all__ = [
+    "SenderMixin", "SMTPSender", "SMTPSenderFactory", "ESMTPSender",
+    "ESMTPSenderFactory", "finish",
+]

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import email.message
 import io
-from typing import Any, Optional, Sequence, Type, Union
+from typing import Any, Optional, Type, Union
 
 from twisted.internet import defer
 
 from mailclient._client import checkIdentity
-from mailclient._errors import InvalidAddressError
+from mailclient._errors import InvalidAddressError, TLSRequiredError
 from mailclient._sender import ESMTPSenderFactory
-from mailclient._options import MailOptions
 from mailclient._timeouts import Timeouts
-from mailclient._tls import verifyingContext
+from mailclient._tls import contextForPolicy
 
 #: The default per-phase reply limits (RFC 5321 section 4.5.3.2).
 DEFAULT_TIMEOUTS = Timeouts()
@@ -61,17 +60,10 @@ def sendmail(
     requireTransportSecurity: bool = False,
     *,
     timeout: Optional[float] = _DEFAULT,
-    timeouts: Optional[Timeouts] = None,
     implicitTLS: Optional[bool] = None,
-    contextFactory: Any = None,
-    allowCleartextAuthentication: bool = False,
-    authenticators: Optional[Sequence[Any]] = None,
     retries: int = 5,
-    tls: bool = True,
-    pipelining: bool = True,
-    chunking: bool = True,
-    mailOptions: Optional[MailOptions] = None,
     _factoryClass: Type[ESMTPSenderFactory] = ESMTPSenderFactory,
+    **options: Any,
 ) -> defer.Deferred:
     """
     Send an email, as C{twisted.mail.smtp.sendmail} does.
@@ -91,7 +83,9 @@ def sendmail(
     @param senderDomainName: Name by which to identify (default: this host's
         name).
     @param port: Remote port to which to connect.
-    @param reactor: The reactor to use (default: the global reactor).
+    @param reactor: The reactor to use (default: the global reactor, looked
+        up when C{sendmail} is called, so that importing mailclient never
+        installs a reactor).
     @param username: The username to use, if authenticating.
     @param password: The secret to use; without it there is no
         authentication.
@@ -99,24 +93,18 @@ def sendmail(
     @param requireTransportSecurity: Whether TLS is required.
     @param timeout: Seconds to wait for every server reply, whatever the
         phase; L{None} waits for ever, as Twisted does.  When not given,
-        C{timeouts} applies.
-    @param timeouts: Per-phase limits (L{Timeouts}); the default is RFC 5321
-        section 4.5.3.2's (5 minutes for the greeting, MAIL and RCPT, 2 for
-        DATA, 3 per data block, 10 for the final reply).
+        the C{timeouts} option applies, by default RFC 5321 section
+        4.5.3.2's (5 minutes for the greeting, MAIL and RCPT, 2 for DATA,
+        3 per data block, 10 for the final reply).
     @param implicitTLS: Speak TLS from the first byte (SMTPS, RFC 8314).
         Defaults to True when C{port} is 465.
-    @param contextFactory: TLS options to use instead of the default, which
-        verifies the server's certificate for C{smtphost}.
-    @param allowCleartextAuthentication: Allow the password to be sent over
-        an unencrypted connection to a remote host.
-    @param authenticators: SASL authenticators to use instead of CRAM-MD5,
-        LOGIN and PLAIN (for example L{XOAUTH2Authenticator}).
-    @param tls: C{False} never uses TLS, even if the server offers it.
-    @param pipelining: C{False} never pipelines commands (RFC 2920).
-    @param chunking: C{False} never sends the body with BDAT (RFC 3030).
-    @param mailOptions: DSN, 8-bit and binary options (L{MailOptions}).
-    @param retries: How many times to retry, with backoff, after a
-        connection failure or a temporary error.
+    @param retries: How many times to retry after a connection failure or
+        a temporary error (the first at once, then with growing delays; see
+        L{RetryPolicy}).
+    @param options: (keyword only) any option of L{ClientSettings}:
+        C{timeouts}, C{contextFactory}, C{tls}, C{tlsPolicy},
+        C{allowCleartextAuthentication}, C{authenticators}, C{pipelining},
+        C{chunking}, C{mailOptions}, C{retry}.
 
     @return: A cancellable Deferred that fires with C{(numOk, addresses)}
         when the server accepted the message for at least one recipient,
@@ -129,13 +117,10 @@ def sendmail(
         reactor = globalReactor
     if timeout is _DEFAULT:
         timeout = None
-        if timeouts is None:
-            timeouts = DEFAULT_TIMEOUTS
+        options.setdefault("timeouts", DEFAULT_TIMEOUTS)
     if implicitTLS is None:
         implicitTLS = port == SMTPS_PORT
     tlsHostname = _text(smtphost)
-    if contextFactory is None and tls:
-        contextFactory = verifyingContext(tlsHostname)
     if isinstance(username, str):
         username = username.encode("utf-8")
     if isinstance(password, str):
@@ -151,6 +136,10 @@ def sendmail(
         factory.cancelRetry()
         current = factory.currentProtocol
         transport: Any = current.transport if current is not None else None
+        if current is not None:
+            # No reply timer outlives the cancellation, even on a transport
+            # that never reports the connection lost.
+            current.setTimeout(None)
         if transport is not None:
             transport.abortConnection()
         elif connector is not None:
@@ -168,18 +157,12 @@ def sendmail(
             d,
             retries=retries,
             timeout=timeout,
-            contextFactory=contextFactory,
             heloFallback=True,
             requireAuthentication=requireAuthentication,
             requireTransportSecurity=requireTransportSecurity,
             hostname=tlsHostname,
-            allowCleartextAuthentication=allowCleartextAuthentication,
-            authenticators=authenticators,
-            tls=tls,
-            pipelining=pipelining,
-            chunking=chunking,
-            mailOptions=mailOptions,
-            timeouts=timeouts,
+            implicitTLS=implicitTLS,
+            **options,
         )
     except (ValueError, InvalidAddressError) as e:
         d.errback(
@@ -193,18 +176,17 @@ def sendmail(
         factory.domain = domain
     factory.reactor = reactor
     if implicitTLS:
-        if contextFactory is None or not tls:
-            from mailclient._errors import TLSRequiredError
-
+        context = contextForPolicy(factory.settings.tlsPolicyFor(tlsHostname), tlsHostname)
+        if context is None:
             d.errback(
                 TLSRequiredError(
                     -1,
-                    b"Implicit TLS requested but TLS support is not installed "
-                    b"(pip install mailclient[tls])",
+                    b"Implicit TLS requested but TLS is off or TLS support is not "
+                    b"installed (pip install mailclient[tls])",
                 )
             )
             return d
-        connector = reactor.connectSSL(tlsHostname, port, factory, contextFactory)
+        connector = reactor.connectSSL(tlsHostname, port, factory, context)
     else:
         connector = reactor.connectTCP(tlsHostname, port, factory)
     return d

@@ -180,12 +180,16 @@ class ClientState:
     @ivar failureReason: why the connection was lost, for the factories.
     @ivar clock: what reply timers are scheduled on (None: the global
         reactor).
+    @ivar tlsPolicy: the TLS policy the connection was set up with
+        (L{None}: the client's own C{context} and
+        C{requireTransportSecurity}, as in Twisted).
     @ivar tls: the TLS record of the connection, once TLS is up.
     """
 
     __slots__ = (
         "replies", "transaction", "following", "deferredStart", "early",
-        "encoding", "quitting", "inSASL", "failureReason", "clock", "tls",
+        "encoding", "quitting", "inSASL", "failureReason", "clock",
+        "tlsPolicy", "tls",
     )
 
     def __init__(self) -> None:
@@ -199,6 +203,7 @@ class ClientState:
         self.inSASL = False
         self.failureReason: Any = None
         self.clock: Any = None
+        self.tlsPolicy: Any = None
         self.tls: Any = None
 
     def encodingTransaction(self) -> Transaction:

@@ -87,12 +87,16 @@ class LocalCertificates:
 def generateCertificates(
     hostname: str = "localhost",
     ipAddresses: Sequence[str] = ("127.0.0.1", "::1"),
+    selfSigned: bool = False,
 ) -> LocalCertificates:
     """
     Make a new CA and a server certificate for C{hostname} and
     C{ipAddresses}, valid from yesterday for a year.
 
     Elliptic-curve keys are used because they are made in microseconds.
+
+    @param selfSigned: make the server certificate sign itself (it is then
+        its own C{caCertificatePEM}), as on many internal relays.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -161,6 +165,20 @@ def generateCertificates(
         )
         .sign(caKey, hashes.SHA256())
     )
+    if selfSigned:
+        serverName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+        serverCert = (
+            x509.CertificateBuilder()
+            .subject_name(serverName)
+            .issuer_name(serverName)
+            .public_key(serverKey.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(notBefore)
+            .not_valid_after(notAfter)
+            .add_extension(x509.SubjectAlternativeName(altNames), critical=False)
+            .sign(serverKey, hashes.SHA256())
+        )
+        caCert = serverCert
 
     pem = serialization.Encoding.PEM
     return LocalCertificates(

@@ -1,17 +1,24 @@
 """
-TLS helpers: verifying client contexts, loopback detection, and readable
-descriptions of handshake failures.
+TLS helpers: the client context each level of the TLS policy
+(L{mailclient._tlspolicy}) uses, the record of what a connection got,
+loopback detection, and readable descriptions of handshake failures.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import weakref
 from functools import lru_cache
-from typing import Any, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailclient._tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 
 
 def tlsAvailable() -> bool:
@@ -117,4 +124,195 @@ def describeTLSFailure(reason: Failure) -> Optional[bytes]:
         if "certificate verify failed" in text:
             return b"TLS certificate verification failed (untrusted or invalid certificate): " + text.encode("utf-8", "replace")
         return b"TLS handshake failed: " + text.encode("utf-8", "replace")
+    return None
+
+
+# Opportunistic TLS (level "may"): check, record, never fail on the check.
+
+#: Common reasons a certificate chain does not verify (OpenSSL's X509_V_ERR_*).
+_VERIFY_ERRORS = {
+    2: "unable to get the issuer's certificate",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in the chain",
+    20: "unable to get the local issuer's certificate (untrusted issuer)",
+    21: "unable to verify the first certificate",
+}
+
+
+class _CertificateCheck:
+    """
+    What the chain check of one TLS connection found.
+    """
+
+    __slots__ = ("errors", "hostname")
+
+    def __init__(self, hostname: Optional[str]) -> None:
+        self.errors: List[str] = []
+        self.hostname = hostname
+
+    def callback(self, connection: Any, certificate: Any, errno: int, depth: int, ok: int) -> bool:
+        if not ok:
+            reason = _VERIFY_ERRORS.get(errno, "verification error %d" % (errno,))
+            self.errors.append("%s (depth %d)" % (reason, depth))
+        # Opportunistic: go on whatever the check found; it is recorded.
+        return True
+
+
+#: The checks of the opportunistic connections still alive.
+_checks: "weakref.WeakKeyDictionary[Any, _CertificateCheck]" = weakref.WeakKeyDictionary()
+
+
+def _isName(hostname: Optional[str]) -> bool:
+    return bool(hostname) and not (isIPAddress(hostname) or isIPv6Address(hostname))  # type: ignore[arg-type]
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RecordingTLS:
+    """
+    Client TLS for the C{may} level: the server's certificate is checked
+    against the system trust store, and the result is recorded (see
+    L{tlsRecord}) instead of failing the handshake.  Sends C{hostname} as
+    SNI when it is a name.
+    """
+
+    def __init__(self, hostname: Optional[str]) -> None:
+        self.hostname = hostname
+        self._context: Any = None
+
+    def _getContext(self) -> Any:
+        if self._context is None:
+            from OpenSSL import SSL
+
+            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            context.set_default_verify_paths()
+            # No SSLv3, no compression, no renegotiation: as Twisted's own
+            # client options.
+            context.set_options(
+                SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_NO_COMPRESSION
+                | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+            )
+            self._context = context
+        return self._context
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        from OpenSSL import SSL
+
+        connection = SSL.Connection(self._getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        if _isName(self.hostname):
+            connection.set_tlsext_host_name(self.hostname.encode("idna"))  # type: ignore[union-attr]
+        check = _CertificateCheck(self.hostname)
+        _checks[connection] = check
+        connection.set_verify(SSL.VERIFY_PEER, check.callback)
+        return connection
+
+
+@lru_cache(maxsize=64)
+def _recordingFor(hostname: Optional[str], trustStore: Tuple[Any, ...]) -> RecordingTLS:
+    # Kept per host name and trust store, as verifyingContext's options.
+    return RecordingTLS(hostname)
+
+
+def contextForPolicy(policy: TLSPolicy, connectHost: Optional[str] = None) -> Optional[Any]:
+    """
+    The client TLS context that C{policy} uses to reach C{connectHost}
+    (L{None}: no TLS, TLS support not installed, or no host name to verify
+    a certificate against).
+
+      - the caller's own context, when the policy has one;
+      - a verifying context for the policy's host name (or C{connectHost})
+        when a certificate that does not verify must stop the delivery;
+      - otherwise a L{RecordingTLS}, which checks and records.
+    """
+    if policy.level is TLSLevel.NONE:
+        return None
+    if policy.context is not None:
+        return policy.context
+    if not tlsAvailable():
+        return None
+    hostname = policy.hostname or connectHost
+    if policy.verifies:
+        return verifyingContext(hostname) if hostname is not None else None
+    return _recordingFor(hostname, _trustStoreVersion())
+
+
+def _tlsConnection(transport: Any) -> Any:
+    """
+    The pyOpenSSL connection under C{transport}, or L{None}.
+    """
+    try:
+        from OpenSSL import SSL
+    except ImportError:  # pragma: no cover
+        return None
+    while transport is not None:
+        try:
+            handle = transport.getHandle()
+        except Exception:
+            handle = None
+        if isinstance(handle, SSL.Connection):
+            return handle
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def tlsRecord(transport: Any, policy: Optional[TLSPolicy], encrypted: bool) -> TLSRecord:
+    """
+    The record of the TLS C{transport} got under C{policy} (L{None}: the
+    caller's own settings, Twisted's way).
+    """
+    level = policy.level if policy is not None else (
+        TLSLevel.MAY if encrypted else TLSLevel.NONE)
+    hostname = policy.hostname if policy is not None else None
+    if not encrypted:
+        return TLSRecord(level, hostname=hostname)
+    connection = _tlsConnection(transport)
+    protocol = cipher = None
+    if connection is not None:
+        try:
+            protocol = connection.get_protocol_version_name()
+            cipher = connection.get_cipher_name()
+        except Exception:
+            pass
+    protocol = protocol or "TLS"
+    check = _checks.get(connection) if connection is not None else None
+    if check is not None:
+        # Ours, opportunistic: the chain was checked while connecting; the
+        # name is checked now.
+        errors = list(check.errors)
+        if not errors:
+            problem = _identityProblem(connection, check.hostname)
+            if problem is not None:
+                errors.append(problem)
+        return TLSRecord(
+            level, protocol, cipher, verified=not errors,
+            hostname=check.hostname, reason="; ".join(errors) or None,
+        )
+    if policy is not None and policy.verifies and policy.context is None:
+        return TLSRecord(level, protocol, cipher, verified=True, hostname=hostname)
+    return TLSRecord(level, protocol, cipher, verified=None, hostname=hostname)
+
+
+def _identityProblem(connection: Any, hostname: Optional[str]) -> Optional[str]:
+    """
+    Why the server's certificate is not valid for C{hostname} (a name or
+    an IP address), or L{None}.
+    """
+    if not hostname:
+        return "no host name to check the certificate against"
+    try:
+        from service_identity import VerificationError
+        from service_identity.pyopenssl import verify_hostname, verify_ip_address
+    except ImportError:  # pragma: no cover
+        return "the certificate's host name could not be checked"
+    try:
+        if _isName(hostname):
+            verify_hostname(connection, hostname)
+        else:
+            verify_ip_address(connection, hostname)
+    except VerificationError:
+        return "certificate is not valid for %s" % (hostname,)
+    except Exception as e:
+        return "the certificate could not be checked for %s: %s" % (hostname, e)
     return None

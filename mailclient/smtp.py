@@ -54,7 +54,10 @@ from mailclient._errors import (
 )
 from mailclient._host import getDNSName
 from mailclient._options import MailOptions
+from mailclient._retry import RetryPolicy
+from mailclient._settings import ClientSettings
 from mailclient._timeouts import Timeouts
+from mailclient._tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 from mailclient._util import idGenerator, messageid, rfc822date
 from mailclient._xtext import (
     xtext_codec,
@@ -67,7 +70,8 @@ from mailclient.interfaces import IClientAuthentication
 
 
 def __getattr__(name: str) -> Any:
-    # DNSNAME is looked up on first use, not at import time.
+    # DNSNAME is looked up on first use, not at import time.  (It is not in
+    # __all__, as in Twisted, so that a star import does not look it up.)
     if name == "DNSNAME":
         return getDNSName()
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
@@ -75,8 +79,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CannotSendError",
+    "ClientSettings",
     "MailOptions",
+    "RetryPolicy",
     "Timeouts",
+    "TLSLevel",
+    "TLSPolicy",
+    "TLSRecord",
     "CramMD5ClientAuthenticator",
     "ESMTPClient",
     "ESMTPSender",
@@ -95,7 +104,6 @@ __all__ = [
     "Address",
     "AddressError",
     "AuthenticationError",
-    "DNSNAME",  # noqa: F822 - provided lazily by __getattr__
     "EHLORequiredError",
     "ESMTPClientError",
     "IClientAuthentication",

@@ -157,7 +157,9 @@ class MigrationTableTests(SynchronousTestCase):
             ours = importlib.import_module("mailclient." + module)
             listed = [m for mod, _, m, _ in rows if mod == module and m]
             self.assertEqual(len(listed), len(set(listed)), "duplicate rows")
-            self.assertEqual(set(listed), set(ours.__all__), "mailclient.%s" % (module,))
+            # DNSNAME is provided (lazily) but, as in Twisted, not in __all__.
+            lazy = {"DNSNAME"} if module == "smtp" else set()
+            self.assertEqual(set(listed), set(ours.__all__) | lazy, "mailclient.%s" % (module,))
             self.assertEqual(set(listed), PROVIDED["twisted.mail." + module],
                              "the table and mailclient migrate disagree")
 

@@ -207,3 +207,32 @@ class PublicSurfaceTests(SynchronousTestCase):
             if name.startswith("__") or name not in self._eager():
                 continue
             self.assertIs(getattr(mailclient, name), getattr(self.smtp, name), name)
+
+
+class PackageAsModuleTests(SynchronousTestCase):
+    """
+    C{import mailclient as smtp} works wherever C{from twisted.mail import
+    smtp} did for client code.
+    """
+
+    def test_sameNames(self) -> None:
+        import mailclient.smtp
+
+        self.assertEqual(mailclient.__all__, list(mailclient.smtp.__all__) + ["__version__"])
+        for name in mailclient.smtp.__all__:
+            self.assertIs(getattr(mailclient, name), getattr(mailclient.smtp, name), name)
+
+    def test_twistedClientNames(self) -> None:
+        """
+        Every client-side name of Twisted's module is on the package,
+        C{SUCCESS} among them (a subclass's C{sentMail} uses it).
+        """
+        from twisted.mail import smtp as twisted_smtp
+
+        from mailclient.test._twistedsuite import CLIENT_NAMES
+
+        for name in CLIENT_NAMES["twisted.mail.smtp"]:
+            self.assertTrue(hasattr(twisted_smtp, name), name)
+            self.assertTrue(hasattr(mailclient, name), name)
+        self.assertIn(250, mailclient.SUCCESS)
+        self.assertEqual(mailclient.DNSNAME, mailclient.smtp.DNSNAME)

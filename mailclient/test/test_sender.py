@@ -188,9 +188,11 @@ class SignatureTests(SynchronousTestCase):
             [(p.name, p.default, p.kind) for p in p1[: len(p2)]],
             [(p.name, p.default, p.kind) for p in p2],
         )
-        # Additions are keyword-only, so positional calls mean the same.
+        # Additions are keyword-only (or the options of ClientSettings), so
+        # positional calls mean the same.
         for p in p1[len(p2):]:
-            self.assertEqual(p.kind, inspect.Parameter.KEYWORD_ONLY, p.name)
+            self.assertIn(
+                p.kind, (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD), p.name)
 
     def test_smtpSenderFactory(self) -> None:
         self.assertSameParameters(
@@ -409,8 +411,9 @@ class DifferentialTests(SynchronousTestCase):
             run.file.read(5)
             run.converse(lines(b"421 busy", b"221 bye"))
             self.assertNoResult(run.d)
-            clock.advance(run.factory.retryDelay if impl == "mailclient" else 0)
+            # The first retry goes at once, in both.
             self.assertEqual(run.connector.connects, [0], impl)
+            self.assertEqual(clock.getDelayedCalls(), [], impl)
             # The second attempt fails too: no retries left.
             run.session = None
             run.transport = None
@@ -457,41 +460,115 @@ class DifferentialTests(SynchronousTestCase):
 
 class RetryTests(SynchronousTestCase):
     """
-    mailclient's retries wait, with exponential backoff.
+    mailclient's retries follow the settings' L{RetryPolicy}: the first at
+    once, as in Twisted, then with exponential backoff on the factory's
+    clock; a refused connection is retried at once every time.
     """
+
+    LOST = error.ConnectionLost("reset by peer")
+
+    def failAttempts(self, run: "Run", clock: Clock, count: int, reason: Exception) -> List[float]:
+        """
+        Fail C{count} attempts with C{reason}; return the wait before each
+        retry that followed.
+        """
+        waits = []
+        for _ in range(count):
+            before = len(run.connector.connects)
+            run.factory.clientConnectionFailed(run.connector, Failure(reason))
+            calls = clock.getDelayedCalls()
+            if len(run.connector.connects) > before:
+                self.assertEqual(calls, [])
+                waits.append(0.0)
+                continue
+            [call] = calls
+            wait = call.getTime() - clock.seconds()
+            clock.advance(wait / 2)
+            self.assertEqual(len(run.connector.connects), before)
+            clock.advance(wait / 2)
+            self.assertEqual(len(run.connector.connects), before + 1)
+            waits.append(wait)
+        return waits
 
     def test_backoff(self) -> None:
         clock = Clock()
-        run = Run("mailclient", retries=4)
+        run = Run("mailclient", retries=4, retry=mailclient_smtp.RetryPolicy(delay=2.0))
         run.factory.reactor = clock
-        run.factory.retryDelay = 2.0
-        times = []
-        for _ in range(4):
-            run.factory.clientConnectionFailed(run.connector, Failure(error.ConnectionRefusedError()))
-            [call] = clock.getDelayedCalls()
-            times.append(call.getTime() - clock.seconds())
-            self.assertEqual(len(run.connector.connects), len(times) - 1)
-            clock.advance(times[-1] / 2)
-            self.assertEqual(len(run.connector.connects), len(times) - 1)
-            clock.advance(times[-1] / 2)
-            self.assertEqual(len(run.connector.connects), len(times))
-        self.assertEqual(times, [2.0, 4.0, 8.0, 16.0])
-        run.factory.clientConnectionFailed(run.connector, Failure(error.ConnectionRefusedError()))
+        self.assertEqual(self.failAttempts(run, clock, 4, self.LOST), [0.0, 2.0, 4.0, 8.0])
+        run.factory.clientConnectionFailed(run.connector, Failure(self.LOST))
         self.assertEqual(clock.getDelayedCalls(), [])
+        self.failureResultOf(run.d, mailclient_smtp.SMTPConnectError)
+
+    def test_refusedRetriedAtOnce(self) -> None:
+        """
+        A refused connection is a definite answer: retried at once, so a
+        refused port fails in no time, as in Twisted.
+        """
+        clock = Clock()
+        run = Run("mailclient", retries=5)
+        run.factory.reactor = clock
+        waits = self.failAttempts(run, clock, 5, error.ConnectionRefusedError())
+        self.assertEqual(waits, [0.0] * 5)
+        run.factory.clientConnectionFailed(run.connector, Failure(error.ConnectionRefusedError()))
+        self.assertEqual(clock.seconds(), 0)
         self.failureResultOf(run.d, mailclient_smtp.SMTPConnectError)
 
     def test_maxDelay(self) -> None:
         clock = Clock()
-        run = Run("mailclient", retries=10)
+        run = Run("mailclient", retries=10, retry=mailclient_smtp.RetryPolicy(maxDelay=3.0))
         run.factory.reactor = clock
-        run.factory.maxRetryDelay = 3.0
-        for _ in range(4):
-            run.factory.clientConnectionFailed(run.connector, Failure(error.ConnectionRefusedError()))
-            [call] = clock.getDelayedCalls()
-            self.assertLessEqual(call.getTime() - clock.seconds(), 3.0)
-            clock.advance(3.0)
-        self.assertEqual(len(run.connector.connects), 4)
-        run.factory.cancelRetry()
+        waits = self.failAttempts(run, clock, 6, self.LOST)
+        self.assertEqual(waits, [0.0, 1.0, 2.0, 3.0, 3.0, 3.0])
+        self.assertEqual(len(run.connector.connects), 6)
+
+    def test_deadline(self) -> None:
+        """
+        No retry starts past the policy's deadline: the Deferred fails
+        with the last error instead.
+        """
+        clock = Clock()
+        run = Run("mailclient", retries=10,
+                  retry=mailclient_smtp.RetryPolicy(delay=10.0, deadline=25.0))
+        run.factory.reactor = clock
+        run.factory.startedConnecting(run.connector)
+        self.assertEqual(self.failAttempts(run, clock, 2, self.LOST), [0.0, 10.0])
+        # The next wait (20 s) would end past the deadline (10 + 20 > 25).
+        run.factory.clientConnectionFailed(run.connector, Failure(self.LOST))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIn("reset by peer", str(self.failureResultOf(run.d).value))
+
+    def test_retryLogged(self) -> None:
+        """
+        Each retry is logged as it is scheduled: host, reason, number, wait.
+        """
+        from twisted.logger import globalLogPublisher
+
+        events: List[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        run = Run("mailclient", retries=2)
+        run.factory.reactor = clock
+        run.factory.startedConnecting(run.connector)
+        self.failAttempts(run, clock, 2, self.LOST)
+        retries = [e for e in events if "retry" in e.get("log_format", "")]
+        self.assertEqual([(e["retry"], e["retries"], e["delay"]) for e in retries],
+                         [(1, 2, 0.0), (2, 2, 1.0)])
+        self.assertEqual(retries[0]["host"], run.connector.getDestination().host)
+        self.assertIn("reset by peer", retries[0]["reason"])
+
+    def test_memoryReactorWithoutClock(self) -> None:
+        """
+        A reactor double without a clock (Twisted's C{MemoryReactor}) can be
+        the factory's reactor: reply timers and retries use the global
+        reactor's clock then, and the protocol still builds.
+        """
+        from twisted.internet.testing import MemoryReactor
+
+        run = Run("mailclient", retries=1, timeout=30)
+        run.factory.reactor = MemoryReactor()
+        proto = run.factory.buildProtocol(ADDR)
+        self.assertIsNone(proto._mailclient.clock)
 
     def test_noRetryWhenFileCannotBeRewound(self) -> None:
         class Unseekable(io.RawIOBase):
@@ -516,12 +593,14 @@ class RetryTests(SynchronousTestCase):
         clock = Clock()
         run = Run("mailclient", retries=3)
         run.factory.reactor = clock
-        run.factory.clientConnectionFailed(run.connector, Failure(error.ConnectionRefusedError()))
+        for _ in range(2):
+            run.factory.clientConnectionFailed(run.connector, Failure(self.LOST))
+        self.assertEqual(len(run.connector.connects), 1)
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         run.factory.cancelRetry()
         self.assertEqual(clock.getDelayedCalls(), [])
         clock.advance(100)
-        self.assertEqual(run.connector.connects, [])
+        self.assertEqual(len(run.connector.connects), 1)
 
     def test_noRetryAfterPermanentError(self) -> None:
         clock = Clock()
@@ -615,8 +694,8 @@ class OutcomeTests(SynchronousTestCase):
     def test_connectionLostMidDataRetried(self) -> None:
         """
         With retries left, a connection lost mid-DATA is retried (as in
-        Twisted) after the delay, with the file rewound first; the second
-        attempt delivers the whole message.
+        Twisted, and as there at once), with the file rewound first; the
+        second attempt delivers the whole message.
         """
         body = b"Subject: big\n\n" + b"x" * 100000 + b"\n"
         clock = Clock()
@@ -630,8 +709,6 @@ class OutcomeTests(SynchronousTestCase):
         session.loseConnection(Failure(error.ConnectionLost("reset by peer")))
         run.factory.clientConnectionLost(run.connector, session.lostReason)
         self.assertNoResult(run.d)
-        self.assertEqual(run.connector.connects, [])
-        clock.advance(run.factory.retryDelay)
         self.assertEqual(run.connector.connects, [0])
         run.transport = None
         run.converse(PLAIN_SUCCESS)

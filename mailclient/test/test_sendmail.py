@@ -108,8 +108,21 @@ class SignatureTests(SynchronousTestCase):
             if a.name != "reactor":
                 self.assertEqual(a.default, b.default, a.name)
         for p in ours[len(theirs):]:
-            self.assertEqual(p.kind, inspect.Parameter.KEYWORD_ONLY, p.name)
-        self.assertIsNone(inspect.signature(mailclient_smtp.sendmail).parameters["timeouts"].default)
+            self.assertIn(
+                p.kind, (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD), p.name)
+
+    def test_unknownOption(self) -> None:
+        """
+        An option that is not one of L{ClientSettings}' fails the Deferred
+        with a TypeError naming it; nothing is connected.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        d = mailclient_smtp.sendmail("mx.example.net", SENDER, ["bob@example.org"], b"x",
+                                     reactor=reactor, pipelineing=False)
+        self.assertIn("pipelineing", str(self.failureResultOf(d, TypeError).value))
+        self.assertEqual(reactor.tcpClients, [])
 
 
 class DifferentialTests(SynchronousTestCase):
@@ -267,7 +280,8 @@ class SendmailTests(SynchronousTestCase):
         cancel() while a retry is waiting cancels the delayed call.
         """
         call = Call("mailclient")
-        call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionRefusedError()))
+        for _ in range(2):
+            call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionLost()))
         self.assertEqual(len(call.reactor.getDelayedCalls()), 1)
         call.d.cancel()
         self.failureResultOf(call.d, defer.CancelledError)
@@ -276,17 +290,20 @@ class SendmailTests(SynchronousTestCase):
         self.assertEqual(len(call.reactor.tcpClients), 1)
 
     def test_retryUsesGivenReactor(self) -> None:
-        call = Call("mailclient", retries=1)
+        call = Call("mailclient", retries=2)
         connects: List[float] = []
         call.connector.connect = lambda: connects.append(call.reactor.seconds())
-        call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionRefusedError()))
+        call.reactor.advance(5)
+        for _ in range(2):
+            call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionLost()))
         self.assertNoResult(call.d)
         [delayed] = call.reactor.getDelayedCalls()
-        self.assertEqual(delayed.getTime(), call.factory.retryDelay)
-        self.assertEqual(connects, [])
-        call.reactor.advance(call.factory.retryDelay)
-        self.assertEqual(connects, [call.factory.retryDelay])
-        call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionRefusedError()))
+        delay = call.factory.settings.retry.delay
+        self.assertEqual(delayed.getTime(), 5 + delay)
+        self.assertEqual(connects, [5])
+        call.reactor.advance(delay)
+        self.assertEqual(connects, [5, 5 + delay])
+        call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionLost()))
         self.failureResultOf(call.d, mailclient_smtp.SMTPConnectError)
 
     def test_defaultTimeout(self) -> None:
@@ -334,7 +351,6 @@ class SendmailTests(SynchronousTestCase):
             call.factory.clientConnectionLost(call.connector, session.lostReason)
             if attempt == 0:
                 self.assertNoResult(call.d)
-                call.reactor.advance(call.factory.retryDelay)
         err = self.failureResultOf(call.d, mailclient_smtp.SMTPTimeoutError).value
         self.assertIn(b"Timeout", err.resp)
         self.assertEqual(call.reactor.getDelayedCalls(), [])
@@ -512,7 +528,7 @@ class RealServerTests(TestCase):
         yield self.tracker.whenIdle()
         self.assertEqual(self.tracker.started, 1)
         self.assertEqual(self.tracker.ended, 1)
-        self.assertIsNone(factory._retryCall)
+        self.assertIsNone(factory._mailclient.retryCall)
 
 
 def deferLater(delay: float) -> defer.Deferred:

@@ -1,0 +1,148 @@
+"""
+How a client sends: one frozen L{ClientSettings}.
+
+C{sendmail}, the sender factories and the protocols they build share one
+instance, so that each option is defined, checked and documented here once.
+The factories keep Twisted's attribute names for the options Twisted has
+(C{timeout}, C{_contextFactory}, C{_heloFallback}, ...); those read and
+write the factory's settings.
+
+Pure: no I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Tuple
+
+from mailclient._options import MailOptions
+from mailclient._retry import RetryPolicy
+from mailclient._timeouts import Timeouts
+from mailclient._tlspolicy import TLSPolicy
+
+
+def _text(value: str | bytes | None) -> str | None:
+    """
+    A host name as text (IDNA for bytes, as Twisted's factories take it).
+    """
+    if isinstance(value, bytes):
+        return value.decode("idna")
+    return value
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """
+    The options of a client delivery.
+
+    @ivar timeout: seconds to wait for every server reply, whatever the
+        phase (Twisted's C{timeout}); L{None} leaves it to C{timeouts}.
+    @ivar timeouts: per-phase limits (L{Timeouts}, RFC 5321 4.5.3.2), used
+        when C{timeout} is L{None}; L{None} with no C{timeout}: wait for ever.
+    @ivar heloFallback: fall back to HELO when the server refuses EHLO
+        (never when TLS or authentication is required).
+    @ivar requireAuthentication: fail unless the client can log in.
+    @ivar requireTransportSecurity: fail unless the connection is over TLS.
+    @ivar allowCleartextAuthentication: send credentials over a connection
+        that is not encrypted, or whose certificate was not verified, to a
+        remote host (by default they only go over verified TLS, or to a
+        loopback address).
+    @ivar contextFactory: the caller's own TLS context (used as is).
+    @ivar hostname: the name the server's certificate is checked against
+        (and sent as SNI); L{None}: the name connected to.
+    @ivar tls: C{False} never uses TLS, even when the server offers it.
+    @ivar implicitTLS: speak TLS from the first byte (SMTPS, RFC 8314).
+    @ivar tlsPolicy: a L{TLSPolicy} to use instead of the one the options
+        above select (L{TLSPolicy.choose}).
+    @ivar authenticators: SASL authenticators to use instead of the
+        default CRAM-MD5, LOGIN and PLAIN.
+    @ivar pipelining: C{False} never pipelines commands (RFC 2920).
+    @ivar chunking: C{False} never sends the body with BDAT (RFC 3030).
+    @ivar mailOptions: DSN, 8-bit and binary options (L{MailOptions}).
+    @ivar retry: when a delivery that failed for now is tried again
+        (L{RetryPolicy}; Twisted's C{retries} is its C{retries}).
+    """
+
+    timeout: Optional[float] = None
+    timeouts: Optional[Timeouts] = None
+    heloFallback: bool = False
+    requireAuthentication: bool = True
+    requireTransportSecurity: bool = True
+    allowCleartextAuthentication: bool = False
+    contextFactory: Any = None
+    hostname: Optional[str] = None
+    tls: bool = True
+    implicitTLS: bool = False
+    tlsPolicy: Optional[TLSPolicy] = None
+    authenticators: Optional[Tuple[Any, ...]] = None
+    pipelining: bool = True
+    chunking: bool = True
+    mailOptions: Optional[MailOptions] = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds or None, not %r"
+                             % (self.timeout,))
+        if self.timeouts is not None and not isinstance(self.timeouts, Timeouts):
+            raise TypeError("timeouts must be a Timeouts, not %r" % (self.timeouts,))
+        if self.mailOptions is not None and not isinstance(self.mailOptions, MailOptions):
+            raise TypeError("mailOptions must be a MailOptions, not %r" % (self.mailOptions,))
+        if self.tlsPolicy is not None and not isinstance(self.tlsPolicy, TLSPolicy):
+            raise TypeError("tlsPolicy must be a TLSPolicy, not %r" % (self.tlsPolicy,))
+        if not isinstance(self.retry, RetryPolicy):
+            raise TypeError("retry must be a RetryPolicy, not %r" % (self.retry,))
+        object.__setattr__(self, "hostname", _text(self.hostname))
+        if self.authenticators is not None:
+            authenticators = tuple(self.authenticators)
+            for auth in authenticators:
+                if not (callable(getattr(auth, "getName", None))
+                        and callable(getattr(auth, "challengeResponse", None))):
+                    raise TypeError("%r is not an IClientAuthentication provider" % (auth,))
+            object.__setattr__(self, "authenticators", authenticators or None)
+
+    def replace(self, **changes: Any) -> "ClientSettings":
+        """
+        A copy with C{changes} (checked the same way).
+        """
+        return replace(self, **changes)
+
+    def tlsPolicyFor(self, hostname: Optional[str] = None) -> TLSPolicy:
+        """
+        The L{TLSPolicy} of a delivery with these settings: C{tlsPolicy}
+        when given, else the one C{tls}, C{contextFactory}, C{hostname},
+        C{requireTransportSecurity}, C{requireAuthentication} and
+        C{implicitTLS} select.
+
+        @param hostname: the name to check the certificate against when
+            the settings name none (the host connected to).
+        """
+        if self.tlsPolicy is not None:
+            return self.tlsPolicy
+        policy = TLSPolicy.choose(
+            tls=self.tls,
+            contextFactory=self.contextFactory,
+            hostname=self.hostname,
+            requireTransportSecurity=self.requireTransportSecurity,
+            requireAuthentication=self.requireAuthentication,
+            implicit=self.implicitTLS,
+        )
+        if policy.hostname is None and hostname is not None:
+            policy = replace(policy, hostname=hostname)
+        return policy
+
+
+def settingsFrom(settings: Optional[ClientSettings], **options: Any) -> ClientSettings:
+    """
+    C{settings} (or the defaults) with C{options} applied.
+
+    @raise TypeError: for an option L{ClientSettings} does not have.
+    """
+    base = settings if settings is not None else ClientSettings()
+    unknown = set(options) - set(ClientSettings.__dataclass_fields__)
+    if unknown:
+        raise TypeError("unknown option(s): %s" % (", ".join(sorted(unknown)),))
+    return base.replace(**options) if options else base
+
+
+__all__ = ["ClientSettings", "settingsFrom"]

@@ -1,0 +1,212 @@
+"""
+The library's one TLS policy (L{mailclient._tlspolicy}), the per-delivery
+TLS record, and the opportunistic level at work.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, List, Tuple
+
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+from twisted.mail import smtp as twisted_smtp
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailclient import smtp
+from mailclient._testcert import generateCertificates
+from mailclient._tlspolicy import TLSLevel, TLSPolicy, TLSRecord
+from mailclient.testing import SMTPTestServer
+
+BODY = b"Subject: hi\r\n\r\nHello.\r\n"
+HOST = "relay.corp.example"
+
+
+class ChooseTests(SynchronousTestCase):
+    """
+    L{TLSPolicy.choose}: the level each combination of Twisted's arguments
+    selects (the table of docs/security.rst).
+    """
+
+    TABLE: List[Tuple[dict, TLSLevel, bool]] = [
+        ({}, TLSLevel.MAY, False),
+        ({"hostname": "mx.example"}, TLSLevel.MAY, True),
+        ({"contextFactory": object()}, TLSLevel.MAY, True),
+        ({"requireTransportSecurity": True}, TLSLevel.VERIFY, True),
+        ({"requireAuthentication": True}, TLSLevel.VERIFY, True),
+        ({"implicit": True}, TLSLevel.VERIFY, True),
+        ({"tls": False}, TLSLevel.NONE, False),
+        ({"tls": False, "requireTransportSecurity": True}, TLSLevel.NONE, False),
+    ]
+
+    def test_table(self) -> None:
+        for arguments, level, verifies in self.TABLE:
+            policy = TLSPolicy.choose(**arguments)
+            self.assertEqual((policy.level, policy.verifies), (level, verifies), arguments)
+
+    def test_levels(self) -> None:
+        self.assertEqual([level.value for level in TLSLevel], ["none", "may", "encrypt", "verify"])
+        self.assertEqual([level.required for level in TLSLevel], [False, False, True, True])
+        self.assertTrue(TLSPolicy("verify").verifies)
+        self.assertFalse(TLSPolicy("encrypt").verifies)
+        self.assertRaises(ValueError, TLSPolicy, "sometimes")
+        self.assertRaises(ValueError, TLSPolicy, TLSLevel.NONE, implicit=True)
+
+    def test_settingsUseIt(self) -> None:
+        """
+        L{ClientSettings.tlsPolicyFor} applies L{TLSPolicy.choose} to its
+        options, names the host connected to when none was given, and
+        returns an explicit policy as it is.
+        """
+        settings = smtp.ClientSettings(requireTransportSecurity=False, requireAuthentication=False)
+        policy = settings.tlsPolicyFor("mx.example")
+        self.assertEqual((policy.level, policy.verifies, policy.hostname),
+                         (TLSLevel.MAY, False, "mx.example"))
+        explicit = TLSPolicy(TLSLevel.ENCRYPT)
+        self.assertIs(settings.replace(tlsPolicy=explicit).tlsPolicyFor("mx"), explicit)
+
+    def test_record(self) -> None:
+        clear = TLSRecord(TLSLevel.MAY)
+        self.assertFalse(clear.encrypted)
+        self.assertEqual(clear.describe(), "no TLS (level may)")
+        record = TLSRecord(TLSLevel.MAY, "TLSv1.3", "TLS_AES_128_GCM_SHA256", False,
+                           "mx.example", "self-signed certificate (depth 0)")
+        self.assertEqual(
+            record.describe(),
+            "TLSv1.3 TLS_AES_128_GCM_SHA256, not verified: self-signed certificate "
+            "(depth 0) (level may)")
+
+
+def deliver(factoryClass: Any, server: SMTPTestServer, *args: Any, **kw: Any) -> Tuple[Any, Any]:
+    """
+    Send one message with C{factoryClass} to C{server}, which answers as
+    L{HOST} (not a loopback address: the credential rules apply in full).
+    """
+    reactor = MemoryReactorClock()
+    d: defer.Deferred[Any] = defer.Deferred()
+    factory = factoryClass(*args, "alice@corp.example", ["bob@corp.example"],
+                           io.BytesIO(BODY), d, retries=0, **kw)
+    reactor.connectTCP(HOST, 25, factory)
+    connection = server.connectPending(reactor)
+    for _ in range(50):
+        if not connection.pump():
+            break
+    return factory, d
+
+
+class OpportunisticTests(SynchronousTestCase):
+    """
+    Nothing required, no host name, no context (Buildbot's mail reporter
+    with C{useTls=False}): STARTTLS is used when offered, a certificate that
+    does not verify does not stop delivery, and is recorded.
+    """
+
+    def server(self, **kw: Any) -> SMTPTestServer:
+        certificates = generateCertificates(HOST, selfSigned=True)
+        return SMTPTestServer(tlsCertificate=certificates.serverCertificate(), **kw)
+
+    def test_selfSignedDelivered(self) -> None:
+        server = self.server(extensions=["STARTTLS"])
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, None, None,
+                             requireAuthentication=False, requireTransportSecurity=False)
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertTrue(server.sessions[0].tls)
+        self.assertEqual([m.data for m in server.messages], [BODY])
+        record = factory.tlsRecord
+        self.assertEqual(record.level, TLSLevel.MAY)
+        self.assertTrue(record.encrypted)
+        self.assertIs(record.verified, False)
+        self.assertIn("self-signed", record.reason)
+
+    def test_twistedSendsInClear(self) -> None:
+        """
+        Twisted, given the same arguments, sends the same mail in clear
+        (mailclient's unverified TLS is strictly better).
+        """
+        server = self.server(extensions=["STARTTLS"])
+        factory, d = deliver(twisted_smtp.ESMTPSenderFactory, server, None, None,
+                             requireAuthentication=False, requireTransportSecurity=False)
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertFalse(server.sessions[0].tls)
+
+    def test_notOfferedInClear(self) -> None:
+        server = self.server(extensions=[])
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, None, None,
+                             requireAuthentication=False, requireTransportSecurity=False)
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertFalse(server.sessions[0].tls)
+        self.assertEqual(factory.tlsRecord, TLSRecord(TLSLevel.MAY, hostname=HOST))
+
+    def test_noCredentialsOverUnverifiedTLS(self) -> None:
+        """
+        Credentials are not sent over TLS whose certificate did not verify,
+        to a remote host, unless the caller allows it.
+        """
+        server = self.server(extensions=["STARTTLS", "AUTH PLAIN LOGIN"],
+                             credentials={"alice": "secret"})
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, b"alice", b"secret",
+                             requireAuthentication=False, requireTransportSecurity=False)
+        error = self.failureResultOf(d, smtp.AUTHRequiredError).value
+        self.assertIn(b"not verified", error.resp)
+        self.assertNotIn(b"AUTH", b"".join(server.sessions[0].commands))
+        self.assertEqual(server.messages, [])
+
+    def test_credentialsWhenAllowed(self) -> None:
+        server = self.server(extensions=["STARTTLS", "AUTH PLAIN LOGIN"],
+                             credentials={"alice": "secret"})
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, b"alice", b"secret",
+                             requireAuthentication=False, requireTransportSecurity=False,
+                             allowCleartextAuthentication=True)
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertTrue(server.sessions[0].tls)
+
+    def test_verifiedWhenTrusted(self) -> None:
+        """
+        A certificate that verifies for the host connected to is recorded
+        as verified, and credentials may then be sent.
+        """
+        certificates = generateCertificates(HOST)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(certificates.caCertificatePEM)
+        old = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = path
+        self.addCleanup(
+            lambda: os.environ.pop("SSL_CERT_FILE") if old is None
+            else os.environ.__setitem__("SSL_CERT_FILE", old))
+        server = SMTPTestServer(tlsCertificate=certificates.serverCertificate(),
+                                extensions=["STARTTLS", "AUTH PLAIN LOGIN"],
+                                credentials={"alice": "secret"})
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, b"alice", b"secret",
+                             requireAuthentication=False, requireTransportSecurity=False,
+                             tlsPolicy=TLSPolicy(TLSLevel.MAY, context=None))
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertIs(factory.tlsRecord.verified, True, factory.tlsRecord)
+
+
+class VerifyWhenNamedTests(SynchronousTestCase):
+    """
+    A host name or a context given means verify whenever STARTTLS is used
+    (Scrapy passes its host name and expects a mismatch to fail).
+    """
+
+    def test_mismatchFails(self) -> None:
+        server = SMTPTestServer(extensions=["STARTTLS"])  # a certificate for localhost
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, None, None,
+                             requireAuthentication=False, requireTransportSecurity=False,
+                             hostname=HOST)
+        error = self.failureResultOf(d, smtp.TLSError).value
+        # Also what Twisted's callers catch.
+        self.assertIsInstance(error, smtp.SMTPConnectError)
+        self.assertEqual(server.messages, [])
+
+    def test_requiredFailsUnverified(self) -> None:
+        certificates = generateCertificates(HOST, selfSigned=True)
+        server = SMTPTestServer(tlsCertificate=certificates.serverCertificate(),
+                                extensions=["STARTTLS", "AUTH PLAIN"],
+                                credentials={"alice": "secret"})
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, b"alice", b"secret")
+        self.failureResultOf(d, smtp.SMTPConnectError)
+        self.assertEqual(server.messages, [])
+        self.assertNotIn(b"AUTH", b"".join(server.sessions[0].commands))
