@@ -2,7 +2,7 @@
 C{python -m mailclient}: the command-line tool.
 """
 
-from mailclient._cli import main
+from mailclient._commands.main import main
 
 if __name__ == "__main__":
     main()

@@ -23,9 +23,9 @@ from twisted.logger import Logger
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from mailclient._client import SUCCESS, SMTPClient
-from mailclient._esmtp import ESMTPClient
-from mailclient._queue import EnvelopeError, readEnvelope
+from mailclient._protocol.client import SUCCESS, SMTPClient
+from mailclient._protocol.esmtp import ESMTPClient
+from mailclient._relaying.queue import EnvelopeError, readEnvelope
 from mailclient.interfaces import IDeliveryProgress
 
 __all__ = ["RelayerMixin", "SMTPRelayer", "ESMTPRelayer"]

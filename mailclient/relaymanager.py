@@ -57,19 +57,19 @@ from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailclient._address import extractAddress
-from mailclient._bounce import DeliveryFailure, generateBounce, statusFromReply
-from mailclient._client import SUCCESS
-from mailclient._errors import CannotSendError, InvalidAddressError
-from mailclient._host import getDNSName
-from mailclient._mx import (
+from mailclient._wire.address import extractAddress
+from mailclient._relaying.bounce import DeliveryFailure, generateBounce, statusFromReply
+from mailclient._protocol.client import SUCCESS
+from mailclient._wire.errors import CannotSendError, InvalidAddressError
+from mailclient._wire.host import getDNSName
+from mailclient._relaying.mx import (
     CanonicalNameChainTooLong,
     CanonicalNameLoop,
     MXCalculator,
     UndeliverableDomain,
     normalName,
 )
-from mailclient._queue import (
+from mailclient._relaying.queue import (
     EnvelopeError,
     Queue,
     isNullSender,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailclient._address import Address, quoteaddr
-from mailclient._client import SUCCESS, SMTPClient
-from mailclient._esmtp import ESMTPClient
-from mailclient._sasl import (
+from mailclient._wire.address import Address, quoteaddr
+from mailclient._protocol.client import SUCCESS, SMTPClient
+from mailclient._protocol.esmtp import ESMTPClient
+from mailclient._wire.sasl import (
     CramMD5ClientAuthenticator,
     LOGINAuthenticator,
     LOGINCredentials,
@@ -21,15 +21,15 @@ from mailclient._sasl import (
     PLAINAuthenticator,
     XOAUTH2Authenticator,
 )
-from mailclient._sender import (
+from mailclient._protocol.sender import (
     ESMTPSender,
     ESMTPSenderFactory,
     SenderMixin,
     SMTPSender,
     SMTPSenderFactory,
 )
-from mailclient._sendmail import sendmail
-from mailclient._errors import (
+from mailclient._protocol.sendmail import sendmail
+from mailclient._wire.errors import (
     AddressError,
     AUTHDeclinedError,
     AuthenticationError,
@@ -52,14 +52,14 @@ from mailclient._errors import (
     TLSError,
     TLSRequiredError,
 )
-from mailclient._host import getDNSName
-from mailclient._options import MailOptions
-from mailclient._retry import RetryPolicy
-from mailclient._settings import ClientSettings
-from mailclient._timeouts import Timeouts
-from mailclient._tlspolicy import TLSLevel, TLSPolicy, TLSRecord
-from mailclient._util import idGenerator, messageid, rfc822date
-from mailclient._xtext import (
+from mailclient._wire.host import getDNSName
+from mailclient._wire.options import MailOptions
+from mailclient._wire.retry import RetryPolicy
+from mailclient._wire.settings import ClientSettings
+from mailclient._wire.timeouts import Timeouts
+from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
+from mailclient._wire.util import idGenerator, messageid, rfc822date
+from mailclient._wire.xtext import (
     xtext_codec,
     xtext_decode,
     xtext_encode,

@@ -17,8 +17,8 @@ See C{docs/testing.rst} for a guide.  This module never imports
 C{twisted.mail}.
 """
 
-from mailclient._testcert import LocalCertificates, generateCertificates, localCertificates
-from mailclient._testserver import (
+from mailclient._testing.certs import LocalCertificates, generateCertificates, localCertificates
+from mailclient._testing.server import (
     DATA_END,
     GREETING,
     Abort,

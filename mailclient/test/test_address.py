@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._address}: quoteaddr, Address and their helpers.
+Tests for L{mailclient._wire.address}: quoteaddr, Address and their helpers.
 """
 
 import re
@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._address import Address, checkAddress, extractAddress, quoteaddr
-from mailclient._errors import AddressError, InvalidAddressError, SMTPClientError, SMTPError
-from mailclient._host import getDNSName
+from mailclient._wire.address import Address, checkAddress, extractAddress, quoteaddr
+from mailclient._wire.errors import AddressError, InvalidAddressError, SMTPClientError, SMTPError
+from mailclient._wire.host import getDNSName
 from mailclient.test._scripted import STRICT_PARSEADDR, twistedQuoted
 
 # -- strategies for valid addresses -------------------------------------------

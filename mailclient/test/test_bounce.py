@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._bounce}: RFC 3464 delivery status notifications.
+Tests for L{mailclient._relaying.bounce}: RFC 3464 delivery status notifications.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._bounce import DeliveryFailure, generateBounce, statusFromReply
+from mailclient._relaying.bounce import DeliveryFailure, generateBounce, statusFromReply
 
 ORIGINAL = (
     b"From: alice@example.com\n"

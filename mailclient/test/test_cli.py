@@ -1,6 +1,6 @@
 """
-Tests for the C{mailclient} command: C{send} (L{mailclient._cli._send}),
-C{demo} (L{mailclient._demo.runDemo}) and C{sink} (in a subprocess).
+Tests for the C{mailclient} command: C{send} (L{mailclient._commands.main._send}),
+C{demo} (L{mailclient._commands.demo.runDemo}) and C{sink} (in a subprocess).
 
 C{send} runs in-process against an L{SMTPTestServer} on a loopback port of
 the test's reactor, with the server's CA in a temporary file (C{--cafile})
@@ -25,8 +25,8 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 import mailclient
-from mailclient import _cli
-from mailclient._cli import (
+from mailclient._commands import main as _cli
+from mailclient._commands.main import (
     EX_FAILED,
     EX_OK,
     EX_TEMPFAIL,
@@ -35,7 +35,7 @@ from mailclient._cli import (
     _parser,
     _send,
 )
-from mailclient._demo import DEMO_PASSWORD, DEMO_USER, redactTranscript, runDemo
+from mailclient._commands.demo import DEMO_PASSWORD, DEMO_USER, redactTranscript, runDemo
 from mailclient.smtp import sendmail
 from mailclient.testing import Delay, SMTPTestServer
 

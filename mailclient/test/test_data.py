@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._data}: the streaming DATA encoder.
+Tests for L{mailclient._wire.data}: the streaming DATA encoder.
 
 The expected output is never computed by the encoder itself: the tests decode
 what it produces the way an RFC 5321 server does (L{serverDecode}) and compare
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._data import DataEncoder, encodeData
+from mailclient._wire.data import DataEncoder, encodeData
 
 END = b"\r\n.\r\n"
 

@@ -37,7 +37,7 @@ import mailclient.relay
 import mailclient.relaymanager
 import mailclient.smtp
 import mailclient.testing
-from mailclient._migrate import PROVIDED
+from mailclient._commands.migrate import PROVIDED
 from mailclient.smtp import (
     AUTHDeclinedError,
     AUTHRequiredError,
@@ -813,12 +813,12 @@ class InternalsTests(SynchronousTestCase):
     def test_everyStateHandlerDrawn(self) -> None:
         from mailclient.smtp import ESMTPClient, SMTPClient
 
-        import mailclient._esmtp
+        import mailclient._protocol.esmtp
 
         diagrams = self.diagrams()
         # The handlers: methods of the classes, and mailclient's own steps,
         # which are functions of the module (out of subclasses' way).
-        places = (SMTPClient, ESMTPClient, mailclient._esmtp)
+        places = (SMTPClient, ESMTPClient, mailclient._protocol.esmtp)
         handlers = {name for place in places for name in vars(place)
                     if _HANDLER.fullmatch(name) and callable(getattr(place, name))}
         self.assertGreater(len(handlers), 25)
@@ -842,8 +842,12 @@ class InternalsTests(SynchronousTestCase):
 
         text = readDoc(self, "internals.rst")
         table = text[text.index("\nModule map\n"):]
-        named = set(re.findall(r"^``mailclient\.(\w+)``", table, re.M))
+        named = set(re.findall(r"^``mailclient\.([\w.]+)``", table, re.M))
         package = os.path.dirname(os.path.abspath(mailclient.smtp.__file__))
-        modules = {m.name for m in pkgutil.iter_modules([package]) if m.name != "test"}
+        modules = {
+            m.name[len("mailclient."):]
+            for m in pkgutil.walk_packages([package], prefix="mailclient.")
+            if not m.ispkg and m.name.split(".")[1] != "test"
+        }
         self.assertEqual(modules - named, set(), "modules missing from the module map")
         self.assertEqual(named - modules, set(), "the module map names modules that do not exist")

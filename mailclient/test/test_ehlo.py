@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._ehlo}: parsing the EHLO reply.
+Tests for L{mailclient._wire.ehlo}: parsing the EHLO reply.
 """
 
 from hypothesis import given, settings
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._ehlo import Capabilities, parseCapabilities
+from mailclient._wire.ehlo import Capabilities, parseCapabilities
 
 EHLO = (
     b"mx.example.com Hello client.example.org [192.0.2.1]\n"

@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._errors}: the exception classes behave like Twisted's.
+Tests for L{mailclient._wire.errors}: the exception classes behave like Twisted's.
 """
 
 import itertools
@@ -11,8 +11,8 @@ from twisted.mail import _except as twexcept
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient import _errors
-from mailclient._address import Address
+from mailclient._wire import errors as _errors
+from mailclient._wire.address import Address
 
 # The exception classes twisted.mail.smtp exports.
 NAMES = sorted(

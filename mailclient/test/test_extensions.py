@@ -18,9 +18,9 @@ from twisted.internet.testing import StringTransport
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailclient._options import MailOptions, mailParameters
-from mailclient._ehlo import parseCapabilities
-from mailclient._timeouts import Timeouts
+from mailclient._wire.options import MailOptions, mailParameters
+from mailclient._wire.ehlo import parseCapabilities
+from mailclient._wire.timeouts import Timeouts
 from mailclient.smtp import (
     CannotSendError,
     ESMTPClient,
@@ -351,7 +351,7 @@ class ChunkingTests(SynchronousTestCase):
         self.assertEqual(client.sent[0][:3], (250, b"queued", 1))
 
     def test_severalChunks(self) -> None:
-        from mailclient._chunking import ChunkSender
+        from mailclient._protocol.chunking import ChunkSender
 
         self.patch(ChunkSender, "chunkSize", 4)
         client = Client([("a@example.com", ["b@example.org"], b"abcdefghij")])
@@ -367,7 +367,7 @@ class ChunkingTests(SynchronousTestCase):
         A refused chunk fails the message with its reply; RSET follows once
         every written chunk has its reply.
         """
-        from mailclient._chunking import ChunkSender
+        from mailclient._protocol.chunking import ChunkSender
 
         self.patch(ChunkSender, "chunkSize", 4)
         client = Client([("a@example.com", ["b@example.org"], b"abcdefghij")])
@@ -384,7 +384,7 @@ class ChunkingTests(SynchronousTestCase):
         turn after its command line, so the transport never has to join it
         to anything; a shorter one goes out with its command line.
         """
-        from mailclient._chunking import ChunkSender
+        from mailclient._protocol.chunking import ChunkSender
 
         self.patch(ChunkSender, "chunkSize", 4)
         self.patch(ChunkSender, "smallChunk", 3)
@@ -415,8 +415,8 @@ class ChunkingTests(SynchronousTestCase):
         """
         from twisted.internet.testing import StringTransport
 
-        from mailclient._chunking import ChunkSender
-        from mailclient._data import DataEncoder
+        from mailclient._protocol.chunking import ChunkSender
+        from mailclient._wire.data import DataEncoder
 
         self.patch(ChunkSender, "chunkSize", 1000)
         self.patch(ChunkSender, "smallChunk", 1)
@@ -446,7 +446,7 @@ class ChunkingTests(SynchronousTestCase):
         before its bytes did still lets those bytes go: the server counts
         them, so the RSET that follows is read as a command, not as data.
         """
-        from mailclient._chunking import ChunkSender
+        from mailclient._protocol.chunking import ChunkSender
 
         self.patch(ChunkSender, "chunkSize", 4)
         self.patch(ChunkSender, "smallChunk", 1)
@@ -570,7 +570,7 @@ class TimeoutTests(SynchronousTestCase):
 
 class PureParameterTests(SynchronousTestCase):
     def test_binaryNeedsChunking(self) -> None:
-        from mailclient._options import OptionError
+        from mailclient._wire.options import OptionError
 
         caps = parseCapabilities(b"mx\nBINARYMIME\nCHUNKING")
         self.assertEqual(

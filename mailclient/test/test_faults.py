@@ -66,10 +66,10 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._chunking import ChunkSender
-from mailclient._client import SMTPClient
-from mailclient._esmtp import ESMTPClient
-from mailclient._sender import ESMTPSender, ESMTPSenderFactory
+from mailclient._protocol.chunking import ChunkSender
+from mailclient._protocol.client import SMTPClient
+from mailclient._protocol.esmtp import ESMTPClient
+from mailclient._protocol.sender import ESMTPSender, ESMTPSenderFactory
 from mailclient.smtp import (
     AUTHDeclinedError,
     EHLORequiredError,
@@ -662,7 +662,7 @@ class PositiveReplyTooEarlyTests(SynchronousTestCase):
         self.assertNotIn(b"\r\n.\r\n", session.written())
 
     def test_mailAnswered251Pipelined(self) -> None:
-        from mailclient._esmtp import ESMTPClient
+        from mailclient._protocol.esmtp import ESMTPClient
         from mailclient.test._scripted import recording
 
         client = recording(ESMTPClient)(None, None, b"client.example")

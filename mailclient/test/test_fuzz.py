@@ -45,11 +45,11 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._client import SMTPClient
-from mailclient._esmtp import ESMTPClient
-from mailclient._sasl import LOGINAuthenticator, PLAINAuthenticator
-from mailclient._sender import ESMTPSenderFactory
-from mailclient._state import Phase
+from mailclient._protocol.client import SMTPClient
+from mailclient._protocol.esmtp import ESMTPClient
+from mailclient._wire.sasl import LOGINAuthenticator, PLAINAuthenticator
+from mailclient._protocol.sender import ESMTPSenderFactory
+from mailclient._wire.state import Phase
 from mailclient.smtp import SMTPClientError
 from mailclient.test._scripted import Message, Session, recording
 

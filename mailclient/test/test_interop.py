@@ -29,7 +29,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from mailclient import smtp as mailclient_smtp
-from mailclient._testcert import LocalCertificates, generateCertificates, localCertificates
+from mailclient._testing.certs import LocalCertificates, generateCertificates, localCertificates
 
 USER = b"alice"
 PASSWORD = b"Sup3r-secret"

@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._log}: credential redaction and the transcript.
+Tests for L{mailclient._protocol.transcript}: credential redaction and the transcript.
 """
 
 import base64
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from twisted.python import util
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._log import REDACTED, TranscriptLog, redact
+from mailclient._protocol.transcript import REDACTED, TranscriptLog, redact
 
 SECRET = base64.b64encode(b"\x00user\x00hunter2")
 

@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._migrate}: the import rewriter behind
+Tests for L{mailclient._commands.migrate}: the import rewriter behind
 C{mailclient migrate}.
 """
 
@@ -19,8 +19,8 @@ import mailclient.interfaces
 import mailclient.relay
 import mailclient.relaymanager
 import mailclient.smtp
-from mailclient import _cli
-from mailclient._migrate import MODULES, PROVIDED, migratePaths, migrateSource
+from mailclient._commands import main as _cli
+from mailclient._commands.migrate import MODULES, PROVIDED, migratePaths, migrateSource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

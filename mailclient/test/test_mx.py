@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._mx}: finding mail exchanges, with a fake resolver
+Tests for L{mailclient._relaying.mx}: finding mail exchanges, with a fake resolver
 (no network).
 """
 
@@ -16,7 +16,7 @@ from twisted.names.common import ResolverBase
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import relaymanager
-from mailclient._mx import (
+from mailclient._relaying.mx import (
     CanonicalNameChainTooLong,
     CanonicalNameLoop,
     MXCalculator,

@@ -31,7 +31,7 @@ from twisted.mail import smtp as twisted_smtp
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import relay, relaymanager, smtp
-from mailclient._queue import dumpEnvelope
+from mailclient._relaying.queue import dumpEnvelope
 from mailclient.testing import Reply, SMTPTestServer
 
 #: mailclient's public additions, by class (documented in

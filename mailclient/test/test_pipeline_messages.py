@@ -19,7 +19,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailclient._chunking import ChunkSender
+from mailclient._protocol.chunking import ChunkSender
 from mailclient.smtp import (
     ESMTPClient,
     InvalidAddressError,

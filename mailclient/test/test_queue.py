@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._queue}: the on-disk relay queue, in Twisted's
+Tests for L{mailclient._relaying.queue}: the on-disk relay queue, in Twisted's
 format.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import relaymanager
-from mailclient._queue import (
+from mailclient._relaying.queue import (
     AtomicFile,
     EnvelopeError,
     Queue,

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from mailclient import relaymanager
 from mailclient.interfaces import IAttemptManager, IDeliveryProgress
-from mailclient._queue import dumpEnvelope
+from mailclient._relaying.queue import dumpEnvelope
 from mailclient.relaymanager import (
     ESMTPManagedRelayerFactory,
     MXCalculator,
@@ -227,7 +227,7 @@ class SmartHostTests(_ManagerTestMixin, TestCase):
         with which Twisted's relayer cannot even be made) this host's name
         is used.
         """
-        from mailclient._host import getDNSName
+        from mailclient._wire.host import getDNSName
 
         self.add("bob@example.org")
         manager = self.manager()

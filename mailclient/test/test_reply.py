@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._reply}: assembling server lines into replies.
+Tests for L{mailclient._wire.reply}: assembling server lines into replies.
 """
 
 from hypothesis import given, settings
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._reply import (
+from mailclient._wire.reply import (
     MAX_REPLY_BYTES,
     MAX_REPLY_LINES,
     MalformedReply,

@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._sasl}: the SASL authenticators, alone and on the
+Tests for L{mailclient._wire.sasl}: the SASL authenticators, alone and on the
 wire through L{mailclient.smtp.ESMTPClient}.
 """
 

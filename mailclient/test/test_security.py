@@ -7,7 +7,7 @@ server, network or message may be hostile.
   - Credentials are never sent over an unencrypted connection to a remote
     host unless the caller allows it.
   - The server's certificate and host name are verified (on a real loopback
-    TLS server, with certificates from L{mailclient._testcert}).
+    TLS server, with certificates from L{mailclient._testing.certs}).
   - Credentials never appear in log events, in the transcript, or in the
     C{str()}/C{repr()} of any exception the caller sees.
   - SMTP smuggling: no body, whatever its line endings and dots, goes on the
@@ -31,8 +31,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailclient._esmtp import ESMTPClient
-from mailclient._testcert import generateCertificates
+from mailclient._protocol.esmtp import ESMTPClient
+from mailclient._testing.certs import generateCertificates
 from mailclient.smtp import (
     AUTHDeclinedError,
     AUTHRequiredError,
@@ -356,7 +356,7 @@ class CertificateVerificationTests(SMTPTestCaseMixin, TestCase):
         The verifying options kept for a host name serve later calls for
         that name only, and every connection made with them is verified.
         """
-        from mailclient._tls import verifyingContext
+        from mailclient._protocol.tls import verifyingContext
 
         self.assertIs(verifyingContext("localhost"), verifyingContext(b"localhost"))
         self.assertIsNot(verifyingContext("localhost"), verifyingContext("mail.example.org"))
@@ -372,7 +372,7 @@ class CertificateVerificationTests(SMTPTestCaseMixin, TestCase):
         Kept options are built again when the trust store changes: another
         CA file named by C{SSL_CERT_FILE}, or that file rewritten.
         """
-        from mailclient._tls import verifyingContext
+        from mailclient._protocol.tls import verifyingContext
         from mailclient.test.test_sender import trustCA
 
         before = verifyingContext("localhost")

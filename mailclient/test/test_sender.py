@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailclient import smtp as mailclient_smtp
-from mailclient._testcert import generateCertificates, localCertificates
+from mailclient._testing.certs import generateCertificates, localCertificates
 from mailclient.test._scripted import lines, Session
 from mailclient.test.test_esmtp import LOOPBACK, REMOTE, TLSStringTransport
 from mailclient.test.test_interop import (

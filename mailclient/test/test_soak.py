@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional
 from twisted.internet import defer, protocol, reactor, tcp, task
 from twisted.trial.unittest import TestCase
 
-from mailclient._client import SMTPClient
-from mailclient._esmtp import ESMTPClient
+from mailclient._protocol.client import SMTPClient
+from mailclient._protocol.esmtp import ESMTPClient
 from mailclient.smtp import sendmail
 from mailclient.testing import SMTPTestCaseMixin, SMTPTestServer
 

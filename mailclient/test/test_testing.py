@@ -24,7 +24,9 @@ from twisted.mail import smtp as tsmtp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from mailclient import _testcert, _testserver, testing
+from mailclient import testing
+from mailclient._testing import certs as _testcert
+from mailclient._testing import server as _testserver
 from mailclient.testing import (
     DATA_END,
     GREETING,

@@ -1,5 +1,5 @@
 """
-The library's one TLS policy (L{mailclient._tlspolicy}), the per-delivery
+The library's one TLS policy (L{mailclient._wire.tlspolicy}), the per-delivery
 TLS record, and the opportunistic level at work.
 """
 
@@ -15,8 +15,8 @@ from twisted.mail import smtp as twisted_smtp
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp
-from mailclient._testcert import generateCertificates
-from mailclient._tlspolicy import TLSLevel, TLSPolicy, TLSRecord
+from mailclient._testing.certs import generateCertificates
+from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 from mailclient.testing import SMTPTestServer
 
 BODY = b"Subject: hi\r\n\r\nHello.\r\n"

@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._util}: rfc822date, messageid and idGenerator.
+Tests for L{mailclient._wire.util}: rfc822date, messageid and idGenerator.
 """
 
 import email.utils
@@ -10,8 +10,8 @@ import time
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._host import getDNSName
-from mailclient._util import idGenerator, messageid, rfc822date
+from mailclient._wire.host import getDNSName
+from mailclient._wire.util import idGenerator, messageid, rfc822date
 
 # POSIX TZ strings, so no tz database is needed.  The sign is inverted: EST+5
 # is five hours west of UTC.

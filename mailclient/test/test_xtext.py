@@ -1,5 +1,5 @@
 """
-Tests for L{mailclient._xtext}: the RFC 3461 xtext codec.
+Tests for L{mailclient._wire.xtext}: the RFC 3461 xtext codec.
 """
 
 import codecs
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailclient._xtext import (
+from mailclient._wire.xtext import (
     xtext_codec,
     xtext_decode,
     xtext_encode,

@@ -10,11 +10,11 @@ from typing import Any, Optional, Type, Union
 
 from twisted.internet import defer
 
-from mailclient._client import checkIdentity
-from mailclient._errors import InvalidAddressError, TLSRequiredError
-from mailclient._sender import ESMTPSenderFactory
-from mailclient._timeouts import Timeouts
-from mailclient._tls import contextForPolicy
+from mailclient._protocol.client import checkIdentity
+from mailclient._wire.errors import InvalidAddressError, TLSRequiredError
+from mailclient._protocol.sender import ESMTPSenderFactory
+from mailclient._wire.timeouts import Timeouts
+from mailclient._protocol.tls import contextForPolicy
 
 #: The default per-phase reply limits (RFC 5321 section 4.5.3.2).
 DEFAULT_TIMEOUTS = Timeouts()

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
-from mailclient._ehlo import Capabilities
-from mailclient._xtext import xtext_encode
+from mailclient._wire.ehlo import Capabilities
+from mailclient._wire.xtext import xtext_encode
 
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY", "NEVER"})
 

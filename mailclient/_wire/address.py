@@ -13,8 +13,8 @@ import re
 from functools import lru_cache
 from typing import Any, List, Optional, Union
 
-from mailclient._errors import AddressError, InvalidAddressError
-from mailclient._host import getDNSName
+from mailclient._wire.errors import AddressError, InvalidAddressError
+from mailclient._wire.host import getDNSName
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"

@@ -4,7 +4,7 @@ L{ESMTPClient}: EHLO, STARTTLS and AUTH on top of L{SMTPClient}.
 Same state handlers, hooks, errors and codes as Twisted's class.  What it
 adds (PIPELINING, CHUNKING, SIZE, 8BITMIME, SMTPUTF8, DSN, and with
 C{pipelineMessages} two messages in flight) keeps its state in the
-client's C{_mailclient} (L{mailclient._state}), and its steps are module
+client's C{_mailclient} (L{mailclient._wire.state}), and its steps are module
 functions, so that subclasses keep every name Twisted's class leaves free.
 """
 
@@ -22,9 +22,9 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailclient._address import extractAddress, quoteaddr
-from mailclient._chunking import ChunkSender
-from mailclient._client import (
+from mailclient._wire.address import extractAddress, quoteaddr
+from mailclient._protocol.chunking import ChunkSender
+from mailclient._protocol.client import (
     SUCCESS,
     SMTPClient,
     abortConnection,
@@ -40,9 +40,9 @@ from mailclient._client import (
     reportOutcome,
     usesPhaseTimeouts,
 )
-from mailclient._data import DataEncoder
-from mailclient._errors import CannotSendError, InvalidAddressError, SMTPClientError
-from mailclient._options import (
+from mailclient._wire.data import DataEncoder
+from mailclient._wire.errors import CannotSendError, InvalidAddressError, SMTPClientError
+from mailclient._wire.options import (
     CONVERSION_NEEDED,
     DEFAULT_OPTIONS,
     EIGHT_BIT_REFUSED,
@@ -55,8 +55,8 @@ from mailclient._options import (
     mailParameters,
     rcptParameters,
 )
-from mailclient._ehlo import Capabilities, parseCapabilities
-from mailclient._errors import (
+from mailclient._wire.ehlo import Capabilities, parseCapabilities
+from mailclient._wire.errors import (
     AUTHDeclinedError,
     AuthenticationError,
     AUTHRequiredError,
@@ -66,9 +66,9 @@ from mailclient._errors import (
     TLSError,
     TLSRequiredError,
 )
-from mailclient._state import Phase, Transaction
-from mailclient._tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
-from mailclient._tlspolicy import TLSRecord
+from mailclient._wire.state import Phase, Transaction
+from mailclient._protocol.tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
+from mailclient._wire.tlspolicy import TLSRecord
 
 _log = Logger()
 

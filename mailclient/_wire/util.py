@@ -10,7 +10,7 @@ import random
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from mailclient._host import getDNSName
+from mailclient._wire.host import getDNSName
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = (

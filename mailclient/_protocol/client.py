@@ -4,9 +4,9 @@ L{SMTPClient}: the line-level SMTP client, a drop-in for Twisted's.
 The state machine keeps Twisted's shape (C{_expected}, C{_okresponse},
 C{_failresponse} and the C{smtpState_*} handlers) because subclasses in the
 wild override and set those names.  What Twisted gets wrong is fixed in the
-pieces it is built from: reply framing (L{mailclient._reply}), body encoding
-(L{mailclient._data}), address checks (L{mailclient._address}) and the
-transcript (L{mailclient._log}); and here, by reporting exactly one outcome
+pieces it is built from: reply framing (L{mailclient._wire.reply}), body encoding
+(L{mailclient._wire.data}), address checks (L{mailclient._wire.address}) and the
+transcript (L{mailclient._protocol.transcript}); and here, by reporting exactly one outcome
 for each message attempt.
 """
 
@@ -21,9 +21,9 @@ from twisted.logger import Logger
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure
 
-from mailclient._address import quoteaddr
-from mailclient._data import DataEncoder
-from mailclient._errors import (
+from mailclient._wire.address import quoteaddr
+from mailclient._wire.data import DataEncoder
+from mailclient._wire.errors import (
     CannotSendError,
     InvalidAddressError,
     MessageReadError,
@@ -32,11 +32,11 @@ from mailclient._errors import (
     SMTPProtocolError,
     SMTPTimeoutError,
 )
-from mailclient._log import TranscriptLog, redact
-from mailclient._options import OptionError
-from mailclient._reply import MalformedReply
-from mailclient._state import ClientState, Phase, Transaction
-from mailclient._timeouts import Timeouts
+from mailclient._protocol.transcript import TranscriptLog, redact
+from mailclient._wire.options import OptionError
+from mailclient._wire.reply import MalformedReply
+from mailclient._wire.state import ClientState, Phase, Transaction
+from mailclient._wire.timeouts import Timeouts
 
 # Used for fast success code lookup, as in Twisted.
 SUCCESS = dict.fromkeys(range(200, 300))
@@ -188,7 +188,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     only closes the connection.
 
     mailclient keeps its own state in one attribute, C{_mailclient} (see
-    L{mailclient._state}); every other name that Twisted's class does not
+    L{mailclient._wire.state}); every other name that Twisted's class does not
     use is free for subclasses.
     """
 
@@ -458,7 +458,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         leading periods.
 
         The conversion keeps its state across chunks (see
-        L{mailclient._data.DataEncoder}).  This method also resets the idle
+        L{mailclient._wire.data.DataEncoder}).  This method also resets the idle
         timeout so that as long as progress is being made sending the message
         body, the client will not time out.
         """

@@ -59,7 +59,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import directlyProvides
 
-from mailclient._testcert import localCertificates
+from mailclient._testing.certs import localCertificates
 
 _IOSIM_TAKES_CLOCK = "clock" in inspect.signature(iosim.connect).parameters
 

@@ -34,9 +34,9 @@ from collections import deque
 from operator import attrgetter
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from mailclient._data import DataEncoder
-from mailclient._options import DEFAULT_OPTIONS, MailOptions
-from mailclient._reply import ReplyAssembler
+from mailclient._wire.data import DataEncoder
+from mailclient._wire.options import DEFAULT_OPTIONS, MailOptions
+from mailclient._wire.reply import ReplyAssembler
 
 
 class Phase(enum.Enum):

@@ -23,20 +23,20 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailclient._address import Address, checkAddress, extractAddress
-from mailclient._client import SUCCESS, SMTPClient
-from mailclient._errors import InvalidAddressError, SMTPConnectError, SMTPDeliveryError
-from mailclient._esmtp import ESMTPClient, tlsRecordOf
-from mailclient._host import getDNSName
-from mailclient._sasl import (
+from mailclient._wire.address import Address, checkAddress, extractAddress
+from mailclient._protocol.client import SUCCESS, SMTPClient
+from mailclient._wire.errors import InvalidAddressError, SMTPConnectError, SMTPDeliveryError
+from mailclient._protocol.esmtp import ESMTPClient, tlsRecordOf
+from mailclient._wire.host import getDNSName
+from mailclient._wire.sasl import (
     CramMD5ClientAuthenticator,
     LOGINAuthenticator,
     PLAINAuthenticator,
 )
-from mailclient._settings import ClientSettings, settingsFrom
-from mailclient._status import isPermanent, parseEnhancedStatus
-from mailclient._tls import contextForPolicy, verifyingContext
-from mailclient._tlspolicy import TLSLevel, TLSRecord
+from mailclient._wire.settings import ClientSettings, settingsFrom
+from mailclient._wire.status import isPermanent, parseEnhancedStatus
+from mailclient._protocol.tls import contextForPolicy, verifyingContext
+from mailclient._wire.tlspolicy import TLSLevel, TLSRecord
 
 _log = Logger()
 

@@ -1,6 +1,6 @@
 """
 TLS helpers: the client context each level of the TLS policy
-(L{mailclient._tlspolicy}) uses, the record of what a connection got,
+(L{mailclient._wire.tlspolicy}) uses, the record of what a connection got,
 loopback detection, and readable descriptions of handshake failures.
 """
 
@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailclient._tlspolicy import TLSLevel, TLSPolicy, TLSRecord
+from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 
 
 def tlsAvailable() -> bool:

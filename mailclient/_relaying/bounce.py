@@ -16,8 +16,8 @@ import re
 import time
 from typing import BinaryIO, Optional, Sequence, Tuple, Union
 
-from mailclient._status import parseEnhancedStatus
-from mailclient._util import messageid, rfc822date
+from mailclient._wire.status import parseEnhancedStatus
+from mailclient._wire.util import messageid, rfc822date
 
 Text = Union[str, bytes]
 

@@ -14,10 +14,10 @@ from typing import IO, Any, List, Optional, Sequence, TextIO, Tuple
 
 from twisted.internet import defer, task
 
-from mailclient._errors import SMTPClientError, SMTPDeliveryError
-from mailclient._log import redact
-from mailclient._sender import ESMTPSender, ESMTPSenderFactory
-from mailclient._sendmail import sendmail
+from mailclient._wire.errors import SMTPClientError, SMTPDeliveryError
+from mailclient._protocol.transcript import redact
+from mailclient._protocol.sender import ESMTPSender, ESMTPSenderFactory
+from mailclient._protocol.sendmail import sendmail
 
 EX_OK = 0
 EX_FAILED = 1
@@ -399,15 +399,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.command == "send":
         task.react(lambda reactor: _exitWith(_send(reactor, args, sys.stdout, sys.stderr)))
     elif args.command == "demo":
-        from mailclient._demo import runDemo
+        from mailclient._commands.demo import runDemo
 
         task.react(lambda reactor: _exitWith(runDemo(reactor, sys.stdout, args.quiet)))
     elif args.command == "sink":
-        from mailclient._demo import runSink
+        from mailclient._commands.demo import runSink
 
         task.react(lambda reactor: runSink(reactor, args, sys.stdout))
     elif args.command == "migrate":
-        from mailclient._migrate import migratePaths
+        from mailclient._commands.migrate import migratePaths
 
         raise SystemExit(migratePaths(args.paths, args.write, sys.stdout, sys.stderr))
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Tuple
 
-from mailclient._options import MailOptions
-from mailclient._retry import RetryPolicy
-from mailclient._timeouts import Timeouts
-from mailclient._tlspolicy import TLSPolicy
+from mailclient._wire.options import MailOptions
+from mailclient._wire.retry import RetryPolicy
+from mailclient._wire.timeouts import Timeouts
+from mailclient._wire.tlspolicy import TLSPolicy
 
 
 def _text(value: str | bytes | None) -> str | None:

@@ -11,9 +11,9 @@ from typing import Any, List, TextIO
 
 from twisted.internet import defer, task
 
-from mailclient._errors import SMTPClientError
-from mailclient._log import redact
-from mailclient._sendmail import sendmail
+from mailclient._wire.errors import SMTPClientError
+from mailclient._protocol.transcript import redact
+from mailclient._protocol.sendmail import sendmail
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "correct horse battery staple"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple, Union
 
-from mailclient._status import isPermanent, isTemporary, parseEnhancedStatus
+from mailclient._wire.status import isPermanent, isTemporary, parseEnhancedStatus
 
 
 class SMTPError(Exception):
@@ -260,7 +260,7 @@ class SMTPAddressError(SMTPServerError):
     """
 
     def __init__(self, addr: Any, code: int, resp: Any) -> None:
-        from mailclient._address import Address
+        from mailclient._wire.address import Address
 
         SMTPServerError.__init__(self, code, resp)
         self.addr = Address(addr)
