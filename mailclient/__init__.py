@@ -8,13 +8,43 @@ did for client code (C{smtp.SUCCESS}, the authenticators, the errors,
 C{Address}, ...).
 """
 
-from typing import Any
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from typing import Any, Optional, Sequence
 
 from mailclient import smtp as _smtp
 from mailclient.smtp import *  # noqa: F401,F403 - the public surface, by design
 from mailclient.smtp import __all__ as _smtpNames
 
 __version__ = "0.1.0"
+
+#: Private modules that moved, whose old names pickles made by earlier
+#: releases still name (a pickled relaying manager holds its Queue).
+_MOVED = {
+    "mailclient._queue": "mailclient._relaying.queue",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """
+    Import an old private module name as the module it moved to.
+    """
+
+    def find_spec(self, name: str, path: Optional[Sequence[str]], target: Any = None) -> Any:
+        if name in _MOVED:
+            return importlib.util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(_MOVED[spec.name])
+
+    def exec_module(self, module: Any) -> None:
+        pass
+
+
+sys.meta_path.append(_MovedModules())
 
 #: The names of L{mailclient.smtp}, and the version.
 __all__ = list(_smtpNames) + ["__version__"]

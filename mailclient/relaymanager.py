@@ -100,6 +100,10 @@ __all__ = [
     "UndeliverableDomain",
 ]
 
+# Pickled (inside a relaying manager) under this public path, which does
+# not move when the private modules do.
+Queue.__module__ = __name__
+
 _log = Logger()
 
 Exchange = Tuple[str, int]

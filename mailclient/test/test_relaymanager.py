@@ -6,6 +6,7 @@ fake resolver for DNS.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import json
@@ -1360,3 +1361,44 @@ class ManagerStateTests(SynchronousTestCase):
         ]:
             self.assertIn(name, relaymanager.__all__)
             self.assertTrue(getattr(relaymanager, name).__doc__.strip(), name)
+
+
+class PickleCompatibilityTests(SynchronousTestCase):
+    """
+    A relaying manager pickled by an earlier release (its queue then named
+    C{mailclient._queue.Queue}) still loads; new pickles name public paths.
+    """
+
+    #: SmartHostESMTPRelayingManager(Queue("/tmp/oldq"), 3, 7,
+    #: smartHost=("smtp.example.net", 2525)) with a retry for "msg1" and
+    #: fArgs ("relay.example",), pickled (protocol 2) before the private
+    #: modules moved into layer packages.
+    OLD = base64.b64decode(
+        "gAJjbWFpbGNsaWVudC5yZWxheW1hbmFnZXIKU21hcnRIb3N0RVNNVFBSZWxheWluZ01hbmFnZXIK"
+        "cQApgXEBfXECKFgOAAAAbWF4Q29ubmVjdGlvbnNxA0sDWBgAAABtYXhNZXNzYWdlc1BlckNvbm5l"
+        "Y3Rpb25xBEsHWAcAAAByZXRyaWVzcQV9cQZYBAAAAG1zZzFxB0sCR0DIHIAAAAAAhnEIc1gFAAAA"
+        "cXVldWVxCWNtYWlsY2xpZW50Ll9xdWV1ZQpRdWV1ZQpxCimBcQt9cQxYCQAAAGRpcmVjdG9yeXEN"
+        "WAkAAAAvdG1wL29sZHFxDnNiWAUAAABmQXJnc3EPWA0AAAByZWxheS5leGFtcGxlcRCFcRFYBwAA"
+        "AGZLd0FyZ3NxEn1xE1gJAAAAc21hcnRIb3N0cRRdcRVYEAAAAHNtdHAuZXhhbXBsZS5uZXRxFk3d"
+        "CYZxF2F1Yi4="
+    )
+
+    def test_oldPickleLoads(self) -> None:
+        self.assertIn(b"mailclient._queue", self.OLD)
+        manager = pickle.loads(self.OLD)
+        self.assertIsInstance(manager, relaymanager.SmartHostESMTPRelayingManager)
+        self.assertIsInstance(manager.queue, relaymanager.Queue)
+        self.assertEqual(manager.queue.directory, "/tmp/oldq")
+        self.assertEqual((manager.maxConnections, manager.maxMessagesPerConnection), (3, 7))
+        self.assertEqual(manager.smartHost, [("smtp.example.net", 2525)])
+        self.assertEqual(manager.retries, {"msg1": (2, 12345.0)})
+        self.assertEqual(manager.fArgs, ("relay.example",))
+        self.assertEqual(manager.managed, {})
+
+    def test_newPicklesNamePublicPaths(self) -> None:
+        directory = self.mktemp()
+        os.mkdir(directory)
+        manager = relaymanager.SmartHostSMTPRelayingManager(relaymanager.Queue(directory))
+        data = pickle.dumps(manager)
+        self.assertNotIn(b"mailclient._", data)
+        self.assertIsInstance(pickle.loads(data).queue, relaymanager.Queue)
