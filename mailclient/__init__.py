@@ -12,7 +12,8 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from mailclient import smtp as _smtp
 from mailclient.smtp import *  # noqa: F401,F403 - the public surface, by design
@@ -32,7 +33,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     Import an old private module name as the module it moved to.
     """
 
-    def find_spec(self, name: str, path: Optional[Sequence[str]], target: Any = None) -> Any:
+    def find_spec(self, name: str, path: Sequence[str] | None, target: Any = None) -> Any:
         if name in _MOVED:
             return importlib.util.spec_from_loader(name, self)
         return None

@@ -2,7 +2,8 @@
 Interfaces of mailclient.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from zope.interface import Interface
 
@@ -124,8 +125,8 @@ class IRelayManagerHooks(Interface):
     def returnToSender(
         message: str,
         status: str,
-        diagnostic: Optional[bytes] = None,
-        remoteMTA: Optional[str] = None,
+        diagnostic: bytes | None = None,
+        remoteMTA: str | None = None,
         reason: str = "",
     ) -> bool:
         """

@@ -20,7 +20,8 @@ the reactor (trial, or pytest-twisted) and stop it with C{stopListening()}.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from mailclient._wire.address import Address, quoteaddr
 from mailclient._protocol.client import SUCCESS, SMTPClient
+from mailclient._protocol.credentials import LOGINCredentials
 from mailclient._protocol.esmtp import ESMTPClient
 from mailclient._wire.sasl import (
     CramMD5ClientAuthenticator,
     LOGINAuthenticator,
-    LOGINCredentials,
     OAUTHBEARERAuthenticator,
     PLAINAuthenticator,
     XOAUTH2Authenticator,
@@ -39,20 +39,22 @@ from mailclient._wire.errors import (
     ESMTPClientError,
     InvalidAddressError,
     MessageReadError,
-    SMTPAddressError,
-    SMTPBadRcpt,
-    SMTPBadSender,
     SMTPClientError,
     SMTPConnectError,
     SMTPDeliveryError,
     SMTPError,
     SMTPProtocolError,
-    SMTPServerError,
     SMTPTimeoutError,
     TLSError,
     TLSRequiredError,
 )
 from mailclient._wire.host import getDNSName
+from mailclient._wire.servererrors import (
+    SMTPAddressError,
+    SMTPBadRcpt,
+    SMTPBadSender,
+    SMTPServerError,
+)
 from mailclient._wire.options import MailOptions
 from mailclient._wire.retry import RetryPolicy
 from mailclient._wire.settings import ClientSettings

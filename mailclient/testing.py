@@ -18,7 +18,7 @@ C{twisted.mail}.
 """
 
 from mailclient._testing.certs import LocalCertificates, generateCertificates, localCertificates
-from mailclient._testing.server import (
+from mailclient._testing.actions import (
     DATA_END,
     GREETING,
     Abort,
@@ -28,14 +28,13 @@ from mailclient._testing.server import (
     Disconnect,
     EndlessLine,
     Garbage,
-    MemoryConnection,
     NoReply,
-    ReceivedMessage,
     Reply,
-    Session,
-    SMTPTestCaseMixin,
-    SMTPTestServer,
 )
+from mailclient._testing.memory import MemoryConnection
+from mailclient._testing.records import ReceivedMessage, Session
+from mailclient._testing.server import SMTPTestServer
+from mailclient._testing.trial import SMTPTestCaseMixin
 
 __all__ = [
     "DATA_END",

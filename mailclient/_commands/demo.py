@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import argparse
 import mailbox
+from collections.abc import Generator
 from email.message import EmailMessage
-from typing import Any, List, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTCP
 
 from mailclient._wire.errors import SMTPClientError
 from mailclient._protocol.transcript import redact
 from mailclient._protocol.sendmail import sendmail
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorCore, IReactorTime
+
+    class _SinkReactor(IReactorCore, IReactorTCP, IReactorTime):
+        """
+        The parts of the reactor C{mailclient sink} uses: a make-believe
+        interface, as Twisted types its global reactor.
+        """
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "correct horse battery staple"
@@ -48,7 +59,7 @@ def redactTranscript(transcript: str) -> str:
     Hide credentials in a server-side transcript (the server records SASL
     exchanges as received).
     """
-    out: List[str] = []
+    out: list[str] = []
     inSASL = False
     for line in transcript.splitlines():
         if line.startswith("C: "):
@@ -64,8 +75,12 @@ def redactTranscript(transcript: str) -> str:
     return "\n".join(out)
 
 
+# Any: the Deferreds it yields (sendmail's, then stopListening's) fire with
+# different types, and a generator's sends all have one type.
 @defer.inlineCallbacks
-def runDemo(reactor: Any, out: TextIO, quiet: bool = False) -> Any:
+def runDemo(
+    reactor: IReactorTCP, out: TextIO, quiet: bool = False
+) -> Generator[defer.Deferred[Any], Any, int]:
     """
     Start the embedded server on loopback, send the sample message through
     the full client stack, and print what the server saw.
@@ -121,20 +136,22 @@ def runDemo(reactor: Any, out: TextIO, quiet: bool = False) -> Any:
     return 0 if ok else 1
 
 
-def runSink(reactor: Any, args: argparse.Namespace, out: TextIO) -> defer.Deferred:
+def runSink(
+    reactor: _SinkReactor, args: argparse.Namespace, out: TextIO
+) -> defer.Deferred[None]:
     """
     Run the embedded server as a local catch-all until interrupted, printing
     each message or storing it in a Maildir.
     """
-    done: defer.Deferred = defer.Deferred()
+    done: defer.Deferred[None] = defer.Deferred()
     # Start once the reactor runs: its signal handlers are installed by then,
     # so whoever reads the "listening" line may signal us at once.
     reactor.callWhenRunning(_startSink, reactor, args, out, done)
     return done
 
 
-def _startSink(reactor: Any, args: argparse.Namespace, out: TextIO,
-               done: defer.Deferred) -> None:
+def _startSink(reactor: _SinkReactor, args: argparse.Namespace, out: TextIO,
+               done: defer.Deferred[None]) -> None:
     from mailclient.testing import SMTPTestServer
 
     server = SMTPTestServer(
@@ -169,7 +186,7 @@ def _startSink(reactor: Any, args: argparse.Namespace, out: TextIO,
     loop.clock = reactor
     loop.start(0.2)
 
-    def shutdown() -> Any:
+    def shutdown() -> defer.Deferred[None]:
         loop.stop()
         drain()
         return server.stopListening()

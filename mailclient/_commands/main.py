@@ -10,14 +10,26 @@ import email.policy
 import io
 import os
 import sys
-from typing import IO, Any, List, Optional, Sequence, TextIO, Tuple
+from collections.abc import Generator
+from email.headerregistry import BaseHeader
+from email.message import EmailMessage
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Sequence, TextIO, TypeAlias, cast
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTCP
 
 from mailclient._wire.errors import SMTPClientError, SMTPDeliveryError
 from mailclient._protocol.transcript import redact
 from mailclient._protocol.sender import ESMTPSender, ESMTPSenderFactory
 from mailclient._protocol.sendmail import sendmail
+
+if TYPE_CHECKING:
+    from twisted.internet.ssl import Certificate
+
+#: What the server said to one recipient: C{(address, code, reply)}.
+_Outcome: TypeAlias = tuple[str | bytes, int, bytes]
+#: What sendmail's Deferred fires with: C{(numOk, outcomes)}.
+_Sent: TypeAlias = tuple[int, list[_Outcome]]
 
 EX_OK = 0
 EX_FAILED = 1
@@ -27,7 +39,7 @@ EX_TEMPFAIL = 75
 PASSWORD_ENV = "MAILCLIENT_PASSWORD"
 
 
-def _splitHeaders(raw: IO[bytes]) -> Tuple[bytes, IO[bytes]]:
+def _splitHeaders(raw: IO[bytes]) -> tuple[bytes, IO[bytes]]:
     """
     Read the header block of a message (up to and including the empty line)
     and return it with the file positioned at the body.
@@ -41,7 +53,7 @@ def _splitHeaders(raw: IO[bytes]) -> Tuple[bytes, IO[bytes]]:
 
 
 def _stripBcc(header: bytes) -> bytes:
-    out: List[bytes] = []
+    out: list[bytes] = []
     skipping = False
     for line in header.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t") and skipping:
@@ -52,7 +64,7 @@ def _stripBcc(header: bytes) -> bytes:
     return b"".join(out)
 
 
-def _isSeekable(f: Any) -> bool:
+def _isSeekable(f: IO[bytes]) -> bool:
     """
     Whether C{f} can be rewound (C{SpooledTemporaryFile} has no
     C{seekable()} before Python 3.11).
@@ -91,7 +103,7 @@ class _Chain(io.RawIOBase):
         self._pos = 0
         return 0
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         if self._pos < len(self._prefix):
             end = len(self._prefix) if size < 0 else self._pos + size
             data = self._prefix[self._pos:end]
@@ -107,7 +119,7 @@ class _Progress(io.RawIOBase):
 
     STEP = 8 << 20
 
-    def __init__(self, inner: IO[bytes], total: Optional[int], out: TextIO) -> None:
+    def __init__(self, inner: io.RawIOBase, total: int | None, out: TextIO) -> None:
         self._inner = inner
         self._total = total
         self._out = out
@@ -122,7 +134,7 @@ class _Progress(io.RawIOBase):
         self._next = self.STEP
         return self._inner.seek(offset, whence)
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         data = self._inner.read(size)
         self._done += len(data)
         if self._done >= self._next:
@@ -132,11 +144,11 @@ class _Progress(io.RawIOBase):
         return data
 
 
-def _verboseFactory(out: TextIO) -> Any:
+def _verboseFactory(out: TextIO) -> type[ESMTPSenderFactory]:
     class VerboseSender(ESMTPSender):
         _logsize = 0
 
-        def sendLine(self, line: bytes) -> None:  # type: ignore[override]
+        def sendLine(self, line: bytes) -> None:
             # The end-of-data line may start with the CRLF that ends the body.
             shown = redact(line, self._mailclient.inSASL).replace(b"\r\n", b"")
             out.write("C: %s\n" % shown.decode("utf-8", "replace"))
@@ -158,7 +170,7 @@ class _UsageError(Exception):
     """
 
 
-def _readPassword(args: argparse.Namespace) -> Optional[bytes]:
+def _readPassword(args: argparse.Namespace) -> bytes | None:
     if args.user is None:
         return None
     if args.password_file:
@@ -176,7 +188,7 @@ def _readPassword(args: argparse.Namespace) -> Optional[bytes]:
     return value.encode("utf-8")
 
 
-def _unique(addresses: Sequence[str]) -> List[str]:
+def _unique(addresses: Sequence[str]) -> list[str]:
     # sendmail -t sends once to an address named in several fields; the
     # domain is compared without case, the local part exactly.
     seen = set()
@@ -190,7 +202,7 @@ def _unique(addresses: Sequence[str]) -> List[str]:
     return out
 
 
-def _trustRoot(cafile: Optional[str]) -> Any:
+def _trustRoot(cafile: str | None) -> Certificate | None:
     if cafile is None:
         return None
     from twisted.internet.ssl import Certificate, optionsForClientTLS  # noqa: F401
@@ -199,7 +211,9 @@ def _trustRoot(cafile: Optional[str]) -> Any:
         return Certificate.loadPEM(f.read())
 
 
-def _contextFor(host: str, cafile: Optional[str], tlsName: Optional[str]) -> Any:
+def _contextFor(
+    host: str, cafile: str | None, tlsName: str | None
+) -> IOpenSSLClientConnectionCreator | None:
     if cafile is None and tlsName is None:
         return None
     from twisted.internet.ssl import optionsForClientTLS
@@ -207,26 +221,26 @@ def _contextFor(host: str, cafile: Optional[str], tlsName: Optional[str]) -> Any
     return optionsForClientTLS(tlsName or host, trustRoot=_trustRoot(cafile))
 
 
-def _parseHeader(header: bytes) -> Any:
+def _parseHeader(header: bytes) -> EmailMessage:
     # The RFC 5322 parser of email.policy.default (which, unlike
     # email.utils.parseaddr since Python 3.13, keeps domain literals).
     return email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(header)
 
 
-def _addresses(value: Any) -> List[str]:
+def _addresses(value: BaseHeader) -> list[str]:
     return [a.addr_spec for a in getattr(value, "addresses", ()) if a.addr_spec not in ("", "<>")]
 
 
-def _recipientsFromHeaders(header: bytes) -> List[str]:
+def _recipientsFromHeaders(header: bytes) -> list[str]:
     parsed = _parseHeader(header)
-    recipients: List[str] = []
+    recipients: list[str] = []
     for name in ("to", "cc", "bcc"):
         for value in parsed.get_all(name, []):
             recipients.extend(_addresses(value))
     return recipients
 
 
-def _senderFromHeaders(header: bytes) -> Optional[str]:
+def _senderFromHeaders(header: bytes) -> str | None:
     value = _parseHeader(header).get("from")
     if value is None:
         return None
@@ -245,12 +259,14 @@ def _openMessage(path: str) -> IO[bytes]:
                 break
             spool.write(chunk)
         spool.seek(0)
-        return spool  # type: ignore[return-value]
+        return spool
     return open(path, "rb")
 
 
 @defer.inlineCallbacks
-def _send(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> Any:
+def _send(
+    reactor: IReactorTCP, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> Generator[defer.Deferred[int], int, int]:
     try:
         password = _readPassword(args)
         raw = _openMessage(args.file)
@@ -267,8 +283,10 @@ def _send(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> A
 
 
 @defer.inlineCallbacks
-def _sendOpened(reactor: Any, args: argparse.Namespace, raw: IO[bytes],
-                password: Optional[bytes], out: TextIO, err: TextIO) -> Any:
+def _sendOpened(
+    reactor: IReactorTCP, args: argparse.Namespace, raw: IO[bytes],
+    password: bytes | None, out: TextIO, err: TextIO,
+) -> Generator[defer.Deferred[_Sent], _Sent, int]:
     header, body = _splitHeaders(raw)
     recipients = list(args.recipients)
     if args.t:
@@ -279,13 +297,13 @@ def _sendOpened(reactor: Any, args: argparse.Namespace, raw: IO[bytes],
         err.write("mailclient: no recipients (give addresses or -t)\n")
         return EX_USAGE
     sender = args.sender or _senderFromHeaders(header) or ""
-    message: IO[bytes] = _Chain(header, body)  # type: ignore[assignment]
+    message: io.RawIOBase = _Chain(header, body)
     try:
-        size: Optional[int] = os.fstat(raw.fileno()).st_size
+        size: int | None = os.fstat(raw.fileno()).st_size
     except Exception:
         size = None
     if size is not None and size > _Progress.STEP:
-        message = _Progress(message, size, err)  # type: ignore[assignment]
+        message = _Progress(message, size, err)
     tls = args.tls_mode
     try:
         result = yield sendmail(
@@ -309,7 +327,9 @@ def _sendOpened(reactor: Any, args: argparse.Namespace, raw: IO[bytes],
             _factoryClass=_verboseFactory(err) if args.verbose else ESMTPSenderFactory,
         )
     except SMTPDeliveryError as e:
-        addresses = list(e.addresses or [])  # type: ignore[call-overload]
+        # SMTPDeliveryError types addresses as object: sendmail's errors
+        # carry its per-recipient list there, or None.
+        addresses = list(cast("list[_Outcome] | None", e.addresses) or [])
         if not addresses:
             # Refused before any RCPT (at MAIL, say): every recipient failed.
             addresses = [(r, e.code, e.resp) for r in recipients]
@@ -323,7 +343,9 @@ def _sendOpened(reactor: Any, args: argparse.Namespace, raw: IO[bytes],
     return EX_OK if numOk == len(addresses) else EX_FAILED
 
 
-def _report(out: TextIO, addresses: Sequence[Any], exc: Optional[SMTPClientError]) -> None:
+def _report(
+    out: TextIO, addresses: Sequence[_Outcome], exc: SMTPClientError | None
+) -> None:
     for addr, code, resp in addresses:
         if isinstance(addr, bytes):
             addr = addr.decode("utf-8", "replace")
@@ -338,7 +360,7 @@ def _report(out: TextIO, addresses: Sequence[Any], exc: Optional[SMTPClientError
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # Usage errors exit with EX_USAGE (64), as documented, not 2.
         self.print_usage(sys.stderr)
         self.exit(EX_USAGE, "%s: error: %s\n" % (self.prog, message))
@@ -391,7 +413,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """
     Entry point of the C{mailclient} command.
     """
@@ -412,7 +434,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SystemExit(migratePaths(args.paths, args.write, sys.stdout, sys.stderr))
 
 
-def _exitWith(d: defer.Deferred) -> defer.Deferred:
+def _exitWith(d: defer.Deferred[int]) -> defer.Deferred[None]:
     def check(code: int) -> None:
         if code:
             raise SystemExit(code)

@@ -32,14 +32,14 @@ import re
 import sys
 import tokenize
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Iterable, Iterator, Sequence, TextIO
 
 __all__ = ["Migration", "migrateSource", "migratePaths", "PROVIDED", "MODULES"]
 
 # The public names of mailclient.smtp, mailclient.relay and
 # mailclient.relaymanager (their __all__; a test keeps these in step), and
 # the interface mailclient.interfaces shares with twisted.mail.interfaces.
-_SMTP: FrozenSet[str] = frozenset("""
+_SMTP: frozenset[str] = frozenset("""
     AUTHDeclinedError AUTHRequiredError Address AddressError
     AuthenticationError CannotSendError ClientSettings CramMD5ClientAuthenticator DNSNAME
     EHLORequiredError ESMTPClient ESMTPClientError ESMTPSender
@@ -53,8 +53,8 @@ _SMTP: FrozenSet[str] = frozenset("""
     messageid quoteaddr rfc822date sendmail xtextStreamReader
     xtextStreamWriter xtext_codec xtext_decode xtext_encode
 """.split())
-_RELAY: FrozenSet[str] = frozenset("RelayerMixin SMTPRelayer ESMTPRelayer".split())
-_RELAYMANAGER: FrozenSet[str] = frozenset("""
+_RELAY: frozenset[str] = frozenset("RelayerMixin SMTPRelayer ESMTPRelayer".split())
+_RELAYMANAGER: frozenset[str] = frozenset("""
     CanonicalNameChainTooLong CanonicalNameLoop ESMTPManagedRelayer
     ESMTPManagedRelayerFactory MXCalculator ManagedRelayerMixin Queue
     RelayStateHelper SMTPManagedRelayer SMTPManagedRelayerFactory
@@ -63,7 +63,7 @@ _RELAYMANAGER: FrozenSet[str] = frozenset("""
 """.split())
 
 #: Twisted module -> (mailclient module, the names mailclient provides).
-MODULES: Dict[str, Tuple[str, FrozenSet[str]]] = {
+MODULES: dict[str, tuple[str, frozenset[str]]] = {
     "twisted.mail.smtp": ("mailclient.smtp", _SMTP),
     "twisted.mail.relay": ("mailclient.relay", _RELAY),
     "twisted.mail.relaymanager": ("mailclient.relaymanager", _RELAYMANAGER),
@@ -71,7 +71,7 @@ MODULES: Dict[str, Tuple[str, FrozenSet[str]]] = {
 }
 
 #: Twisted module -> the names of it that mailclient provides.
-PROVIDED: Dict[str, FrozenSet[str]] = {name: names for name, (_, names) in MODULES.items()}
+PROVIDED: dict[str, frozenset[str]] = {name: names for name, (_, names) in MODULES.items()}
 
 _PACKAGE = "twisted.mail"
 
@@ -88,7 +88,7 @@ class Migration:
     """
 
     source: str
-    warnings: List[Tuple[int, str]] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
     changed: bool = False
 
 
@@ -109,18 +109,18 @@ class _Lines:
         line = self.source[start:end]
         return start + len(line.encode("utf-8")[:col].decode("utf-8", "replace"))
 
-    def span(self, node: ast.AST) -> Tuple[int, int]:
+    def span(self, node: ast.stmt | ast.expr) -> tuple[int, int]:
         end_lineno = getattr(node, "end_lineno", None)
         end_col = getattr(node, "end_col_offset", None)
         assert end_lineno is not None and end_col is not None
-        return (self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
+        return (self.offset(node.lineno, node.col_offset),
                 self.offset(end_lineno, end_col))
 
     def lineStart(self, offset: int) -> int:
         return max(s for s in self.starts if s <= offset)
 
 
-def _dotted(node: ast.AST) -> Optional[str]:
+def _dotted(node: ast.AST) -> str | None:
     """
     Return C{a.b.c} for the expression C{a.b.c}, or L{None}.
     """
@@ -134,19 +134,19 @@ def _dotted(node: ast.AST) -> Optional[str]:
     return None
 
 
-def _aliasText(name: str, asname: Optional[str]) -> str:
+def _aliasText(name: str, asname: str | None) -> str:
     return name if asname is None else "%s as %s" % (name, asname)
 
 
-def _comments(text: str, node: ast.ImportFrom) -> Tuple[List[str], Dict[int, str]]:
+def _comments(text: str, node: ast.ImportFrom) -> tuple[list[str], dict[int, str]]:
     """
     Return the comments in the text of the import statement C{node}: those
     on the line of one of its names (by C{id} of the alias), and the others.
     """
-    loose: List[str] = []
-    attached: Dict[int, str] = {}
+    loose: list[str] = []
+    attached: dict[int, str] = {}
     aliases = list(node.names)
-    aliasLine: Dict[int, int] = {}
+    aliasLine: dict[int, int] = {}
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (tokenize.TokenError, SyntaxError):
@@ -174,7 +174,7 @@ def _comments(text: str, node: ast.ImportFrom) -> Tuple[List[str], Dict[int, str
     return loose, attached
 
 
-def _fromModuleSpan(text: str) -> Optional[Tuple[int, int]]:
+def _fromModuleSpan(text: str) -> tuple[int, int] | None:
     """
     In the text of a C{from M import ...} statement, return the span of
     C{M}.
@@ -191,16 +191,16 @@ class _Rewriter:
         self.source = source
         self.tree = tree
         self.lines = _Lines(source)
-        self.edits: List[Tuple[int, int, str]] = []
-        self.warnings: List[Tuple[int, str]] = []
+        self.edits: list[tuple[int, int, str]] = []
+        self.warnings: list[tuple[int, str]] = []
         # name bound to a whole Twisted module -> Twisted module name
-        self.boundModules: Dict[str, str] = {}
+        self.boundModules: dict[str, str] = {}
         # bound name -> [(attribute, Attribute node)]
-        self.uses: Dict[str, List[Tuple[str, ast.Attribute]]] = {}
+        self.uses: dict[str, list[tuple[str, ast.Attribute]]] = {}
         # Twisted module -> [(attribute, node of the module expression)]
-        self.dottedUses: Dict[str, List[Tuple[str, ast.AST]]] = {}
-        self.bareDottedUses: Dict[str, List[ast.AST]] = {}
-        self.parents: Dict[int, ast.AST] = {}
+        self.dottedUses: dict[str, list[tuple[str, ast.expr]]] = {}
+        self.bareDottedUses: dict[str, list[ast.expr]] = {}
+        self.parents: dict[int, ast.AST] = {}
 
     def warn(self, node: ast.AST, message: str) -> None:
         self.warnings.append((getattr(node, "lineno", 0), message))
@@ -239,7 +239,7 @@ class _Rewriter:
                     else:
                         self.bareDottedUses.setdefault(dotted, []).append(node)
 
-    def unsupported(self, module: str, names: Iterable[str]) -> List[str]:
+    def unsupported(self, module: str, names: Iterable[str]) -> list[str]:
         provided = PROVIDED[module]
         return sorted({n for n in names if n not in provided})
 
@@ -264,7 +264,7 @@ class _Rewriter:
             return
         self.edit(start + span[0], start + span[1], new)
 
-    def splitStatement(self, node: ast.ImportFrom, statements: List[Tuple[str, List[ast.alias]]]) -> None:
+    def splitStatement(self, node: ast.ImportFrom, statements: list[tuple[str, list[ast.alias]]]) -> None:
         """
         Replace the C{from} import C{node} with one C{from} import per
         C{(module, aliases)}, keeping its layout style and its comments.
@@ -345,7 +345,7 @@ class _Rewriter:
             self.splitStatement(node, [("mailclient", ours), (_PACKAGE, theirs)])
 
     def importStatement(self, node: ast.Import) -> None:
-        aliases: List[str] = []
+        aliases: list[str] = []
         changed = False
         for alias in node.names:
             if alias.name not in MODULES:
@@ -476,7 +476,7 @@ def _pythonFiles(paths: Sequence[str]) -> Iterator[str]:
             yield path
 
 
-def _readSource(path: str) -> Tuple[str, str]:
+def _readSource(path: str) -> tuple[str, str]:
     with open(path, "rb") as f:
         raw = f.read()
     encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
@@ -484,7 +484,7 @@ def _readSource(path: str) -> Tuple[str, str]:
 
 
 def _diff(old: str, new: str, path: str) -> Iterator[str]:
-    def lines(text: str) -> List[str]:
+    def lines(text: str) -> list[str]:
         result = text.splitlines(keepends=True)
         if result and not result[-1].endswith(("\n", "\r")):
             result[-1] += "\n\\ No newline at end of file\n"

@@ -9,7 +9,8 @@ endings are normalised to CRLF; nothing is dot-stuffed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -59,10 +60,10 @@ class ChunkSender:
         self._onChunk = onChunk
         self._onError = onError
         self._onDone = onDone
-        self._ahead: Optional[bytes] = None
+        self._ahead: bytes | None = None
         self._readSize = self.chunkSize
         self._started = False
-        self._pending: Optional[bytes] = None
+        self._pending: bytes | None = None
         self._pendingLast = False
         self.allWritten = False
         self.finished = False
@@ -73,7 +74,7 @@ class ChunkSender:
         """
         self._transport.registerProducer(self, False)
 
-    def _readEncoded(self) -> Optional[bytes]:
+    def _readEncoded(self) -> bytes | None:
         while True:
             size = self._readSize
             raw = self._file.read(size)

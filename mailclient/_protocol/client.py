@@ -3,24 +3,30 @@ L{SMTPClient}: the line-level SMTP client, a drop-in for Twisted's.
 
 The state machine keeps Twisted's shape (C{_expected}, C{_okresponse},
 C{_failresponse} and the C{smtpState_*} handlers) because subclasses in the
-wild override and set those names.  What Twisted gets wrong is fixed in the
-pieces it is built from: reply framing (L{mailclient._wire.reply}), body encoding
-(L{mailclient._wire.data}), address checks (L{mailclient._wire.address}) and the
-transcript (L{mailclient._protocol.transcript}); and here, by reporting exactly one outcome
-for each message attempt.
+wild override and set those names.  It is built from the pure wire layer:
+reply framing (L{mailclient._wire.reply}), body encoding
+(L{mailclient._wire.data}), address checks (L{mailclient._wire.address}),
+the per-message state (L{mailclient._wire.state}).  Each message attempt
+ends with exactly one outcome.
 """
 
 from __future__ import annotations
 
-import io
 from functools import partial
-from typing import IO, Any, Callable, Collection, List, Optional, Tuple, Union, cast
+from typing import Any, Union, cast
+from collections.abc import Callable, Collection
 
 from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure
 
+from mailclient._protocol.body import (
+    BodySender,
+    _ProducerStopped,
+    _TransferStopped,
+    binaryFile,
+)
 from mailclient._wire.address import quoteaddr
 from mailclient._wire.data import DataEncoder
 from mailclient._wire.errors import (
@@ -47,7 +53,7 @@ AddressType = Union[bytes, str, Any]
 StateHandler = Callable[[int, bytes], Any]
 
 
-def checkIdentity(identity: Union[bytes, str, None]) -> bytes:
+def checkIdentity(identity: bytes | str | None) -> bytes:
     """
     Return the HELO/EHLO identity as bytes.
 
@@ -63,114 +69,6 @@ def checkIdentity(identity: Union[bytes, str, None]) -> bytes:
     if any(c in identity for c in (b"\r", b"\n", b"\0")):
         raise ValueError("SMTP identity contains CR, LF or NUL: %r" % (identity,))
     return identity
-
-
-class _TextToBytes(io.RawIOBase):
-    """
-    Read a text-mode file as UTF-8 bytes (Twisted's own C{mailmail} passes
-    text files; Twisted's client then fails inside the producer and hangs).
-    """
-
-    def __init__(self, text: IO[str]) -> None:
-        self._text = text
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        if size is None or size < 0:
-            data = self._pending + self._text.read().encode("utf-8")
-            self._pending = b""
-            return data
-        while len(self._pending) < size:
-            more = self._text.read(size)
-            if not more:
-                break
-            self._pending += more.encode("utf-8")
-        data, self._pending = self._pending[:size], self._pending[size:]
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pending = b""
-        return self._text.seek(offset, whence)
-
-
-def binaryFile(f: Any) -> Any:
-    """
-    Return C{f}, or a bytes view of it if it is a text-mode file.
-    """
-    if isinstance(f, io.TextIOBase):
-        return _TextToBytes(cast(IO[str], f))
-    mode = getattr(f, "mode", "")
-    if isinstance(mode, str) and mode and "b" not in mode and "r" in mode:
-        return _TextToBytes(f)
-    return f
-
-
-class _TransferStopped(Exception):
-    """
-    The client stopped the body producer itself (it is failing the message,
-    or the connection is lost and that is reported).
-    """
-
-
-class _ProducerStopped(Exception):
-    """
-    The transport stopped the body producer.
-    """
-
-
-class BodySender(basic.FileSender):
-    """
-    A pull producer that streams a message body to the transport.
-
-    Unlike Twisted's C{FileSender} it never lets an exception from C{read} or
-    the transform escape into the reactor (the Deferred fails instead), and
-    it writes nothing, and does not update C{lastSent}, for a chunk that
-    encodes to no bytes.
-    """
-
-    lastSent = b""  # type: ignore[assignment]
-
-    def stopProducing(self) -> None:
-        # The transport will take no more of the body: the message fails
-        # now, whether or not connectionLost follows.
-        self.abort(Failure(_ProducerStopped()))
-
-    def resumeProducing(self) -> None:
-        try:
-            chunk = self.file.read(self.CHUNK_SIZE) if self.file else b""
-            if chunk and self.transform:
-                chunk = self.transform(chunk)
-            elif not chunk:
-                self._finish()
-                return
-        except BaseException:
-            self.abort(Failure())
-            return
-        if chunk:
-            self.consumer.write(chunk)
-            self.lastSent = chunk[-1:]
-
-    def _finish(self) -> None:
-        self.file = None
-        self.consumer.unregisterProducer()
-        d, self.deferred = self.deferred, None
-        if d is not None:
-            d.callback(self.lastSent)
-
-    def abort(self, reason: Failure) -> None:
-        """
-        Stop producing and fail the transfer with C{reason}.
-        """
-        if self.file is None and self.deferred is None:
-            return
-        self.file = None
-        self.consumer.unregisterProducer()
-        d, self.deferred = self.deferred, None
-        if d is not None:
-            d.errback(reason)
 
 
 class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
@@ -197,11 +95,11 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
     #: Number of seconds to wait for the server before timing out a
     #: connection.  If None, perform no timeout checking.
-    timeout: Optional[float] = None
+    timeout: float | None = None
 
     #: Per-phase limits (L{Timeouts}, RFC 5321 4.5.3.2), used when
     #: C{timeout} is None.  (mailclient addition)
-    timeouts: Optional[Timeouts] = None
+    timeouts: Timeouts | None = None
 
     mailFile: Any = None
     toAddresses: Any = None
@@ -211,17 +109,17 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     _failresponse: StateHandler
     _mailclient: ClientState
 
-    def __init__(self, identity: Union[bytes, str, None], logsize: int = 10) -> None:
+    def __init__(self, identity: bytes | str | None, logsize: int = 10) -> None:
         """
         @param identity: The name to give in C{HELO}/C{EHLO}.
         @param logsize: How many lines of the transcript to keep in C{log}.
         @raise ValueError: if C{identity} holds CR, LF or NUL.
         """
         self.identity: bytes = checkIdentity(identity)
-        self.toAddressesResult: List[Tuple[Any, int, bytes]] = []
-        self.successAddresses: List[Any] = []
+        self.toAddressesResult: list[tuple[Any, int, bytes]] = []
+        self.successAddresses: list[Any] = []
         self._from: Any = None
-        self.resp: List[bytes] = []
+        self.resp: list[bytes] = []
         self.code: int = -1
         self.log: TranscriptLog = TranscriptLog(logsize)
         self._mailclient = ClientState()
@@ -387,7 +285,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self._expected = [250]
         self._okresponse = self.smtpState_to
 
-    def smtpState_disconnect(self, code: int, resp: Optional[bytes]) -> None:
+    def smtpState_disconnect(self, code: int, resp: bytes | None) -> None:
         self._mailclient.quitting = True
         abortTransfer(self)
         if self.transport is not None:
@@ -508,7 +406,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
     # These methods should be overridden in subclasses
 
-    def getMailFrom(self) -> Optional[AddressType]:
+    def getMailFrom(self) -> AddressType | None:
         """
         Return the email address the mail is from, or None when there is no
         more mail to send.
@@ -651,7 +549,7 @@ def fail(client: SMTPClient, exc: SMTPClientError) -> None:
     started message gets one report.
     """
     state = client._mailclient
-    later: List[Tuple[Transaction, SMTPClientError]] = []
+    later: list[tuple[Transaction, SMTPClientError]] = []
     following, state.following = state.following, None
     if following is not None and not following.reported:
         later.append((following, following.ownError or exc))
@@ -706,7 +604,7 @@ def messageFile(client: SMTPClient) -> Any:
     return f if f is not None else binaryFile(client.getMailData())
 
 
-def recipientList(client: SMTPClient) -> List[Any]:
+def recipientList(client: SMTPClient) -> list[Any]:
     """
     Call C{getMailTo} (unless it was already called for this message) and
     check every address.

@@ -13,9 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import warnings
-from collections import deque
 from functools import partial
-from typing import Any, Callable, List, Optional, Tuple, cast
+from typing import Any, cast
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import ISSLTransport
@@ -23,37 +22,40 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailclient._wire.address import extractAddress, quoteaddr
-from mailclient._protocol.chunking import ChunkSender
 from mailclient._protocol.client import (
     SUCCESS,
     SMTPClient,
-    abortConnection,
     beginTransaction,
     binaryFile,
-    encodeFor,
     fail,
-    internalError,
     invalidAddress,
-    messageFile,
-    readError,
     recipientList,
     reportOutcome,
-    usesPhaseTimeouts,
 )
-from mailclient._wire.data import DataEncoder
-from mailclient._wire.errors import CannotSendError, InvalidAddressError, SMTPClientError
+from mailclient._wire.errors import CannotSendError, InvalidAddressError
 from mailclient._wire.options import (
     CONVERSION_NEEDED,
     DEFAULT_OPTIONS,
     EIGHT_BIT_REFUSED,
     MailOptions,
     OptionError,
-    checkDSN,
-    checkEightBit,
     fileSize,
     holdsEightBit,
-    mailParameters,
     rcptParameters,
+)
+from mailclient._protocol.pipeline import (
+    _activateFollowing,
+    _refuseMessage,
+    _writeGroup,
+)
+from mailclient._wire.plan import (
+    SCAN,
+    Switches,
+    TransactionPlan,
+    eightBitDecision,
+    needsMessage,
+    planTransaction,
+    usesExtensions,
 )
 from mailclient._wire.ehlo import Capabilities, parseCapabilities
 from mailclient._wire.errors import (
@@ -61,35 +63,16 @@ from mailclient._wire.errors import (
     AuthenticationError,
     AUTHRequiredError,
     EHLORequiredError,
-    SMTPConnectError,
     SMTPProtocolError,
     TLSError,
     TLSRequiredError,
 )
-from mailclient._wire.state import Phase, Transaction
+from mailclient._wire.state import Transaction
 from mailclient._protocol.tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
 from mailclient._wire.tlspolicy import TLSRecord
 
 _log = Logger()
 
-
-#: Seekable messages up to this size are read before MAIL to find out
-#: whether they hold 8-bit data; larger ones are declared BODY=8BITMIME when
-#: the server offers it (always allowed), instead of being read twice.
-_SCAN_LIMIT = 1 << 20
-
-_ENVELOPE_EXTENSIONS = (
-    b"PIPELINING", b"CHUNKING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"DSN",
-)
-
-
-def _longest(*limits: Optional[float]) -> Optional[float]:
-    """
-    The longest of several time limits (L{None}: no limit).
-    """
-    if any(limit is None for limit in limits):
-        return None
-    return max(cast(float, limit) for limit in limits)
 
 
 def _mechanismName(authenticator: Any) -> bytes:
@@ -153,7 +136,7 @@ class ESMTPClient(SMTPClient):
         self, secret: Any, contextFactory: Any = None, *args: Any, **kw: Any
     ) -> None:
         SMTPClient.__init__(self, *args, **kw)
-        self.authenticators: List[Any] = []
+        self.authenticators: list[Any] = []
         self.secret = secret
         self.context = contextFactory
         self.capabilities: Capabilities = Capabilities()
@@ -191,7 +174,7 @@ class ESMTPClient(SMTPClient):
 
     # Error hooks: same classes and codes as Twisted.
 
-    def esmtpEHLORequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+    def esmtpEHLORequired(self, code: int = -1, resp: bytes | None = None) -> None:
         """
         Fail because the server does not support ESMTP, which is required.
         """
@@ -202,7 +185,7 @@ class ESMTPClient(SMTPClient):
             )
         )
 
-    def esmtpAUTHRequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+    def esmtpAUTHRequired(self, code: int = -1, resp: bytes | None = None) -> None:
         """
         Fail because authentication is required and cannot be performed.
 
@@ -223,7 +206,7 @@ class ESMTPClient(SMTPClient):
             code = 502
         fail(self, AUTHRequiredError(code, text, self.log.str()))
 
-    def esmtpTLSRequired(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+    def esmtpTLSRequired(self, code: int = -1, resp: bytes | None = None) -> None:
         """
         Fail because TLS is required and cannot be used; the message says
         whether the server does not offer it or the client has no context.
@@ -245,7 +228,7 @@ class ESMTPClient(SMTPClient):
             code = 502
         fail(self, TLSRequiredError(code, text, self.log.str()))
 
-    def esmtpTLSFailed(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+    def esmtpTLSFailed(self, code: int = -1, resp: bytes | None = None) -> None:
         """
         Fail because TLS could not be started: the server refused STARTTLS,
         or the handshake failed.
@@ -256,14 +239,14 @@ class ESMTPClient(SMTPClient):
             text = b"Could not complete the SSL/TLS handshake"
         fail(self, TLSError(code, text, self.log.str()))
 
-    def esmtpAUTHDeclined(self, code: int = -1, resp: Optional[bytes] = None) -> None:
+    def esmtpAUTHDeclined(self, code: int = -1, resp: bytes | None = None) -> None:
         """
         Fail because the authentication was rejected.
         """
         fail(self, AUTHDeclinedError(code, resp or b"", self.log.str()))
 
     def esmtpAUTHMalformedChallenge(
-        self, code: int = -1, resp: Optional[bytes] = None
+        self, code: int = -1, resp: bytes | None = None
     ) -> None:
         """
         Fail because the server sent a malformed authentication challenge.
@@ -279,7 +262,7 @@ class ESMTPClient(SMTPClient):
         )
 
     def esmtpAUTHServerError(
-        self, code: int = -1, resp: Optional[bytes] = None
+        self, code: int = -1, resp: bytes | None = None
     ) -> None:
         """
         Fail because of some other authentication error.
@@ -507,14 +490,15 @@ class ESMTPClient(SMTPClient):
                 txn.unpark(self)
             action()
             return
-        useExtensions, options = _useExtensions(self)
-        if not useExtensions:
+        options = None if usesExtensions(self.capabilities) else self.getMailOptions()
+        if options is not None and options == DEFAULT_OPTIONS:
             # Twisted's conversation, but 8-bit data found while streaming
-            # is refused: the server did not offer 8BITMIME (RFC 6152).
+            # is refused: the server did not offer 8BITMIME (RFC 6152).  (Options
+            # the caller asked for are checked below, before MAIL, even when
+            # the server offers no extension: to refuse, or to warn.)
             SMTPClient.smtpState_from(self, code, resp)
             state.transaction.refuseEightBit = True
             return
-        caps = self.capabilities
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
         if self._from is None:
@@ -524,37 +508,13 @@ class ESMTPClient(SMTPClient):
                 self._disconnectFromServer()
             return
         txn = beginTransaction(self)
-        txn.pipelined = self.pipelining and b"PIPELINING" in caps
         try:
             sender = self.quoteAddress(self._from)
             recipients = recipientList(self)
             quoted = [self.quoteAddress(r) for r in recipients]
             if options is None:
                 options = self.getMailOptions()
-            warning = checkDSN(options, caps)
-            chunked = (
-                txn.pipelined and self.chunking and b"CHUNKING" in caps
-                and bool(recipients)
-            )
-            eightBit = options.eightBit
-            size = None
-            if b"SIZE" in caps or chunked or (eightBit is None and recipients):
-                txn.pendingFile = binaryFile(self.getMailData())
-                size = fileSize(txn.pendingFile)
-                if eightBit is None:
-                    if b"8BITMIME" in caps and (size is None or size > _SCAN_LIMIT):
-                        # Declaring 8BITMIME is always safe: spare a large
-                        # message a second read.
-                        eightBit = True
-                    else:
-                        eightBit = holdsEightBit(txn.pendingFile)
-            if eightBit is None and b"8BITMIME" in caps:
-                # Unknown (unseekable file): declaring it is always safe.
-                eightBit = True
-            checkEightBit(options, caps, eightBit)
-            txn.mailParams = mailParameters(
-                options, caps, [sender] + quoted, size, eightBit, chunked
-            )
+            plan = _plan(self, txn, options, sender, recipients, quoted)
         except InvalidAddressError as e:
             _refuseMessage(self, e, partial(invalidAddress, self, e))
             return
@@ -563,52 +523,20 @@ class ESMTPClient(SMTPClient):
             refusal = CannotSendError(str(e), self.log.str(), status=e.status)
             _refuseMessage(self, refusal, partial(fail, self, refusal))
             return
-        if warning is not None:
-            warnings.warn(warning, stacklevel=2)
+        if plan.warning is not None:
+            warnings.warn(plan.warning, stacklevel=2)
         txn.options = options
-        # Refuse 8-bit data found while streaming unless it may be sent.
-        txn.refuseEightBit = (
-            eightBit is None
-            and b"8BITMIME" not in caps
-            and not options.allowEightBitWithout8BITMIME
-        )
-        if not txn.pipelined:
+        txn.mailParams = plan.mailParameters
+        txn.refuseEightBit = plan.refuseEightBit
+        txn.pipelined = plan.pipelined
+        txn.chunked = plan.chunked
+        if not plan.pipelined:
             txn.pendingRecipients = recipients
             self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
             self._expected = [250]
             self._okresponse = self.smtpState_to
             return
-        self.toAddresses = iter(recipients)
-        self.lastAddress = None
-        txn.chunked = chunked
-        group = [(b"MAIL", None)] + [(b"RCPT", r) for r in recipients]
-        if recipients and not chunked:
-            group.append((b"DATA", None))
-        early = state.early
-        if early:
-            # Whatever became of the previous transaction, this one starts
-            # from a clean slate (RFC 3030 asks for RSET after a failed
-            # chunk; after a delivered message it is harmless).
-            group.insert(0, (b"RSET", None))
-        txn.pipeline = deque(group)
-        self._expected = range(0, 1000)
-        self._okresponse = partial(_pipelinedReply, self)
-        if early:
-            self.sendLine(b"RSET")
-        self.sendLine(b"MAIL FROM:" + sender + self.mailFromParameters())
-        for recipient, address in zip(recipients, quoted):
-            self.sendLine(b"RCPT TO:" + address + self.rcptToParameters(recipient))
-        timeouts = self.timeouts if usesPhaseTimeouts(self) and not early else None
-        if timeouts is not None:
-            # The first reply due is the one to MAIL.
-            self.setTimeout(timeouts.mail)
-        if chunked:
-            _startChunks(self, txn)
-        elif recipients:
-            self.sendLine(b"DATA")
-            if timeouts is not None:
-                self.setTimeout(timeouts.mail)
-        _maybeStartNext(self)
+        _writeGroup(self, txn, plan, sender, recipients, quoted)
 
     def transformChunk(self, chunk: bytes) -> bytes:
         if self._mailclient.encodingTransaction().refuseEightBit and not chunk.isascii():
@@ -718,260 +646,26 @@ def _startAuthentication(client: ESMTPClient, auth: Any, name: bytes) -> None:
         client.sendLine(b"AUTH " + name)
 
 
-def _useExtensions(client: ESMTPClient) -> Tuple[bool, Optional[MailOptions]]:
+def _plan(
+    client: ESMTPClient, txn: Transaction, options: MailOptions, sender: bytes,
+    recipients: list[Any], quoted: list[bytes],
+) -> TransactionPlan:
     """
-    Whether this message takes the extension path, and the message's
-    options if they had to be asked for to decide.
+    Ask the transaction plan, reading what it needs of the message first
+    (its size, whether it holds 8-bit data).
+
+    @raise OptionError: if the message cannot be sent to this server.
     """
     caps = client.capabilities
-    if any(k in caps for k in _ENVELOPE_EXTENSIONS):
-        return True, None
-    # Options the caller asked for are checked before MAIL even when the
-    # server offers no extension (to refuse, or to warn).
-    options = client.getMailOptions()
-    return options != DEFAULT_OPTIONS, options
-
-
-def _refuseMessage(
-    client: ESMTPClient, exc: SMTPClientError, action: Callable[[], Any]
-) -> None:
-    """
-    Report a message that cannot be started, now or, when it was asked for
-    early, once the previous message is reported.
-    """
-    state = client._mailclient
-    if state.early:
-        txn = state.transaction
-        txn.park(client)
-        state.deferredStart = (txn, action, exc)
-    else:
-        action()
-
-
-# pipelineMessages: two transactions in flight
-
-
-def _mayStartNext(client: ESMTPClient) -> bool:
-    """
-    Whether, with L{ESMTPClient.pipelineMessages}, the next message may be
-    started now: the current one is written whole with BDAT, nothing has
-    gone wrong with it so far, and no other message is waiting.
-    """
-    state = client._mailclient
-    txn = state.transaction
-    transport: Any = client.transport
-    return (
-        client.pipelineMessages
-        and txn.allWritten
-        and txn.chunked
-        and not txn.reported
-        and txn.bdatFailure is None
-        and (txn.mailReply is None or txn.mailReply[0] == 250)
-        and client._from is not None
-        and not (state.early or state.quitting)
-        and state.following is None
-        and state.deferredStart is None
-        and transport is not None
-        and not getattr(transport, "disconnecting", False)
+    switches = Switches(client.pipelining, client.chunking)
+    size = None
+    eightBit = options.eightBit
+    if needsMessage(caps, switches, options, len(recipients)):
+        txn.pendingFile = binaryFile(client.getMailData())
+        size = fileSize(txn.pendingFile)
+        decision = eightBitDecision(caps, options, size)
+        eightBit = holdsEightBit(txn.pendingFile) if decision is SCAN else decision
+    return planTransaction(
+        caps, switches, options, sender, recipients, quoted, size, eightBit,
+        client._mailclient.early,
     )
-
-
-def _maybeStartNext(client: ESMTPClient) -> None:
-    """
-    Start the next message now if L{_mayStartNext}.
-    """
-    if not _mayStartNext(client):
-        return
-    state = client._mailclient
-    current = state.transaction
-    current.park(client)
-    period = client.timeOut
-    state.early = True
-    try:
-        client.smtpState_from(250, b"")
-    except Exception:
-        # Raised by a hook of the next message: dealt with as the normal
-        # path would, once this message is reported.
-        state.deferredStart = (None, partial(internalError, client, Failure()), None)
-    finally:
-        state.early = False
-    if state.deferredStart is None:
-        following = state.transaction
-        following.park(client)
-        state.following = following
-    state.transaction = current
-    current.unpark(client)
-    if usesPhaseTimeouts(client):
-        # The reply still due is this message's.
-        client.setTimeout(period)
-
-
-def _activateFollowing(client: ESMTPClient) -> None:
-    """
-    The previous transaction is reported: its successor's replies come
-    next.
-    """
-    state = client._mailclient
-    following, state.following = state.following, None
-    assert following is not None
-    state.transaction = following
-    following.unpark(client)
-    timeouts = client.timeouts
-    if usesPhaseTimeouts(client):
-        assert timeouts is not None
-        client.setTimeout(
-            _longest(timeouts.mail, timeouts.dataTermination) if following.dataEnded
-            else timeouts.mail
-        )
-    _maybeStartNext(client)
-
-
-# CHUNKING
-
-
-def _startChunks(client: ESMTPClient, txn: Transaction) -> None:
-    client.mailFile = messageFile(client)
-    txn.encoder = DataEncoder(dotStuff=False)
-    txn.chunks = ChunkSender(
-        client.mailFile, client.transport, partial(encodeFor, client, txn),
-        partial(_chunkWritten, client, txn), partial(_chunksFailed, client, txn),
-        partial(_chunksDone, client, txn),
-    )
-    txn.chunks.start()
-
-
-def _chunkWritten(client: ESMTPClient, txn: Transaction, line: bytes, last: bool) -> None:
-    if client.debug:
-        client.log.append(b">>> " + line)
-    txn.pipeline.append((b"BDAT", last))
-    if last:
-        timeouts = client.timeouts
-        if usesPhaseTimeouts(client):
-            assert timeouts is not None
-            # The final reply is due now: RFC 5321's limit for it (4.5.3.2.6).
-            client.setTimeout(_longest(timeouts.mail, timeouts.dataTermination))
-        if txn.phase is Phase.OPEN:
-            txn.phase = Phase.DATA_ENDED
-
-
-def _chunksDone(client: ESMTPClient, txn: Transaction) -> None:
-    txn.allWritten = True
-    if txn is client._mailclient.transaction:
-        _maybeStartNext(client)
-
-
-def _chunksFailed(client: ESMTPClient, txn: Transaction, reason: Failure) -> None:
-    exc = readError(client, reason)
-    state = client._mailclient
-    abortConnection(client)
-    txn.chunks = None
-    if txn is not state.following:
-        fail(client, exc)
-        return
-    # The message started early failed while the current one awaits its
-    # replies: the connection has to go (a chunk is incomplete), which
-    # leaves the current message's fate unknown.
-    txn.ownError = exc
-    fail(
-        client,
-        SMTPConnectError(
-            -1,
-            b"Connection closed before the final reply: the next message "
-            b"could not be sent (" + exc.resp + b")",
-            client.log.str(),
-            isFatal=True,
-        ),
-    )
-
-
-def _stopChunks(txn: Transaction) -> None:
-    chunks, txn.chunks = txn.chunks, None
-    if chunks is not None:
-        chunks.stop()
-
-
-def _pipelinedReply(client: ESMTPClient, code: int, resp: bytes) -> None:
-    """
-    Match one reply to the oldest command of the pipelined group.
-    """
-    txn = client._mailclient.transaction
-    verb, detail = txn.pipeline.popleft()
-    if verb == b"RSET":
-        # Sent ahead of a message started early; the replies to its own
-        # commands decide its outcome.
-        return
-    if verb == b"MAIL":
-        txn.mailReply = (code, resp)
-        if not txn.pipeline and not txn.chunked:
-            # No recipients: as without pipelining.
-            if code == 250:
-                client.smtpState_msgSent(0, b"No recipients accepted")
-            else:
-                client.smtpTransferFailed(code, resp)
-        return
-    if verb == b"RCPT":
-        client.lastAddress = detail
-        client.toAddressesResult.append((detail, code, resp))
-        if code in SUCCESS:
-            client.successAddresses.append(detail)
-        return
-    mailCode, mailResp = txn.mailReply or (-1, b"")
-    if verb == b"BDAT":
-        _bdatReply(client, txn, code, resp, bool(detail), mailCode, mailResp)
-        return
-    # The reply to DATA ends the group.
-    if code == 354 and (mailCode != 250 or not client.successAddresses):
-        # The server wants the body although the envelope failed.  No QUIT
-        # or RSET is possible in the middle of DATA: report, close.
-        _envelopeFailed(client, mailCode, mailResp)
-        client.smtpState_disconnect(-1, None)
-    elif mailCode != 250 or not client.successAddresses:
-        _envelopeFailed(client, mailCode, mailResp, rset=True)
-    elif code == 354:
-        client.smtpState_data(code, resp)
-    else:
-        client.smtpTransferFailed(code, resp)
-
-
-def _envelopeFailed(
-    client: ESMTPClient, mailCode: int, mailResp: bytes, rset: bool = False
-) -> None:
-    """
-    Report a message whose MAIL or every RCPT was refused, as the
-    unpipelined conversation reports it.
-    """
-    if mailCode != 250:
-        client.toAddressesResult = []
-        client.successAddresses = []
-        code, resp = mailCode, mailResp
-    else:
-        code, resp = client.toAddressesResult[-1][1], b"No recipients accepted"
-    if rset:
-        client._mailclient.transaction.pipelined = False
-        client.smtpState_msgSent(code, resp)
-    else:
-        reportOutcome(client, code, resp)
-
-
-def _bdatReply(
-    client: ESMTPClient, txn: Transaction, code: int, resp: bytes, last: bool,
-    mailCode: int, mailResp: bytes,
-) -> None:
-    envelopeOK = mailCode == 250 and bool(client.successAddresses)
-    if txn.bdatFailure is None and (not envelopeOK or code not in SUCCESS):
-        # RFC 3030: after a failed chunk, send no more.
-        txn.bdatFailure = (code, resp)
-        _stopChunks(txn)
-    if txn.pipeline:
-        return
-    if txn.chunks is not None and not txn.chunks.allWritten:
-        # Replies caught up with the chunks written so far; more to come.
-        return
-    _stopChunks(txn)
-    if not envelopeOK:
-        _envelopeFailed(client, mailCode, mailResp, rset=True)
-    elif txn.bdatFailure is not None:
-        txn.pipelined = False
-        client.smtpTransferFailed(*txn.bdatFailure)
-    elif last:
-        client.smtpState_msgSent(code, resp)

@@ -16,7 +16,7 @@ as it is scheduled, none left behind once the result has fired.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, List, Optional, Type
+from typing import Any
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -51,7 +51,7 @@ class SenderMixin:
     done = 0
     factory: Any
 
-    def getMailFrom(self) -> Optional[str]:
+    def getMailFrom(self) -> str | None:
         if not self.done:
             self.done = 1
             return str(self.factory.fromEmail)
@@ -121,7 +121,7 @@ class _DefaultDomain:
         return getDNSName()
 
 
-def _recipients(toEmail: Any) -> List[bytes]:
+def _recipients(toEmail: Any) -> list[bytes]:
     if isinstance(toEmail, (str, bytes)):
         toEmail = [toEmail]
     result = []
@@ -160,11 +160,11 @@ class SenderState:
         self.settings = settings
         self.reactor: Any = None
         self.retriesMade = 0
-        self.firstAttempt: Optional[float] = None
-        self.retryCall: Optional[IDelayedCall] = None
-        self.connectHost: Optional[str] = None
-        self.temporaryFailure: Optional[SMTPDeliveryError] = None
-        self.tlsRecord: Optional[TLSRecord] = None
+        self.firstAttempt: float | None = None
+        self.retryCall: IDelayedCall | None = None
+        self.connectHost: str | None = None
+        self.temporaryFailure: SMTPDeliveryError | None = None
+        self.tlsRecord: TLSRecord | None = None
 
 
 def _setting(name: str, doc: str) -> Any:
@@ -195,7 +195,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
     """
 
     domain: Any = _DefaultDomain()
-    protocol: Type[SMTPClient] = SMTPSender
+    protocol: type[SMTPClient] = SMTPSender
     #: No "Starting factory" / "Stopping factory" log lines for every
     #: message (Twisted's factories write both; set True to get them).
     noisy = False
@@ -212,7 +212,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         file: Any,
         deferred: defer.Deferred,
         retries: int = 5,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         **options: Any,
     ) -> None:
         """
@@ -248,7 +248,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         self.result.addBoth(self._removeDeferred)
         self.result.addBoth(self._removeProtocol)
         self.sendFinished = False
-        self.currentProtocol: Optional[SMTPClient] = None
+        self.currentProtocol: SMTPClient | None = None
         self.retries = -retries
 
     @property
@@ -271,7 +271,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         self._mailclient.reactor = value
 
     @property
-    def tlsRecord(self) -> Optional[TLSRecord]:
+    def tlsRecord(self) -> TLSRecord | None:
         """
         The TLS the last attempt got (L{TLSRecord}), once it reached the
         server.  (mailclient addition)
@@ -327,7 +327,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         exn.__cause__ = err.value
         finish(self, Failure(exn))
 
-    def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
+    def buildProtocol(self, addr: Any) -> SMTPClient | None:
         try:
             p = self.protocol(self.domain, self.nEmails * 2 + 2)  # type: ignore[call-arg]
         except ValueError as e:
@@ -521,12 +521,12 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         file: Any,
         deferred: defer.Deferred,
         retries: int = 5,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         contextFactory: Any = None,
         heloFallback: bool = False,
         requireAuthentication: bool = True,
         requireTransportSecurity: bool = True,
-        hostname: Optional[str | bytes] = None,
+        hostname: str | bytes | None = None,
         **options: Any,
     ) -> None:
         """
@@ -549,7 +549,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         self.username = username
         self.password = password
 
-    def buildProtocol(self, addr: Any) -> Optional[SMTPClient]:
+    def buildProtocol(self, addr: Any) -> SMTPClient | None:
         """
         Build an L{ESMTPSender} configured by the factory's settings; this
         sets L{currentProtocol} too.

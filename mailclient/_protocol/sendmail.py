@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import email.message
 import io
-from typing import Any, Optional, Type, Union
+from typing import Any
 
 from twisted.internet import defer
 
@@ -15,6 +15,7 @@ from mailclient._wire.errors import InvalidAddressError, TLSRequiredError
 from mailclient._protocol.sender import ESMTPSenderFactory
 from mailclient._wire.timeouts import Timeouts
 from mailclient._protocol.tls import contextForPolicy
+from mailclient._wire.text import hostName
 
 #: The default per-phase reply limits (RFC 5321 section 4.5.3.2).
 DEFAULT_TIMEOUTS = Timeouts()
@@ -42,27 +43,23 @@ def _messageFile(msg: Any) -> Any:
     return io.BytesIO(bytes(msg))
 
 
-def _text(value: Union[str, bytes]) -> str:
-    return value.decode("idna") if isinstance(value, bytes) else value
-
-
 def sendmail(
-    smtphost: Union[str, bytes],
+    smtphost: str | bytes,
     from_addr: Any,
     to_addrs: Any,
     msg: Any,
-    senderDomainName: Optional[Union[str, bytes]] = None,
+    senderDomainName: str | bytes | None = None,
     port: int = 25,
     reactor: Any = None,
-    username: Optional[Union[str, bytes]] = None,
-    password: Optional[Union[str, bytes]] = None,
+    username: str | bytes | None = None,
+    password: str | bytes | None = None,
     requireAuthentication: bool = False,
     requireTransportSecurity: bool = False,
     *,
-    timeout: Optional[float] = _DEFAULT,
-    implicitTLS: Optional[bool] = None,
+    timeout: float | None = _DEFAULT,
+    implicitTLS: bool | None = None,
     retries: int = 5,
-    _factoryClass: Type[ESMTPSenderFactory] = ESMTPSenderFactory,
+    _factoryClass: type[ESMTPSenderFactory] = ESMTPSenderFactory,
     **options: Any,
 ) -> defer.Deferred:
     """
@@ -120,13 +117,13 @@ def sendmail(
         options.setdefault("timeouts", DEFAULT_TIMEOUTS)
     if implicitTLS is None:
         implicitTLS = port == SMTPS_PORT
-    tlsHostname = _text(smtphost)
+    tlsHostname = hostName(smtphost)
     if isinstance(username, str):
         username = username.encode("utf-8")
     if isinstance(password, str):
         password = password.encode("utf-8")
 
-    factory: Optional[ESMTPSenderFactory] = None
+    factory: ESMTPSenderFactory | None = None
     connector: Any = None
 
     def cancel(d: defer.Deferred) -> None:

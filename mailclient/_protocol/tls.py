@@ -10,7 +10,7 @@ import ipaddress
 import os
 import weakref
 from functools import lru_cache
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -33,7 +33,7 @@ def tlsAvailable() -> bool:
     return True
 
 
-def verifyingContext(hostname: Union[str, bytes]) -> Optional[Any]:
+def verifyingContext(hostname: str | bytes) -> Any | None:
     """
     Return client TLS options that verify the server's certificate against
     the system trust store and check that it is valid for C{hostname}, or
@@ -53,7 +53,7 @@ def verifyingContext(hostname: Union[str, bytes]) -> Optional[Any]:
     return _optionsFor(hostname, _trustStoreVersion())
 
 
-def _trustStoreVersion() -> Tuple[Any, ...]:
+def _trustStoreVersion() -> tuple[Any, ...]:
     """
     What identifies the system trust store OpenSSL loads now: where it is,
     and when and how the CA file last changed.
@@ -75,7 +75,7 @@ def _defaultCAFile() -> str:
 
 
 @lru_cache(maxsize=64)
-def _optionsFor(hostname: str, trustStore: Tuple[Any, ...]) -> Any:
+def _optionsFor(hostname: str, trustStore: tuple[Any, ...]) -> Any:
     from twisted.internet.ssl import optionsForClientTLS
 
     return optionsForClientTLS(hostname)
@@ -100,7 +100,7 @@ def isLoopback(transport: Any) -> bool:
     return False
 
 
-def describeTLSFailure(reason: Failure) -> Optional[bytes]:
+def describeTLSFailure(reason: Failure) -> bytes | None:
     """
     Return a short explanation when C{reason} is a TLS handshake or
     certificate verification failure, else L{None}.
@@ -148,8 +148,8 @@ class _CertificateCheck:
 
     __slots__ = ("errors", "hostname")
 
-    def __init__(self, hostname: Optional[str]) -> None:
-        self.errors: List[str] = []
+    def __init__(self, hostname: str | None) -> None:
+        self.errors: list[str] = []
         self.hostname = hostname
 
     def callback(self, connection: Any, certificate: Any, errno: int, depth: int, ok: int) -> bool:
@@ -161,10 +161,10 @@ class _CertificateCheck:
 
 
 #: The checks of the opportunistic connections still alive.
-_checks: "weakref.WeakKeyDictionary[Any, _CertificateCheck]" = weakref.WeakKeyDictionary()
+_checks: weakref.WeakKeyDictionary[Any, _CertificateCheck] = weakref.WeakKeyDictionary()
 
 
-def _isName(hostname: Optional[str]) -> bool:
+def _isName(hostname: str | None) -> bool:
     return bool(hostname) and not (isIPAddress(hostname) or isIPv6Address(hostname))  # type: ignore[arg-type]
 
 
@@ -177,7 +177,7 @@ class RecordingTLS:
     SNI when it is a name.
     """
 
-    def __init__(self, hostname: Optional[str]) -> None:
+    def __init__(self, hostname: str | None) -> None:
         self.hostname = hostname
         self._context: Any = None
 
@@ -210,12 +210,12 @@ class RecordingTLS:
 
 
 @lru_cache(maxsize=64)
-def _recordingFor(hostname: Optional[str], trustStore: Tuple[Any, ...]) -> RecordingTLS:
+def _recordingFor(hostname: str | None, trustStore: tuple[Any, ...]) -> RecordingTLS:
     # Kept per host name and trust store, as verifyingContext's options.
     return RecordingTLS(hostname)
 
 
-def contextForPolicy(policy: TLSPolicy, connectHost: Optional[str] = None) -> Optional[Any]:
+def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> Any | None:
     """
     The client TLS context that C{policy} uses to reach C{connectHost}
     (L{None}: no TLS, TLS support not installed, or no host name to verify
@@ -257,7 +257,7 @@ def _tlsConnection(transport: Any) -> Any:
     return None
 
 
-def tlsRecord(transport: Any, policy: Optional[TLSPolicy], encrypted: bool) -> TLSRecord:
+def tlsRecord(transport: Any, policy: TLSPolicy | None, encrypted: bool) -> TLSRecord:
     """
     The record of the TLS C{transport} got under C{policy} (L{None}: the
     caller's own settings, Twisted's way).
@@ -294,7 +294,7 @@ def tlsRecord(transport: Any, policy: Optional[TLSPolicy], encrypted: bool) -> T
     return TLSRecord(level, protocol, cipher, verified=None, hostname=hostname)
 
 
-def _identityProblem(connection: Any, hostname: Optional[str]) -> Optional[str]:
+def _identityProblem(connection: Any, hostname: str | None) -> str | None:
     """
     Why the server's certificate is not valid for C{hostname} (a name or
     an IP address), or L{None}.

@@ -8,7 +8,8 @@ rewrites outgoing lines before they are recorded.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, cast
+from typing import Any, cast
+from collections.abc import Iterator
 
 from twisted.python import util
 
@@ -41,5 +42,5 @@ class TranscriptLog(util.LineLog):
         return list(self)[item]
 
     def __iter__(self) -> Iterator[bytes]:
-        lines = cast(List[Optional[bytes]], self.log)
+        lines = cast(list[bytes | None], self.log)
         return (line for line in lines if line)

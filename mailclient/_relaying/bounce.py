@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import BinaryIO, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Union
+from collections.abc import Sequence
 
 from mailclient._wire.status import parseEnhancedStatus
+from mailclient._wire.text import displayText
 from mailclient._wire.util import messageid, rfc822date
 
 Text = Union[str, bytes]
@@ -43,8 +45,8 @@ class DeliveryFailure:
         self,
         recipient: Text,
         status: str,
-        diagnostic: Optional[bytes] = None,
-        remoteMTA: Optional[str] = None,
+        diagnostic: bytes | None = None,
+        remoteMTA: str | None = None,
         reason: str = "",
     ) -> None:
         self.recipient = recipient
@@ -63,7 +65,7 @@ class DeliveryFailure:
         )
 
 
-def statusFromReply(code: int, resp: Optional[bytes]) -> str:
+def statusFromReply(code: int, resp: bytes | None) -> str:
     """
     Return the RFC 3463 status of an SMTP reply: its own enhanced status
     code when it starts with one of the same class, else C{X.0.0}.
@@ -73,12 +75,6 @@ def statusFromReply(code: int, resp: Optional[bytes]) -> str:
         return "%d.%d.%d" % enhanced
     klass = code // 100 if code // 100 in (2, 4, 5) else 5
     return "%d.0.0" % (klass,)
-
-
-def _text(value: Text) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 def _field(value: str, limit: int = 900) -> str:
@@ -92,7 +88,7 @@ def _field(value: str, limit: int = 900) -> str:
 
 
 def _address(value: Text) -> str:
-    text = _text(value).strip()
+    text = displayText(value).strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
     return text
@@ -107,7 +103,7 @@ def _headersOf(message: BinaryIO) -> bytes:
     return b"".join(lines)
 
 
-def _original(message: BinaryIO, maxSize: int) -> Tuple[bytes, bytes]:
+def _original(message: BinaryIO, maxSize: int) -> tuple[bytes, bytes]:
     """
     Return the content type and the bytes of the returned original.
     """
@@ -129,10 +125,10 @@ def generateBounce(
     failedFrom: Text,
     failures: Sequence[DeliveryFailure],
     reportingMTA: str,
-    arrivalDate: Optional[float] = None,
-    now: Optional[float] = None,
+    arrivalDate: float | None = None,
+    now: float | None = None,
     maxReturnedSize: int = MAX_RETURNED_SIZE,
-) -> Tuple[bytes, bytes, bytes]:
+) -> tuple[bytes, bytes, bytes]:
     """
     Build a delivery status notification for an undeliverable message.
 

@@ -21,29 +21,70 @@ C{ANY}.
 from __future__ import annotations
 
 import random as _random
+from collections.abc import Generator
 from itertools import groupby
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
-    Dict,
-    List,
+    Literal,
     Mapping,
-    Optional,
+    NoReturn,
+    Protocol,
     Sequence,
-    Set,
-    Tuple,
-    Union,
+    TypeAlias,
+    cast,
 )
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+if TYPE_CHECKING:
+    from twisted.names import dns
+
 _log = Logger()
 
-Name = Union[str, bytes, Any]
+Name: TypeAlias = "str | bytes | dns.Name"
+
+#: A DNS response as Twisted's resolvers give it: the answer, authority and
+#: additional sections.
+_Response: TypeAlias = tuple[
+    list["dns.RRHeader"], list["dns.RRHeader"], list["dns.RRHeader"]
+]
+
+#: What L{classifyAnswers} found: the MX records, an alias still to look up
+#: (its target and record), or neither.
+_Classified: TypeAlias = (
+    tuple[Literal["mx"], list["dns.Record_MX"]]
+    | tuple[Literal["cname"], tuple[str, "dns.Record_CNAME"]]
+    | tuple[Literal["none"], None]
+)
+
+
+class _TwistedResolver(Protocol):
+    """
+    The lookups of an L{IResolver} as they are called here and as Twisted's
+    resolvers (L{twisted.names.common.ResolverBase}) define them: the
+    timeout is optional and each section of the response is a list.
+    (L{IResolver} declares the timeout required and each section one
+    record.)
+    """
+
+    def lookupMailExchange(
+        self, name: str, timeout: Sequence[int] | None = None
+    ) -> defer.Deferred[_Response]: ...
+
+    def lookupAddress(
+        self, name: str, timeout: Sequence[int] | None = None
+    ) -> defer.Deferred[_Response]: ...
+
+    def lookupIPV6Address(
+        self, name: str, timeout: Sequence[int] | None = None
+    ) -> defer.Deferred[_Response]: ...
 
 
 class CanonicalNameLoop(Exception):
@@ -95,8 +136,8 @@ def normalName(name: Name) -> str:
 
 
 def classifyAnswers(
-    answers: Sequence[Any], domain: Name, seen: Optional[Set[str]] = None
-) -> Tuple[str, Any]:
+    answers: Sequence[dns.RRHeader], domain: Name, seen: set[str] | None = None
+) -> _Classified:
     """
     Read the answer section of an MX query for C{domain}.
 
@@ -114,7 +155,9 @@ def classifyAnswers(
     """
     from twisted.names import dns
 
-    byName: Dict[str, List[Any]] = {}
+    # The payloads, of every record type; told apart by their TYPE, which
+    # mypy cannot narrow on.
+    byName: dict[str, list[Any]] = {}
     for answer in answers:
         byName.setdefault(normalName(answer.name), []).append(answer.payload)
 
@@ -140,8 +183,8 @@ def classifyAnswers(
 
 
 def addressFromAnswers(
-    answers: Sequence[Any], name: str, kind: str = "A"
-) -> Tuple[Optional[str], Optional[str]]:
+    answers: Sequence[dns.RRHeader], name: str, kind: Literal["A", "AAAA"] = "A"
+) -> tuple[str | None, str | None]:
     """
     Read the answer section of an A (C{kind="A"}) or AAAA (C{kind="AAAA"})
     query for C{name}, following the CNAME records within it.
@@ -153,7 +196,8 @@ def addressFromAnswers(
     from twisted.names import dns
 
     wanted = dns.A if kind == "A" else dns.AAAA
-    byName: Dict[str, List[Any]] = {}
+    # Payloads of every record type (see classifyAnswers).
+    byName: dict[str, list[Any]] = {}
     for answer in answers:
         byName.setdefault(normalName(answer.name), []).append(answer.payload)
     name = normalName(name)
@@ -174,13 +218,13 @@ def addressFromAnswers(
             return None, name
 
 
-def _ipv6(record: Any) -> str:
+def _ipv6(record: dns.Record_AAAA) -> str:
     import socket
 
     return socket.inet_ntop(socket.AF_INET6, record.address)
 
 
-def isNullMX(record: Any) -> bool:
+def isNullMX(record: dns.Record_MX) -> bool:
     """
     Whether an MX record is a null MX (RFC 7505): its exchange is the root.
     """
@@ -188,11 +232,11 @@ def isNullMX(record: Any) -> bool:
 
 
 def orderExchanges(
-    records: Sequence[Any],
+    records: Sequence[dns.Record_MX],
     badMXs: Mapping[str, float],
     now: float,
-    shuffle: Optional[Callable[[List[Any]], None]] = None,
-) -> List[Any]:
+    shuffle: Callable[[list[dns.Record_MX]], None] | None = None,
+) -> list[dns.Record_MX]:
     """
     Return MX records in the order to try them: working exchanges by
     preference, then those marked bad (until a time later than C{now}) by
@@ -203,7 +247,7 @@ def orderExchanges(
         must be tried in random order); L{MXCalculator} passes
         C{random.shuffle}.  By default the order of the answer is kept.
     """
-    ordered: List[Any] = []
+    ordered: list[dns.Record_MX] = []
     usable = sorted((r for r in records if not isNullMX(r)), key=lambda r: r.preference)
     for _, group in groupby(usable, key=lambda r: r.preference):
         same = list(group)
@@ -236,21 +280,25 @@ class MXCalculator:
     fallbackToDomain: bool = True
     random: _random.Random = _random.Random()
 
-    def __init__(self, resolver: Any = None, clock: Any = None) -> None:
+    def __init__(
+        self, resolver: IResolver | None = None, clock: IReactorTime | None = None
+    ) -> None:
         """
         @param resolver: An L{IResolver} provider; by default one made by
             L{twisted.names.client.createResolver}.
         @param clock: An L{IReactorTime} provider; by default the reactor.
         """
-        self.badMXs: Dict[str, float] = {}
+        self.badMXs: dict[str, float] = {}
         if resolver is None:
             from twisted.names.client import createResolver
 
             resolver = createResolver()
-        self.resolver = resolver
+        self.resolver: IResolver = resolver
         if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock = clock
+            from twisted.internet import reactor as globalReactor
+
+            clock = globalReactor
+        self.clock: IReactorTime = clock
 
     def markBad(self, mx: Name) -> None:
         """
@@ -267,7 +315,7 @@ class MXCalculator:
 
     def getMX(
         self, domain: Name, maximumCanonicalChainLength: int = 3
-    ) -> "defer.Deferred[Any]":
+    ) -> defer.Deferred[dns.Record_MX]:
         """
         Find the best exchange host for C{domain}: the most preferred one
         not marked bad, or, if all are bad, the most preferred one (among
@@ -280,12 +328,11 @@ class MXCalculator:
             record names the domain's address.
         """
         d = self.getExchanges(domain, maximumCanonicalChainLength)
-        d.addCallback(lambda exchanges: exchanges[0])
-        return d
+        return d.addCallback(lambda exchanges: exchanges[0])
 
     def getExchanges(
         self, domain: Name, maximumCanonicalChainLength: int = 3
-    ) -> "defer.Deferred[List[Any]]":
+    ) -> defer.Deferred[list[dns.Record_MX]]:
         """
         Find every exchange host for C{domain}, in the order to try them
         (see L{orderExchanges}).  (mailclient addition)
@@ -299,47 +346,47 @@ class MXCalculator:
         return self._getExchanges(normalName(domain), maximumCanonicalChainLength, set())
 
     def _getExchanges(
-        self, name: str, cnamesLeft: int, seen: Set[str]
-    ) -> "defer.Deferred[List[Any]]":
+        self, name: str, cnamesLeft: int, seen: set[str]
+    ) -> defer.Deferred[list[dns.Record_MX]]:
         from twisted.names import error
 
-        d = self.resolver.lookupMailExchange(name)
+        d = cast(_TwistedResolver, self.resolver).lookupMailExchange(name)
 
-        def noSuchDomain(failure: Failure) -> Any:
+        def noSuchDomain(failure: Failure) -> defer.Deferred[list[dns.Record_MX]]:
             failure.trap(error.DNSNameError)
             return self._implicitMX(name, exists=False)
 
-        d.addCallbacks(
+        return d.addCallbacks(
             self._fromAnswers,
             noSuchDomain,
             callbackArgs=(name, cnamesLeft, seen),
         )
-        return d
 
     def _fromAnswers(
         self,
-        result: Tuple[Sequence[Any], Any, Any],
+        result: _Response,
         domain: str,
         cnamesLeft: int,
-        seen: Set[str],
-    ) -> Any:
-        kind, value = classifyAnswers(result[0], domain, seen)
-        if kind == "mx":
-            if all(isNullMX(r) for r in value):
+        seen: set[str],
+    ) -> list[dns.Record_MX] | defer.Deferred[list[dns.Record_MX]]:
+        # Indexed, not unpacked, so that the kind narrows the value.
+        classified = classifyAnswers(result[0], domain, seen)
+        if classified[0] == "mx":
+            if all(isNullMX(r) for r in classified[1]):
                 raise UndeliverableDomain(
                     domain, "5.1.10", "Domain %s does not accept mail (null MX)" % (domain,)
                 )
             return orderExchanges(
-                value, self.badMXs, self.clock.seconds(), self.random.shuffle
+                classified[1], self.badMXs, self.clock.seconds(), self.random.shuffle
             )
-        if kind == "cname":
-            target, record = value
+        if classified[0] == "cname":
+            target, record = classified[1]
             if cnamesLeft <= 0:
                 raise CanonicalNameChainTooLong(record)
             return self._getExchanges(target, cnamesLeft - 1, seen)
         return self._implicitMX(domain, exists=True)
 
-    def _implicitMX(self, domain: str, exists: bool) -> "defer.Deferred[List[Any]]":
+    def _implicitMX(self, domain: str, exists: bool) -> defer.Deferred[list[dns.Record_MX]]:
         """
         Use the domain's own address, as RFC 5321 says when it has no MX.
         """
@@ -353,7 +400,7 @@ class MXCalculator:
         )
         d = self.resolveHost(domain)
 
-        def noAddress(failure: Failure) -> None:
+        def noAddress(failure: Failure) -> NoReturn:
             failure.trap(error.DNSNameError, DNSLookupError)
             if exists:
                 raise UndeliverableDomain(
@@ -363,8 +410,7 @@ class MXCalculator:
                 domain, "5.1.2", "Domain %s does not exist" % (domain,)
             )
 
-        d.addCallbacks(lambda address: [dns.Record_MX(0, address)], noAddress)
-        return d  # type: ignore[return-value]
+        return d.addCallbacks(lambda address: [dns.Record_MX(0, address)], noAddress)
 
     def resolveHost(self, name: Name, effort: int = 5) -> "defer.Deferred[str]":
         """
@@ -389,10 +435,15 @@ class MXCalculator:
         return self._resolveHost(host, effort)
 
     @defer.inlineCallbacks
-    def _resolveHost(self, host: str, effort: int) -> Any:
-        lookups = [(self.resolver.lookupAddress, "A")]
+    def _resolveHost(
+        self, host: str, effort: int
+    ) -> Generator[defer.Deferred[_Response], _Response, str]:
+        resolver = cast(_TwistedResolver, self.resolver)
+        lookups: list[
+            tuple[Callable[[str], defer.Deferred[_Response]], Literal["A", "AAAA"]]
+        ] = [(resolver.lookupAddress, "A")]
         if hasattr(self.resolver, "lookupIPV6Address"):
-            lookups.append((self.resolver.lookupIPV6Address, "AAAA"))
+            lookups.append((resolver.lookupIPV6Address, "AAAA"))
         for lookup, kind in lookups:
             name = host
             for _ in range(effort):

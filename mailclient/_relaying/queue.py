@@ -21,7 +21,8 @@ import io
 import os
 import pickle
 import time
-from typing import IO, Any, Callable, Dict, List, Tuple, Union
+from types import TracebackType
+from typing import IO, Any, Callable, TypeAlias
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,8 +32,8 @@ _log = Logger()
 #: An envelope is two addresses; anything larger is not one.
 _MAX_ENVELOPE_SIZE = 64 * 1024
 
-Path = Union[str, bytes, "os.PathLike[str]"]
-EnvelopeAddress = Union[str, bytes]
+Path: TypeAlias = str | bytes | os.PathLike[str]
+EnvelopeAddress: TypeAlias = str | bytes
 
 
 class EnvelopeError(ValueError):
@@ -50,7 +51,7 @@ def _latin1Encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
-_ALLOWED: Dict[Tuple[str, str], Callable[..., Any]] = {
+_ALLOWED: dict[tuple[str, str], Callable[..., object]] = {
     ("_codecs", "encode"): _latin1Encode,
 }
 # Protocols 0-2 name builtins by their Python 2 module, __builtin__.
@@ -59,7 +60,7 @@ for _module in ("builtins", "__builtin__"):
 
 
 class _EnvelopeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
+    def find_class(self, module: str, name: str) -> Callable[..., object]:
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -90,7 +91,7 @@ def loadPickle(data: bytes) -> Any:
         raise EnvelopeError("unreadable queue envelope: %s" % (e,)) from None
 
 
-def loadEnvelope(data: bytes) -> List[EnvelopeAddress]:
+def loadEnvelope(data: bytes) -> list[EnvelopeAddress]:
     """
     Decode a pickled C{[from, to]} envelope without running any code.
 
@@ -107,7 +108,7 @@ def loadEnvelope(data: bytes) -> List[EnvelopeAddress]:
     return list(envelope)
 
 
-def readEnvelope(path: Path) -> List[EnvelopeAddress]:
+def readEnvelope(path: Path) -> list[EnvelopeAddress]:
     """
     Read the envelope file at C{path} (see L{loadEnvelope}).
 
@@ -118,7 +119,7 @@ def readEnvelope(path: Path) -> List[EnvelopeAddress]:
         return loadEnvelope(readEnvelopeData(f, path))
 
 
-def readEnvelopeData(f: IO[bytes], path: Any) -> bytes:
+def readEnvelopeData(f: IO[bytes], path: Path) -> bytes:
     """
     Read an envelope file, at most L{_MAX_ENVELOPE_SIZE} bytes.
 
@@ -209,7 +210,12 @@ class AtomicFile:
     def __enter__(self) -> "AtomicFile":
         return self
 
-    def __exit__(self, excType: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        excType: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if excType is None:
             self.close()
         else:
@@ -284,18 +290,18 @@ class Queue:
 
     def _init(self) -> None:
         self.n = 0
-        self.waiting: Dict[str, int] = {}
-        self.relayed: Dict[str, int] = {}
-        self.quarantined: Dict[str, int] = {}
+        self.waiting: dict[str, int] = {}
+        self.relayed: dict[str, int] = {}
+        self.quarantined: dict[str, int] = {}
         self.readDirectory()
 
-    def __getstate__(self) -> Dict[str, Any]:
+    def __getstate__(self) -> dict[str, Path]:
         """
         Return the non-volatile state of the queue: its directory.
         """
         return {"directory": self.directory}
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Path]) -> None:
         """
         Restore the directory and rebuild the volatile state from it.
         """
@@ -310,7 +316,7 @@ class Queue:
         Scan the directory: add new messages (oldest first) to those waiting,
         and forget waiting messages whose files have gone.
         """
-        new: List[Tuple[float, str]] = []
+        new: list[tuple[float, str]] = []
         present = set()
         with os.scandir(self._dir()) as entries:
             for entry in entries:
@@ -330,7 +336,7 @@ class Queue:
         for _, message in sorted(new):
             self.addMessage(message)
 
-    def getWaiting(self) -> List[str]:
+    def getWaiting(self) -> list[str]:
         """
         Return the base names of messages waiting to be relayed, oldest
         first.
@@ -343,7 +349,7 @@ class Queue:
         """
         return len(self.waiting) > 0
 
-    def getRelayed(self) -> List[str]:
+    def getRelayed(self) -> list[str]:
         """
         Return the base names of messages being relayed.
         """
@@ -433,7 +439,7 @@ class Queue:
         self.n += 1
         return name
 
-    def createNewMessage(self) -> Tuple[AtomicFile, QueuedMessage]:
+    def createNewMessage(self) -> tuple[AtomicFile, QueuedMessage]:
         """
         Create a new message in the queue.
 

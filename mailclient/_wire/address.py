@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any, List, Optional, Union
+from typing import Any
 
 from mailclient._wire.errors import AddressError, InvalidAddressError
 from mailclient._wire.host import getDNSName
+from mailclient._wire.text import strictText
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"
@@ -22,7 +23,7 @@ _UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"
 _QUOTED = r'"(?:[^"\\\r\n\x00]|\\[^\r\n\x00])*"'
 
 
-def _addrSpec(utf8: bool) -> "re.Pattern[str]":
+def _addrSpec(utf8: bool) -> re.Pattern[str]:
     extra = _UTF8 if utf8 else ""
     local = r"(?:[%s%s.]+|%s)" % (_ATEXT, extra, _QUOTED)
     label = r"[A-Za-z0-9_%s](?:[A-Za-z0-9_\-%s]*)" % (extra, extra)
@@ -40,15 +41,13 @@ _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _ANGLES = re.compile(r"[<>]")
 
 
-def _text(addr: Union[str, bytes]) -> str:
-    if isinstance(addr, bytes):
-        try:
-            return addr.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidAddressError(
-                "address is not valid UTF-8: %r" % (addr[:200],)
-            ) from None
-    return str(addr)
+def _text(addr: str | bytes) -> str:
+    try:
+        return str(strictText(addr))
+    except UnicodeDecodeError:
+        raise InvalidAddressError(
+            "address is not valid UTF-8: %r" % (addr[:200],)
+        ) from None
 
 
 def _idnaDomain(addr: str) -> str:
@@ -71,7 +70,7 @@ def _idnaDomain(addr: str) -> str:
     return local + "@" + ace
 
 
-def _extract(addr: Union[str, bytes, "Address"]) -> str:
+def _extract(addr: str | bytes | Address) -> str:
     # L{extractAddress}, without its cache.
     if isinstance(addr, Address):
         return bytes(addr).decode("utf-8")
@@ -121,7 +120,7 @@ def checkAddress(addr: str, utf8: bool = False) -> str:
 _extractCached = lru_cache(maxsize=512)(_extract)
 
 
-def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
+def extractAddress(addr: str | bytes | Address) -> str:
     """
     Return the single envelope address (addr-spec) contained in C{addr}.
 
@@ -135,7 +134,7 @@ def extractAddress(addr: Union[str, bytes, "Address"]) -> str:
     return _extract(addr)
 
 
-def _quote(addr: Union[str, bytes, "Address"], utf8: bool) -> bytes:
+def _quote(addr: str | bytes | Address, utf8: bool) -> bytes:
     spec = checkAddress(extractAddress(addr), utf8)
     return b"<" + spec.encode("utf-8") + b">"
 
@@ -193,7 +192,7 @@ class Address:
     atomre = _ATOM
     dequotebs = _BACKSLASHED
 
-    def __init__(self, addr: Any, defaultDomain: Optional[bytes] = None) -> None:
+    def __init__(self, addr: Any, defaultDomain: bytes | None = None) -> None:
         dest = getattr(addr, "dest", None)
         if dest is not None and not isinstance(addr, (str, bytes)):
             addr = dest
@@ -204,9 +203,9 @@ class Address:
             addr = str(addr).encode("utf-8")
         self.addrstr = addr
 
-        tokens: List[bytes] = [t for t in _TOKENS.split(addr) if t]
-        local: List[bytes] = []
-        domain: Optional[List[bytes]] = None
+        tokens: list[bytes] = [t for t in _TOKENS.split(addr) if t]
+        local: list[bytes] = []
+        domain: list[bytes] | None = None
         while tokens:
             tok = tokens[0]
             if tok == b"<":
@@ -239,7 +238,7 @@ class Address:
         if self.local and not self.domain:
             self.domain = getDNSName() if defaultDomain is None else defaultDomain
 
-    def dequote(self, addr: Union[str, bytes]) -> bytes:
+    def dequote(self, addr: str | bytes) -> bytes:
         """
         Remove RFC 2821 quotes from an address.
         """

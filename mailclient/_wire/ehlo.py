@@ -9,10 +9,10 @@ C{AUTH}.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
 
 
-class Capabilities(Dict[bytes, Optional[bytes]]):
+class Capabilities(dict[bytes, bytes | None]):
     """
     A mapping of EHLO keyword to its parameters (or L{None}).
 
@@ -21,7 +21,7 @@ class Capabilities(Dict[bytes, Optional[bytes]]):
     C{b"STARTTLS" in items}) keeps working.
     """
 
-    def __getitem__(self, key: bytes) -> Optional[bytes]:
+    def __getitem__(self, key: bytes) -> bytes | None:
         return dict.__getitem__(self, key.upper())
 
     def __contains__(self, key: object) -> bool:
@@ -30,7 +30,7 @@ class Capabilities(Dict[bytes, Optional[bytes]]):
         # Keys are stored upper-case: most lookups hit without upper().
         return dict.__contains__(self, key) or dict.__contains__(self, key.upper())
 
-    def get(self, key: bytes, default: Optional[bytes] = None) -> Optional[bytes]:  # type: ignore[override]
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
         return dict.get(self, key.upper(), default)
 
     def authMechanisms(self) -> Iterable[bytes]:
@@ -39,7 +39,7 @@ class Capabilities(Dict[bytes, Optional[bytes]]):
         """
         return (self.get(b"AUTH") or b"").upper().split()
 
-    def size(self) -> Optional[int]:
+    def size(self) -> int | None:
         """
         The SIZE limit, or None when there is none (or it is 0 / malformed).
         """

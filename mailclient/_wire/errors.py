@@ -8,7 +8,6 @@ keeps working after changing its imports.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
 
 from mailclient._wire.status import isPermanent, isTemporary, parseEnhancedStatus
 
@@ -36,9 +35,9 @@ class SMTPClientError(SMTPError):
     def __init__(
         self,
         code: int,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
-        addresses: Optional[object] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
+        addresses: object | None = None,
         isFatal: bool = False,
         retry: bool = False,
     ) -> None:
@@ -48,13 +47,13 @@ class SMTPClientError(SMTPError):
             log = log.encode("utf-8")
         self.code = code
         self.resp: bytes = resp
-        self.log: Optional[bytes] = log
+        self.log: bytes | None = log
         self.addresses = addresses
         self.isFatal = isFatal
         self.retry = retry
 
     @property
-    def enhancedStatus(self) -> Optional[Tuple[int, int, int]]:
+    def enhancedStatus(self) -> tuple[int, int, int] | None:
         """
         The enhanced status code (RFC 3463) at the start of C{resp}, such as
         C{(5, 1, 1)}, or L{None}.  When C{resp} has none (as in "No
@@ -161,9 +160,9 @@ class SMTPConnectError(SMTPClientError):
     def __init__(
         self,
         code: int,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
-        addresses: Optional[object] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
+        addresses: object | None = None,
         isFatal: bool = True,
         retry: bool = True,
     ) -> None:
@@ -184,9 +183,9 @@ class SMTPTLSError(ESMTPClientError, SMTPConnectError):
     def __init__(
         self,
         code: int,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
-        addresses: Optional[object] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
+        addresses: object | None = None,
         isFatal: bool = False,
         retry: bool = False,
     ) -> None:
@@ -207,9 +206,9 @@ class SMTPTimeoutError(SMTPClientError):
     def __init__(
         self,
         code: int,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
-        addresses: Optional[object] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
+        addresses: object | None = None,
         isFatal: bool = True,
         retry: bool = True,
     ) -> None:
@@ -226,9 +225,9 @@ class SMTPProtocolError(SMTPClientError):
     def __init__(
         self,
         code: int,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
-        addresses: Optional[object] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
+        addresses: object | None = None,
         isFatal: bool = True,
         retry: bool = False,
     ) -> None:
@@ -239,59 +238,6 @@ class SMTPDeliveryError(SMTPClientError):
     """
     Indicates that a delivery attempt has had an error.
     """
-
-
-class SMTPServerError(SMTPError):
-    """
-    An error reply, as raised by server-side code.
-    """
-
-    def __init__(self, code: int, resp: Any) -> None:
-        self.code = code
-        self.resp = resp
-
-    def __str__(self) -> str:
-        return "%.3d %s" % (self.code, self.resp)
-
-
-class SMTPAddressError(SMTPServerError):
-    """
-    An address was refused.
-    """
-
-    def __init__(self, addr: Any, code: int, resp: Any) -> None:
-        from mailclient._wire.address import Address
-
-        SMTPServerError.__init__(self, code, resp)
-        self.addr = Address(addr)
-
-    def __str__(self) -> str:
-        return "%.3d <%s>... %s" % (self.code, self.addr, self.resp)
-
-
-class SMTPBadRcpt(SMTPAddressError):
-    """
-    A recipient address was refused.
-    """
-
-    def __init__(
-        self,
-        addr: Any,
-        code: int = 550,
-        resp: Any = "Cannot receive for specified address",
-    ) -> None:
-        SMTPAddressError.__init__(self, addr, code, resp)
-
-
-class SMTPBadSender(SMTPAddressError):
-    """
-    A sender address was refused.
-    """
-
-    def __init__(
-        self, addr: Any, code: int = 550, resp: Any = "Sender not acceptable"
-    ) -> None:
-        SMTPAddressError.__init__(self, addr, code, resp)
 
 
 class AddressError(SMTPError):
@@ -315,9 +261,9 @@ class InvalidAddressError(SMTPClientError, AddressError):
 
     def __init__(
         self,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
-        addresses: Optional[object] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
+        addresses: object | None = None,
     ) -> None:
         SMTPClientError.__init__(
             self, -1, resp, log, addresses, isFatal=False, retry=False
@@ -335,8 +281,8 @@ class MessageReadError(SMTPClientError):
 
     def __init__(
         self,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
     ) -> None:
         SMTPClientError.__init__(self, -1, resp, log, None, isFatal=True, retry=False)
 
@@ -355,8 +301,8 @@ class CannotSendError(SMTPDeliveryError):
 
     def __init__(
         self,
-        resp: Union[bytes, str],
-        log: Optional[Union[bytes, str]] = None,
+        resp: bytes | str,
+        log: bytes | str | None = None,
         isFatal: bool = False,
         status: str = "5.3.3",
     ) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Optional
 
-_dnsName: Optional[bytes] = None
+_dnsName: bytes | None = None
 
 
 def getDNSName() -> bytes:

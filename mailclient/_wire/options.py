@@ -9,7 +9,8 @@ message, compute parameters, or say why the message cannot be sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from mailclient._wire.ehlo import Capabilities
 from mailclient._wire.xtext import xtext_encode
@@ -56,12 +57,12 @@ class MailOptions:
     @ivar binary: the body is binary (BODY=BINARYMIME, needs CHUNKING).
     """
 
-    ret: Optional[str] = None
-    envid: Optional[str] = None
-    notify: Optional[Sequence[str]] = None
+    ret: str | None = None
+    envid: str | None = None
+    notify: Sequence[str] | None = None
     orcpt: bool = False
     requireDSN: bool = False
-    eightBit: Optional[bool] = None
+    eightBit: bool | None = None
     allowEightBitWithout8BITMIME: bool = False
     binary: bool = False
 
@@ -95,10 +96,10 @@ def mailParameters(
     options: MailOptions,
     caps: Capabilities,
     quotedAddresses: Sequence[bytes],
-    size: Optional[int],
-    eightBit: Optional[bool],
+    size: int | None,
+    eightBit: bool | None,
     chunking: bool,
-) -> List[bytes]:
+) -> list[bytes]:
     """
     The parameters for C{MAIL FROM}.
 
@@ -108,7 +109,7 @@ def mailParameters(
     @param chunking: whether the body will go with BDAT.
     @raise OptionError: if the message cannot be sent to this server.
     """
-    params: List[bytes] = []
+    params: list[bytes] = []
     limit = caps.size()
     if size is not None and b"SIZE" in caps:
         if limit is not None and size > limit:
@@ -137,7 +138,7 @@ def mailParameters(
     return params
 
 
-def rcptParameters(options: MailOptions, caps: Capabilities, address: bytes) -> List[bytes]:
+def rcptParameters(options: MailOptions, caps: Capabilities, address: bytes) -> list[bytes]:
     """
     The parameters for C{RCPT TO} of the (unquoted) C{address}.
     """
@@ -152,7 +153,7 @@ def rcptParameters(options: MailOptions, caps: Capabilities, address: bytes) -> 
     return params
 
 
-def checkDSN(options: MailOptions, caps: Capabilities) -> Optional[str]:
+def checkDSN(options: MailOptions, caps: Capabilities) -> str | None:
     """
     Return a warning when DSN was asked for and the server lacks it, or
     raise L{OptionError} when the caller required it.
@@ -170,7 +171,7 @@ EIGHT_BIT_REFUSED = (
 )
 
 
-def checkEightBit(options: MailOptions, caps: Capabilities, eightBit: Optional[bool]) -> None:
+def checkEightBit(options: MailOptions, caps: Capabilities, eightBit: bool | None) -> None:
     """
     Refuse a body known to hold 8-bit data when the server cannot take it.
     """
@@ -178,7 +179,7 @@ def checkEightBit(options: MailOptions, caps: Capabilities, eightBit: Optional[b
         raise OptionError(EIGHT_BIT_REFUSED, CONVERSION_NEEDED)
 
 
-def fileSize(f: Any) -> Optional[int]:
+def fileSize(f: Any) -> int | None:
     """
     The number of bytes left in a seekable file, or L{None}.
     """
@@ -193,7 +194,7 @@ def fileSize(f: Any) -> Optional[int]:
     return end - start
 
 
-def holdsEightBit(f: Any, chunkSize: int = 1 << 16) -> Optional[bool]:
+def holdsEightBit(f: Any, chunkSize: int = 1 << 16) -> bool | None:
     """
     Whether the rest of a seekable file holds a byte above 127 (L{None} if
     the file cannot be rewound), leaving its position unchanged.

@@ -9,7 +9,7 @@ not an RFC 5321 reply line.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 # A reply may span several lines; a server that never ends one must not make
 # us buffer without limit.
@@ -32,7 +32,7 @@ class Reply(NamedTuple):
     """
 
     code: int
-    lines: List[bytes]
+    lines: list[bytes]
 
     @property
     def text(self) -> bytes:
@@ -61,9 +61,9 @@ class ReplyAssembler:
     """
 
     def __init__(self) -> None:
-        self._lines: List[bytes] = []
+        self._lines: list[bytes] = []
         self._size = 0
-        self._code: Optional[int] = None
+        self._code: int | None = None
 
     @property
     def pending(self) -> bool:
@@ -72,7 +72,7 @@ class ReplyAssembler:
         """
         return self._code is not None
 
-    def feed(self, line: bytes) -> Optional[Reply]:
+    def feed(self, line: bytes) -> Reply | None:
         """
         Add one line; return the reply it completes, if any.
 

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Callable, Optional, Union
+from typing import Union
+from collections.abc import Callable
 
-from twisted.cred.credentials import UsernamePassword
 from zope.interface import implementer
 
-from mailclient.interfaces import IChallengeResponse, IClientAuthentication
+from mailclient.interfaces import IClientAuthentication
 
 Text = Union[str, bytes]
 TokenSource = Union[Text, Callable[[], Text]]
 
 
-def toBytes(value: Optional[Text]) -> bytes:
+def toBytes(value: Text | None) -> bytes:
     """
     Return C{value} as bytes, encoding text as UTF-8 (None gives C{b""}).
     """
@@ -127,7 +127,7 @@ class _OAuthAuthenticator:
     Shared part of the OAuth 2.0 mechanisms: where the token comes from.
     """
 
-    def __init__(self, user: Text, token: Optional[TokenSource] = None) -> None:
+    def __init__(self, user: Text, token: TokenSource | None = None) -> None:
         """
         @param user: The account name.
         @param token: The access token, or a callable returning a fresh one
@@ -188,25 +188,3 @@ class OAUTHBEARERAuthenticator(_OAuthAuthenticator):
 
     def challengeResponse(self, secret: Text, chal: bytes) -> bytes:
         return b"\x01"
-
-
-@implementer(IChallengeResponse)
-class LOGINCredentials(UsernamePassword):
-    """
-    Generates the challenges of the server side of I{LOGIN}, as Twisted's
-    class of the same name (its prompts are those Outlook expects).
-    """
-
-    def __init__(self) -> None:
-        UsernamePassword.__init__(self, None, None)  # type: ignore[arg-type]
-        self.challenges = [b"Password:", b"Username:"]
-        self.responses = [b"password", b"username"]
-
-    def getChallenge(self) -> bytes:
-        return self.challenges.pop()
-
-    def setResponse(self, response: bytes) -> None:
-        setattr(self, self.responses.pop().decode("ascii"), response)
-
-    def moreChallenges(self) -> bool:
-        return bool(self.challenges)

@@ -13,21 +13,13 @@ Pure: no I/O, no Twisted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from mailclient._wire.options import MailOptions
 from mailclient._wire.retry import RetryPolicy
 from mailclient._wire.timeouts import Timeouts
+from mailclient._wire.text import hostName
 from mailclient._wire.tlspolicy import TLSPolicy
-
-
-def _text(value: str | bytes | None) -> str | None:
-    """
-    A host name as text (IDNA for bytes, as Twisted's factories take it).
-    """
-    if isinstance(value, bytes):
-        return value.decode("idna")
-    return value
 
 
 @dataclass(frozen=True)
@@ -63,21 +55,21 @@ class ClientSettings:
         (L{RetryPolicy}; Twisted's C{retries} is its C{retries}).
     """
 
-    timeout: Optional[float] = None
-    timeouts: Optional[Timeouts] = None
+    timeout: float | None = None
+    timeouts: Timeouts | None = None
     heloFallback: bool = False
     requireAuthentication: bool = True
     requireTransportSecurity: bool = True
     allowCleartextAuthentication: bool = False
     contextFactory: Any = None
-    hostname: Optional[str] = None
+    hostname: str | None = None
     tls: bool = True
     implicitTLS: bool = False
-    tlsPolicy: Optional[TLSPolicy] = None
-    authenticators: Optional[Tuple[Any, ...]] = None
+    tlsPolicy: TLSPolicy | None = None
+    authenticators: tuple[Any, ...] | None = None
     pipelining: bool = True
     chunking: bool = True
-    mailOptions: Optional[MailOptions] = None
+    mailOptions: MailOptions | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -92,7 +84,8 @@ class ClientSettings:
             raise TypeError("tlsPolicy must be a TLSPolicy, not %r" % (self.tlsPolicy,))
         if not isinstance(self.retry, RetryPolicy):
             raise TypeError("retry must be a RetryPolicy, not %r" % (self.retry,))
-        object.__setattr__(self, "hostname", _text(self.hostname))
+        if self.hostname is not None:
+            object.__setattr__(self, "hostname", hostName(self.hostname))
         if self.authenticators is not None:
             authenticators = tuple(self.authenticators)
             for auth in authenticators:
@@ -101,13 +94,13 @@ class ClientSettings:
                     raise TypeError("%r is not an IClientAuthentication provider" % (auth,))
             object.__setattr__(self, "authenticators", authenticators or None)
 
-    def replace(self, **changes: Any) -> "ClientSettings":
+    def replace(self, **changes: Any) -> ClientSettings:
         """
         A copy with C{changes} (checked the same way).
         """
         return replace(self, **changes)
 
-    def tlsPolicyFor(self, hostname: Optional[str] = None) -> TLSPolicy:
+    def tlsPolicyFor(self, hostname: str | None = None) -> TLSPolicy:
         """
         The L{TLSPolicy} of a delivery with these settings: C{tlsPolicy}
         when given, else the one C{tls}, C{contextFactory}, C{hostname},
@@ -132,7 +125,7 @@ class ClientSettings:
         return policy
 
 
-def settingsFrom(settings: Optional[ClientSettings], **options: Any) -> ClientSettings:
+def settingsFrom(settings: ClientSettings | None, **options: Any) -> ClientSettings:
     """
     C{settings} (or the defaults) with C{options} applied.
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 import enum
 from collections import deque
 from operator import attrgetter
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any
+from collections.abc import Callable
 
 from mailclient._wire.data import DataEncoder
 from mailclient._wire.options import DEFAULT_OPTIONS, MailOptions
@@ -67,7 +68,7 @@ _twistedAttributes = attrgetter(*TWISTED_MESSAGE_ATTRIBUTES)
 
 #: A pipelined command awaiting its reply: the verb and what the reply is
 #: about (the recipient of a RCPT; whether a BDAT chunk is the last).
-PipelinedCommand = Tuple[bytes, Any]
+PipelinedCommand = tuple[bytes, Any]
 
 
 class Transaction:
@@ -112,18 +113,18 @@ class Transaction:
         self.chunks: Any = None
         self.encoder = DataEncoder()
         self.pendingFile: Any = None
-        self.pendingRecipients: Optional[List[Any]] = None
-        self.pipeline: Deque[PipelinedCommand] = deque()
+        self.pendingRecipients: list[Any] | None = None
+        self.pipeline: deque[PipelinedCommand] = deque()
         self.pipelined = False
         self.chunked = False
         self.allWritten = False
-        self.mailReply: Optional[Tuple[int, bytes]] = None
-        self.bdatFailure: Optional[Tuple[int, bytes]] = None
+        self.mailReply: tuple[int, bytes] | None = None
+        self.bdatFailure: tuple[int, bytes] | None = None
         self.options: MailOptions = DEFAULT_OPTIONS
-        self.mailParams: List[bytes] = []
+        self.mailParams: list[bytes] = []
         self.refuseEightBit = False
         self.ownError: Any = None
-        self.parked: Optional[Tuple[Any, ...]] = None
+        self.parked: tuple[Any, ...] | None = None
 
     @property
     def reported(self) -> bool:
@@ -159,7 +160,7 @@ class Transaction:
 #: A message asked for early that could not be started: the transaction
 #: to report it on (None when there is no message), what to do once the
 #: message before it is reported, and the error to report it with.
-DeferredStart = Tuple[Optional[Transaction], Callable[[], Any], Any]
+DeferredStart = tuple[Transaction | None, Callable[[], Any], Any]
 
 
 class ClientState:
@@ -195,10 +196,10 @@ class ClientState:
     def __init__(self) -> None:
         self.replies = ReplyAssembler()
         self.transaction = Transaction()
-        self.following: Optional[Transaction] = None
-        self.deferredStart: Optional[DeferredStart] = None
+        self.following: Transaction | None = None
+        self.deferredStart: DeferredStart | None = None
         self.early = False
-        self.encoding: Optional[Transaction] = None
+        self.encoding: Transaction | None = None
         self.quitting = False
         self.inSASL = False
         self.failureReason: Any = None

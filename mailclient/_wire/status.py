@@ -8,12 +8,11 @@ Pure.
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
 
 _ENHANCED = re.compile(rb"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
 
-def parseEnhancedStatus(code: int, text: bytes) -> Optional[Tuple[int, int, int]]:
+def parseEnhancedStatus(code: int, text: bytes) -> tuple[int, int, int] | None:
     """
     Return the enhanced status code at the start of C{text}, or L{None}.
 
@@ -29,7 +28,7 @@ def parseEnhancedStatus(code: int, text: bytes) -> Optional[Tuple[int, int, int]
     return (klass, int(match.group(2)), int(match.group(3)))
 
 
-def isTemporary(code: int, enhanced: Optional[Tuple[int, int, int]]) -> bool:
+def isTemporary(code: int, enhanced: tuple[int, int, int] | None) -> bool:
     """
     Whether a failure with this reply is temporary (worth retrying later).
     """
@@ -38,7 +37,7 @@ def isTemporary(code: int, enhanced: Optional[Tuple[int, int, int]]) -> bool:
     return 400 <= code < 500
 
 
-def isPermanent(code: int, enhanced: Optional[Tuple[int, int, int]]) -> bool:
+def isPermanent(code: int, enhanced: tuple[int, int, int] | None) -> bool:
     """
     Whether a failure with this reply is permanent.
     """

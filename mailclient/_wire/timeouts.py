@@ -5,7 +5,6 @@ Per-phase reply timeouts (RFC 5321, section 4.5.3.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,14 @@ class Timeouts:
         data (the server may be delivering the message meanwhile).
     """
 
-    greeting: Optional[float] = 300.0
-    mail: Optional[float] = 300.0
-    rcpt: Optional[float] = 300.0
-    dataInit: Optional[float] = 120.0
-    dataBlock: Optional[float] = 180.0
-    dataTermination: Optional[float] = 600.0
+    greeting: float | None = 300.0
+    mail: float | None = 300.0
+    rcpt: float | None = 300.0
+    dataInit: float | None = 120.0
+    dataBlock: float | None = 180.0
+    dataTermination: float | None = 600.0
 
-    def forCommand(self, line: bytes) -> Optional[float]:
+    def forCommand(self, line: bytes) -> float | None:
         """
         The limit for the reply to the command line C{line}.
         """

@@ -99,7 +99,7 @@ class TLSPolicy:
         requireTransportSecurity: bool = False,
         requireAuthentication: bool = False,
         implicit: bool = False,
-    ) -> "TLSPolicy":
+    ) -> TLSPolicy:
         """
         The level that Twisted's arguments select (the table in
         C{docs/security.rst}):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
+from collections.abc import Iterable, Callable, Iterator, Sequence
 
 from mailclient._wire.host import getDNSName
 
@@ -19,7 +20,7 @@ _MONTHS = (
 )
 
 
-def rfc822date(timeinfo: Optional[Sequence[int]] = None, local: int = 1) -> bytes:
+def rfc822date(timeinfo: Sequence[int] | None = None, local: int = 1) -> bytes:
     """
     Format an RFC 2822 date, as bytes.
 
@@ -65,7 +66,7 @@ def idGenerator() -> Iterator[int]:
 _gen = idGenerator()
 
 
-def messageid(uniq: Optional[str] = None, N: Callable[[], Any] = lambda: next(_gen)) -> bytes:
+def messageid(uniq: str | None = None, N: Callable[[], Any] = lambda: next(_gen)) -> bytes:
     """
     Return a globally unique string in RFC 2822 Message-ID format,
     C{<datetime.pid.random[.uniq].N@host>}.
@@ -77,3 +78,15 @@ def messageid(uniq: Optional[str] = None, N: Callable[[], Any] = lambda: next(_g
         "<%s.%d.%d%s.%s@%s>"
         % (stamp, os.getpid(), rand, extra, N(), getDNSName().decode("ascii"))
     ).encode()
+
+
+def publicPath(module: str, objects: Iterable[object]) -> None:
+    """
+    Give classes and functions defined in private modules the public
+    module that exports them as their C{__module__}: pickles and the API
+    documentation then name the public path, which does not move when the
+    private modules do.
+    """
+    for obj in objects:
+        if isinstance(obj, type) or callable(obj):
+            obj.__module__ = module  # type: ignore[attr-defined]

@@ -8,13 +8,13 @@ from __future__ import annotations
 import codecs
 import re
 import sys
-from typing import Any, Optional, Tuple, Union
+from typing import Any
 
 
 _HEX2 = re.compile(rb"[0-9A-Fa-f]{2}\Z")
 
 
-def xtext_encode(s: Union[str, bytes], errors: Optional[str] = None) -> Tuple[bytes, int]:
+def xtext_encode(s: str | bytes, errors: str | None = None) -> tuple[bytes, int]:
     """
     Encode C{s}: C{+}, C{=}, and bytes outside 33..126 become C{+XX}.
     """
@@ -28,7 +28,7 @@ def xtext_encode(s: Union[str, bytes], errors: Optional[str] = None) -> Tuple[by
     return bytes(out), len(s)
 
 
-def xtext_decode(s: Union[bytes, str], errors: Optional[str] = None) -> Tuple[str, int]:
+def xtext_decode(s: bytes | str, errors: str | None = None) -> tuple[str, int]:
     """
     Decode the xtext-encoded C{s}.  A C{+} not followed by two hex digits is
     kept as it is.
@@ -52,7 +52,7 @@ class xtextStreamReader(codecs.StreamReader):
     Stream reader of the xtext codec.
     """
 
-    def decode(self, s: Any, errors: str = "strict") -> Tuple[str, int]:
+    def decode(self, s: Any, errors: str = "strict") -> tuple[str, int]:
         return xtext_decode(s)
 
 
@@ -61,11 +61,11 @@ class xtextStreamWriter(codecs.StreamWriter):
     Stream writer of the xtext codec.
     """
 
-    def encode(self, s: Any, errors: str = "strict") -> Tuple[bytes, int]:
+    def encode(self, s: Any, errors: str = "strict") -> tuple[bytes, int]:
         return xtext_encode(s)
 
 
-def xtext_codec(name: str) -> Optional[codecs.CodecInfo]:
+def xtext_codec(name: str) -> codecs.CodecInfo | None:
     """
     The codec search function for C{"xtext"}.
     """

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import mailclient
 from mailclient import relay
-from mailclient.relay import closeCurrent, dropCurrent
+from mailclient._relaying.relayer import closeCurrent, dropCurrent
 from mailclient.relaymanager import Queue
 
 try:

@@ -26,6 +26,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from mailclient import relaymanager
+from mailclient._relaying import manager as _manager
 from mailclient.interfaces import IAttemptManager, IDeliveryProgress
 from mailclient._relaying.queue import dumpEnvelope
 from mailclient.relaymanager import (
@@ -859,7 +860,7 @@ class MXTests(_ManagerTestMixin, TestCase):
             made.append(MXCalculator(self.resolver, clock))
             return made[-1]
 
-        self.patch(relaymanager, "MXCalculator", makeCalculator)
+        self.patch(_manager, "MXCalculator", makeCalculator)
         manager = SmartHostSMTPRelayingManager(self.queue)
         self.assertIsNone(manager.mxcalc)
         self.assertIsNone(manager.checkState())
@@ -1317,7 +1318,7 @@ class ManagerStateTests(SynchronousTestCase):
             calc.resolver.unpicklable = Unpicklable()  # type: ignore[attr-defined]
             return calc
 
-        self.patch(relaymanager, "MXCalculator", makeCalculator)
+        self.patch(_manager, "MXCalculator", makeCalculator)
         manager = SmartHostSMTPRelayingManager(queue, clock=Clock())
         manager.checkState()
         self.assertIsInstance(manager.mxcalc, MXCalculator)

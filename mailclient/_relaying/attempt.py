@@ -1,0 +1,280 @@
+"""
+Following one attempt to relay a set of messages: L{_AttemptManager} (the
+name Twisted gives it), and what it asks of its relaying manager
+(L{IRelayManagerHooks}).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from collections.abc import Mapping, Sequence
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailclient._relaying.bounce import DeliveryFailure
+from mailclient._relaying.returning import returnToSender
+from mailclient._wire.host import getDNSName
+from mailclient.interfaces import IAttemptManager, IDeliveryProgress, IRelayManagerHooks
+
+_log = Logger()
+
+Exchange = tuple
+
+@implementer(IAttemptManager, IDeliveryProgress)
+class _AttemptManager:
+    """
+    Follows one attempt to relay a set of messages (one factory): tries the
+    exchanges in turn and updates the queue as outcomes are reported.
+
+    What it needs of its manager beyond Twisted's C{managed} and C{queue}
+    it asks through L{IRelayManagerHooks}: mailclient's managers provide
+    it; with any other manager it does what Twisted's attempt manager does.
+
+    @ivar manager: The relaying manager.
+    @ivar exchanges: The C{(host, port)} still to try after the current one.
+    @ivar exchange: The C{(host, port)} being tried.
+    """
+
+    def __init__(self, manager: Any, noisy: bool = True, reactor: Any = None) -> None:
+        self.manager = manager
+        self.noisy = noisy
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self._hooks: Any = IRelayManagerHooks(manager, None) or _TwistedManagerHooks(
+            manager, reactor)
+        self._completionDeferreds: list[defer.Deferred[None]] | None = []
+        self.exchanges: list[Exchange] = []
+        self.exchange: Exchange | None = None
+        # Why messages were refused for now, for a bounce if they expire.
+        self._temporary: dict[str, DeliveryFailure] = {}
+        # The messages the current exchange was asked to take.
+        self._sending: set[str] = set()
+        # Whether the current exchange answered any message, and whether
+        # the next one should be tried when this connection is done.
+        self._answered = False
+        self._failingOver = False
+
+    def getCompletionDeferred(self) -> defer.Deferred[None]:
+        """
+        Return a Deferred that fires when the attempt is over.
+        """
+        d: defer.Deferred[None] = defer.Deferred()
+        if self._completionDeferreds is None:
+            d.callback(None)
+        else:
+            self._completionDeferreds.append(d)
+        return d
+
+    def start(self, exchanges: Sequence[Exchange], relay: Any) -> None:
+        """
+        Try the exchanges, in order, until one can be talked to.
+        """
+        self.exchanges = list(exchanges)
+        self._connectNext(relay)
+
+    def _connectNext(self, relay: Any) -> None:
+        self.exchange = self.exchanges.pop(0)
+        self._answered = False
+        self._sending = set()
+        pending = self.manager.managed.get(relay, [])
+        relay.messages = [self.manager.queue.getPath(m) for m in pending]
+        host, port = self.exchange
+        d = self._hooks.connectExchange(host, port, relay)
+
+        def unreachable(failure: Failure) -> None:
+            _log.warn(
+                "Cannot connect to {host}: {error}",
+                host=host,
+                error=failure.getErrorMessage(),
+            )
+            self.notifyNoConnection(relay)
+            self.notifyDone(relay)
+
+        d.addErrback(unreachable)
+
+    def _finish(self, relay: Any, message: str) -> None:
+        name = os.path.basename(message)
+        pending = self.manager.managed.get(relay)
+        if pending is not None and name in pending:
+            pending.remove(name)
+        self._hooks.deliveryDone(name)
+
+    def notifySuccess(self, relay: Any, message: str) -> None:
+        """
+        The message was accepted: remove it from the queue.
+        """
+        if self.noisy:
+            _log.info("success sending {message}, removing from queue", message=message)
+        self._answered = True
+        if self.exchange is not None:
+            self._hooks.exchangeWorked(self.exchange[0])
+        self._finish(relay, message)
+
+    def notifyFailure(self, relay: Any, message: str) -> None:
+        """
+        The message was refused for good: return it to its sender and remove
+        it from the queue.
+        """
+        if self.noisy:
+            _log.info("could not relay {message}", message=message)
+        self._answered = True
+        failure = getattr(relay, "failures", {}).pop(message, None)
+        if failure is None:
+            failure = DeliveryFailure("", "5.0.0", reason="delivery failed")
+        remoteMTA = failure.remoteMTA or (self.exchange and self.exchange[0])
+        if self._hooks.returnToSender(
+            message, failure.status, failure.diagnostic, remoteMTA, failure.reason
+        ):
+            self._finish(relay, message)
+
+    def notifySending(self, relay: Any, message: str) -> None:
+        """
+        The message is about to be sent.  (mailclient addition)
+        """
+        self._sending.add(os.path.basename(message))
+
+    def notifyTemporaryFailure(self, relay: Any, message: str) -> None:
+        """
+        The message was refused for now: it will be tried again.
+        (mailclient addition)
+        """
+        if self.noisy:
+            _log.info("temporary failure relaying {message}", message=message)
+        self._answered = True
+        failure = getattr(relay, "failures", {}).pop(message, None)
+        if failure is not None:
+            name = os.path.basename(message)
+            if failure.remoteMTA is None and self.exchange is not None:
+                failure.remoteMTA = self.exchange[0]
+            self._temporary[name] = failure
+
+    def forget(self, relay: Any, message: str) -> None:
+        """
+        The message has left the queue by other means (its files are gone).
+        (mailclient addition)
+        """
+        name = os.path.basename(message)
+        pending = self.manager.managed.get(relay)
+        if pending is not None and name in pending:
+            pending.remove(name)
+        self._hooks.forgetMessage(name)
+
+    def notifyDone(self, relay: Any) -> None:
+        """
+        The connection is over.  If the exchange answered nothing and
+        another is left, try it; otherwise put the messages left back to
+        wait (deferred, if they were tried) and fire the completion
+        Deferreds.
+        """
+        if self._completionDeferreds is None:
+            return
+        pending = self.manager.managed.get(relay)
+        if pending and not self._answered and self.exchanges:
+            # Nothing was answered: the session failed, not a message.
+            if not self._failingOver and self.exchange is not None:
+                self._hooks.exchangeFailed(self.exchange[0])
+            self._failingOver = False
+            self._connectNext(relay)
+            return
+        if pending:
+            # Messages that were tried (refused for now, or the connection
+            # was lost while they were sent) are deferred; those the session
+            # never reached wait again at once.  If the session failed
+            # before any message, they are all deferred.
+            tried = [m for m in pending if m in self._sending or not self._sending]
+            for message in pending:
+                if message not in tried:
+                    self.manager.queue.setWaiting(message)
+            if self.noisy:
+                _log.info("Deferring {messages}", messages=tried)
+            host = self.exchange[0] if self.exchange is not None else "the server"
+            failures = {
+                m: self._temporary.get(m)
+                or DeliveryFailure("", "4.4.2", None, host, "connection to %s lost" % (host,))
+                for m in tried
+            }
+            self._hooks.deferMessages(tried, failures)
+        self.manager.managed.pop(relay, None)
+        notifications, self._completionDeferreds = self._completionDeferreds, None
+        for d in notifications:
+            d.callback(None)
+
+    def notifyNoConnection(self, relay: Any) -> None:
+        """
+        The exchange could not be reached: mark it bad and, if another is
+        left, try it when the connection attempt is done; otherwise defer the
+        messages (they wait again, to be tried after the manager's
+        C{retryDelay}).
+        """
+        pending = self.manager.managed.get(relay)
+        if pending is None:
+            _log.warn("notifyNoConnection passed unknown relay!")
+            return
+        if self.exchange is not None:
+            self._hooks.exchangeFailed(self.exchange[0])
+        if self.exchanges:
+            self._failingOver = True
+            return
+        if self.noisy:
+            _log.info("Backing off on delivery of {messages}", messages=pending)
+        host = self.exchange[0] if self.exchange is not None else None
+        reason = "cannot connect to %s" % (host,) if host else "cannot connect"
+        failures = {
+            m: self._temporary.get(m) or DeliveryFailure("", "4.4.1", None, host, reason)
+            for m in pending
+        }
+        del self.manager.managed[relay]
+        self._hooks.deferMessages(pending, failures)
+
+
+@implementer(IRelayManagerHooks)
+class _TwistedManagerHooks:
+    """
+    L{IRelayManagerHooks} for a manager with only Twisted's C{managed} and
+    C{queue}: what Twisted's attempt manager does with it.
+    """
+
+    #: Twisted lets messages that could not be sent wait this long.
+    backoff = 30
+
+    def __init__(self, manager: Any, reactor: Any) -> None:
+        self.manager = manager
+        self.reactor = reactor
+
+    def connectExchange(self, host: str, port: int, factory: Any) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(self.reactor.connectTCP, host, port, factory)
+
+    def deliveryDone(self, message: str) -> None:
+        self.manager.queue.done(message)
+
+    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
+        def setWaiting(queue: Any, messages: Sequence[str]) -> None:
+            for message in messages:
+                queue.setWaiting(message)
+
+        self.reactor.callLater(self.backoff, setWaiting, self.manager.queue, list(messages))
+
+    def returnToSender(
+        self, message: str, status: str, diagnostic: bytes | None = None,
+        remoteMTA: str | None = None, reason: str = "",
+    ) -> bool:
+        return returnToSender(
+            self.manager.queue, message, status, diagnostic, remoteMTA, reason,
+            getDNSName().decode("ascii"),
+        )
+
+    def exchangeWorked(self, host: str) -> None:
+        pass
+
+    def exchangeFailed(self, host: str) -> None:
+        pass
+
+    def forgetMessage(self, message: str) -> None:
+        pass
+
+

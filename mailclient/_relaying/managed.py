@@ -1,0 +1,310 @@
+"""
+Managed relayers: relayers that report each message's outcome to an attempt
+manager (L{IAttemptManager}), and the factories that make them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+
+from twisted.internet import protocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from mailclient._protocol.client import SUCCESS
+from mailclient._relaying.bounce import DeliveryFailure, statusFromReply
+from mailclient._relaying.relayer import ESMTPRelayer, RelayerMixin, SMTPRelayer, dropCurrent
+from mailclient._wire.address import extractAddress
+from mailclient._wire.errors import CannotSendError, InvalidAddressError
+from mailclient._wire.host import getDNSName
+from mailclient._wire.text import displayText, envelopeText
+from mailclient.interfaces import IDeliveryProgress
+
+if TYPE_CHECKING:
+    _RelayerBase = RelayerMixin
+else:
+    _RelayerBase = object
+
+
+def recipientDomain(recipient: str | bytes) -> str | None:
+    """
+    Return the lower-cased domain of an envelope recipient, or L{None} if it
+    has none (so the message cannot be routed).
+    """
+    # Our own parser: email.utils.parseaddr refuses domain literals such as
+    # user@[192.0.2.1] since Python 3.13.
+    try:
+        address = extractAddress(envelopeText(recipient))
+    except InvalidAddressError:
+        return None
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain):
+        return None
+    return domain.lower()
+
+
+class ManagedRelayerMixin(_RelayerBase):
+    """
+    A relayer that reports the outcome of each message to an attempt
+    manager (L{IAttemptManager}): C{notifySuccess} (accepted),
+    C{notifyFailure} (refused for good: the manager returns it to its
+    sender), C{notifyDone} (the connection is gone; unsent messages wait for
+    another attempt).
+
+    A 4xx reply is not a failure: the message stays queued.  An attempt
+    manager that also provides L{IDeliveryProgress} (mailclient's) is told
+    when each message is about to be sent, refused for now, or gone.
+
+    Works on its own, as Twisted's: given a manager, C{messages}, C{names}
+    and a C{factory}, C{sentMail} and C{connectionLost} report to the
+    manager.
+
+    @ivar manager: The attempt manager.
+    @ivar timeout: Seconds to wait for each server reply (RFC 5321 section
+        4.5.3.2 suggests up to ten minutes for the reply to C{DATA}).
+    """
+
+    timeout: float | None = 600
+    factory: Any = None
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    def getMailFrom(self) -> Any | None:
+        """
+        Return the sender of the next message, telling the manager that
+        the message is being sent.
+        """
+        sender = super().getMailFrom()
+        if sender is not None:
+            progress = IDeliveryProgress(self.manager, None)
+            if progress is not None:
+                progress.notifySending(self.factory, self.names[0])
+        return sender
+
+    def sentMail(
+        self, code: int, resp: bytes | None, numOk: int, addresses: Any, log: Any
+    ) -> None:
+        """
+        Report the server's answer to the current message to the manager.
+        """
+        message = self.names[0]
+        if code in SUCCESS:
+            dropCurrent(self)
+            self.manager.notifySuccess(self.factory, message)
+            return
+        for _, rcode, rresp in addresses or ():
+            if rcode not in SUCCESS:
+                code, resp = rcode, rresp
+        if 500 <= code < 600:
+            _recordFailure(self, message, statusFromReply(code, resp), _replyText(code, resp))
+            dropCurrent(self)
+            self.manager.notifyFailure(self.factory, message)
+            return
+        if code > 0:
+            _recordFailure(self, message, statusFromReply(code, resp), _replyText(code, resp))
+        dropCurrent(self)
+        progress = IDeliveryProgress(self.manager, None)
+        if progress is not None:
+            progress.notifyTemporaryFailure(self.factory, message)
+
+    def sendError(self, exc: Exception) -> None:
+        """
+        An address that can never be sent (see L{quoteaddr}), or a message
+        this server cannot take (L{CannotSendError}: over its C{SIZE}
+        limit, 8-bit data without C{8BITMIME}), fails its message for good;
+        any other error leaves it queued.
+        """
+        if isinstance(exc, CannotSendError) and self.names:
+            message = self.names[0]
+            reason = displayText(exc.resp).strip() or "the server cannot take this message"
+            _recordFailure(self, message, exc.status, None, reason)
+            dropCurrent(self)
+            self.manager.notifyFailure(self.factory, message)
+        elif isinstance(exc, InvalidAddressError) and self.names:
+            message = self.names[0]
+            try:
+                self.quoteAddress(self.messages[0][0])
+            except InvalidAddressError:
+                status = "5.1.7"
+            else:
+                status = "5.1.3"
+            reason = (str(exc).splitlines() or ["invalid address"])[0]
+            _recordFailure(self, message, status, None, reason)
+            dropCurrent(self)
+            self.manager.notifyFailure(self.factory, message)
+        super().sendError(exc)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Tell the manager that no more messages will be sent.
+        """
+        try:
+            parent = getattr(super(), "connectionLost", None)
+            if parent is not None:
+                parent(reason)
+        finally:
+            self.manager.notifyDone(self.factory)
+
+
+def _replyText(code: int, resp: bytes | None) -> bytes:
+    return b"%03d %s" % (code, resp or b"")
+
+
+def _recordFailure(
+    relayer: Any, message: str, status: str, diagnostic: bytes | None, reason: str = ""
+) -> None:
+    """
+    Keep why C{message} was refused on the relayer's factory, for the
+    manager's bounce.
+    """
+    failures = getattr(relayer.factory, "failures", None)
+    if failures is not None:
+        failures[message] = DeliveryFailure(
+            relayer.messages[0][1], status, diagnostic, reason=reason
+        )
+
+
+def _defaultIdentity(args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
+    # Twisted's managers pass no client arguments by default, which makes
+    # SMTPClient.__init__ fail; use this host's name as the identity.
+    if args or "identity" in kw:
+        return args
+    return (getDNSName(),)
+
+
+class SMTPManagedRelayer(ManagedRelayerMixin, SMTPRelayer):
+    """
+    An SMTP client that relays a set of queued messages and keeps an attempt
+    manager informed.
+
+    @ivar factory: The factory that created this relayer.
+    """
+
+    def __init__(self, messages: Sequence[Any], manager: Any, *args: Any, **kw: Any) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param args: Positional arguments for L{SMTPClient.__init__}
+            (C{identity}, C{logsize}); the identity defaults to this host's
+            name.
+        @param kw: Keyword arguments for L{SMTPClient.__init__}.
+        """
+        ManagedRelayerMixin.__init__(self, manager)
+        SMTPRelayer.__init__(self, messages, *_defaultIdentity(args, kw), **kw)
+
+
+class ESMTPManagedRelayer(ManagedRelayerMixin, ESMTPRelayer):
+    """
+    An ESMTP client that relays a set of queued messages and keeps an
+    attempt manager informed.
+    """
+
+    def __init__(self, messages: Sequence[Any], manager: Any, *args: Any, **kw: Any) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param args: Positional arguments for L{ESMTPClient.__init__}
+            (C{secret}, C{contextFactory}, C{identity}, C{logsize}).
+        @param kw: Keyword arguments for L{ESMTPClient.__init__}.
+        """
+        ManagedRelayerMixin.__init__(self, manager)
+        ESMTPRelayer.__init__(self, messages, *args, **kw)
+
+
+class SMTPManagedRelayerFactory(protocol.ClientFactory):
+    """
+    Makes an L{SMTPManagedRelayer} for a set of messages.
+
+    @ivar messages: The base paths of the messages to relay.
+    @ivar manager: The attempt manager.
+    @ivar pArgs: Positional arguments for the relayer's client.
+    @ivar pKwArgs: Keyword arguments for the relayer's client.
+    @ivar failures: Why messages were refused (for good, or for now), by
+        base path, for the manager's bounce.  (mailclient addition)
+    """
+
+    protocol: type[Any] = SMTPManagedRelayer
+
+    def __init__(self, messages: list[str], manager: Any, *args: Any, **kw: Any) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param args: Positional arguments for L{SMTPClient.__init__}.
+        @param kw: Keyword arguments for L{SMTPClient.__init__}.
+        """
+        self.messages = messages
+        self.manager = manager
+        self.pArgs = args
+        self.pKwArgs = kw
+        self.failures: dict[str, DeliveryFailure] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Make a relayer for the messages.
+        """
+        relayer = self.protocol(self.messages, self.manager, *self.pArgs, **self.pKwArgs)
+        relayer.factory = self
+        return relayer
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        """
+        Tell the attempt manager that the server could not be reached.
+        """
+        self.manager.notifyNoConnection(self)
+        self.manager.notifyDone(self)
+
+
+class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
+    """
+    Makes an L{ESMTPManagedRelayer} for a set of messages.
+
+    @ivar secret: L{None}, or a callable taking the server's address and
+        returning the password to authenticate with.
+    @ivar contextFactory: The TLS context factory for C{STARTTLS}, or
+        L{None}.
+    """
+
+    protocol = ESMTPManagedRelayer
+
+    def __init__(
+        self,
+        messages: list[str],
+        manager: Any,
+        secret: Callable[[Any], Any] | None = None,
+        contextFactory: Any = None,
+        *args: Any,
+        **kw: Any,
+    ) -> None:
+        """
+        @param messages: The base paths of the messages to relay.
+        @param manager: The attempt manager.
+        @param secret: See L{secret}.
+        @param contextFactory: See L{contextFactory}.
+        @param args: Further positional arguments for
+            L{ESMTPClient.__init__} (C{identity}, C{logsize}); the identity
+            defaults to this host's name.
+        @param kw: Keyword arguments for L{ESMTPClient.__init__}.
+        """
+        self.secret = secret
+        self.contextFactory = contextFactory
+        SMTPManagedRelayerFactory.__init__(self, messages, manager, *args, **kw)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Make a relayer for the messages.
+        """
+        secret = self.secret and self.secret(addr)
+        relayer = self.protocol(
+            self.messages,
+            self.manager,
+            secret,
+            self.contextFactory,
+            *_defaultIdentity(self.pArgs, self.pKwArgs),
+            **self.pKwArgs,
+        )
+        relayer.factory = self
+        return relayer
+
+

@@ -1,0 +1,509 @@
+"""
+The relaying managers: L{SmartHostSMTPRelayingManager} and
+L{SmartHostESMTPRelayingManager}, and L{RelayStateHelper}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Union, cast
+from collections.abc import Mapping, Sequence
+
+from twisted.application import internet
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.logger import Logger
+from twisted.python.components import registerAdapter
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailclient._relaying.attempt import _AttemptManager
+from mailclient._relaying.bounce import DeliveryFailure
+from mailclient._relaying.managed import (
+    ESMTPManagedRelayerFactory,
+    SMTPManagedRelayerFactory,
+    recipientDomain,
+)
+from mailclient._relaying.mx import MXCalculator, UndeliverableDomain, normalName
+from mailclient._relaying.queue import EnvelopeError, Queue, readEnvelope
+from mailclient._relaying.returning import returnToSender
+from mailclient._wire.host import getDNSName
+from mailclient.interfaces import IRelayManagerHooks
+
+_log = Logger()
+
+Exchange = tuple[str, int]
+SmartHost = Union[str, tuple[str, int], Sequence[str | tuple[str, int]]]
+
+
+def _smartHosts(value: SmartHost, port: int) -> list[Exchange]:
+    if isinstance(value, str):
+        return [(value, port)]
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return [(str(value[0]), value[1])]
+    hosts: list[Exchange] = []
+    for item in value:
+        hosts.extend(_smartHosts(item, port))
+    return hosts
+
+
+class SmartHostSMTPRelayingManager:
+    """
+    Relays the messages of a L{Queue} over SMTP.
+
+    Call L{checkState} periodically (see L{RelayStateHelper}).
+
+    @ivar queue: The queue.
+    @ivar maxConnections: The most connections open at once.
+    @ivar maxMessagesPerConnection: The most messages sent over one
+        connection.
+    @ivar fArgs: Positional arguments for the relayer factory (after the
+        messages and the attempt manager): for SMTP C{(identity,)}; for
+        ESMTP C{(secret, contextFactory, identity)}.  The identity defaults
+        to this host's name.
+    @ivar fKwArgs: Keyword arguments for the relayer factory.
+    @ivar factory: The relayer factory class.
+    @ivar PORT: The port of mail exchanges.
+    @ivar mxcalc: The L{MXCalculator}; made on first use (one made so is not
+        pickled with the manager, but made again).
+    @ivar managed: Each running relayer factory, mapped to the base names of
+        the messages it has yet to relay.
+    @ivar smartHost: L{None} to send to each domain's mail exchanges, or
+        the C{(host, port)} list of smart hosts to send everything through,
+        tried in order.  (mailclient addition)
+    @ivar backoffDelay: Seconds to wait before a message that could not be
+        delivered for now (4xx reply, no exchange reachable, connection
+        lost, DNS failure) is tried again, after its first such failure.
+    @ivar backoffFactor: What the delay is multiplied by after each further
+        failure of the same message.  (mailclient addition)
+    @ivar maxBackoffDelay: The longest delay between two attempts.
+        (mailclient addition)
+    @ivar maxQueueLifetime: Seconds after it was queued (the modification
+        time of its C{-D} file) after which a message that fails for now is
+        returned to its sender (status 4.4.7) instead of being deferred
+        again; L{None}: retry for ever.  RFC 5321 section 4.5.4.1 asks for
+        at least 4-5 days.  (mailclient addition)
+    @ivar retries: For each deferred message (by base name), how many times
+        in a row it failed for now, and the time (on the manager's clock)
+        before which it is not tried again.  Pickled with the manager.
+        (mailclient addition)
+    @ivar reportingMTA: The host name bounces are reported from (default:
+        this host's name).  (mailclient addition)
+    """
+
+    factory: type[SMTPManagedRelayerFactory] = SMTPManagedRelayerFactory
+
+    PORT = 25
+
+    mxcalc: Any = None
+
+    backoffDelay: float = 30
+
+    backoffFactor: float = 2
+
+    maxBackoffDelay: float = 60 * 60
+
+    maxQueueLifetime: float | None = 5 * 24 * 60 * 60
+
+    reportingMTA: str | None = None
+
+    def __init__(
+        self,
+        queue: Queue,
+        maxConnections: int = 2,
+        maxMessagesPerConnection: int = 10,
+        *,
+        smartHost: SmartHost | None = None,
+        mxcalc: Any = None,
+        reactor: Any = None,
+        clock: Any = None,
+    ) -> None:
+        """
+        @param queue: The queue to relay.
+        @param maxConnections: The most connections open at once.
+        @param maxMessagesPerConnection: The most messages for one
+            connection.
+        @param smartHost: Relay everything through this host: a host name,
+            a C{(host, port)} tuple, or a list of them to try in order (the
+            port defaults to L{PORT}).  By default each domain's mail
+            exchanges are used.
+        @param mxcalc: The L{MXCalculator} to use.
+        @param reactor: The reactor to connect with (default: the global
+            one).
+        @param clock: The L{IReactorTime} for delays (default: C{reactor}).
+        """
+        self.maxConnections = maxConnections
+        self.maxMessagesPerConnection = maxMessagesPerConnection
+        self.managed: dict[Any, list[str]] = {}
+        self.retries: dict[str, tuple[int, float]] = {}
+        self.queue = queue
+        self.fArgs: tuple[Any, ...] = ()
+        self.fKwArgs: dict[str, Any] = {}
+        self.smartHost: list[Exchange] | None = None
+        if smartHost is not None:
+            self.smartHost = _smartHosts(smartHost, self.PORT)
+            if not self.smartHost:
+                raise ValueError("smartHost names no host")
+        if mxcalc is not None:
+            self.mxcalc = mxcalc
+        self.reactor = reactor
+        self.clock = clock
+
+    def __getstate__(self) -> dict[str, Any]:
+        """
+        Return the non-volatile state of this object.
+        """
+        state = self.__dict__.copy()
+        for volatile in ("managed", "reactor", "clock"):
+            state.pop(volatile, None)
+        if state.pop("_madeCalculator", False):
+            # Made on first use, holding the reactor: made again after.
+            state.pop("mxcalc", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """
+        Restore the non-volatile state and recreate the volatile state.
+        """
+        self.__dict__.update(state)
+        self.__dict__.setdefault("retries", {})
+        self.managed = {}
+        self.reactor = None
+        self.clock = None
+
+    def _reactor(self) -> Any:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+    def _clock(self) -> Any:
+        return self._reactor() if self.clock is None else self.clock
+
+    def checkState(self) -> defer.Deferred[Any] | None:
+        """
+        Look at the queue and start relayers for waiting messages, if
+        connections are free.
+
+        @return: L{None} if nothing could be started; else a Deferred that
+            fires when all the relaying attempts started are over.
+        """
+        self.queue.readDirectory()
+        for message in list(self.retries):
+            if message not in self.queue.waiting and message not in self.queue.relayed:
+                del self.retries[message]
+        if len(self.managed) >= self.maxConnections:
+            return None
+        now = self._clock().seconds()
+        if not any(self._due(m, now) for m in self.queue.getWaiting()):
+            return None
+        return self._checkStateMX()
+
+    def _due(self, message: str, now: float) -> bool:
+        """
+        Whether a waiting message may be tried now (it is not deferred, or
+        its delay has passed).
+        """
+        entry = self.retries.get(message)
+        return entry is None or entry[1] <= now
+
+    def retryDelay(self, failures: int) -> float:
+        """
+        Return how long to wait before trying a message again after it
+        failed for now C{failures} times in a row: L{backoffDelay}, times
+        L{backoffFactor} for each failure after the first, at most
+        L{maxBackoffDelay}.  (mailclient addition)
+        """
+        exponent = max(0, failures - 1)
+        try:
+            delay = self.backoffDelay * float(self.backoffFactor) ** exponent
+        except OverflowError:
+            delay = self.maxBackoffDelay
+        return float(min(delay, self.maxBackoffDelay))
+
+    def _expired(self, message: str) -> bool:
+        if self.maxQueueLifetime is None:
+            return False
+        try:
+            queued = os.stat(self.queue.getPath(message) + "-D").st_mtime
+        except OSError:
+            return False
+        return self._clock().seconds() - queued >= self.maxQueueLifetime
+
+    def _deferMessages(
+        self, messages: Sequence[str], failures: Mapping[str, DeliveryFailure]
+    ) -> None:
+        """
+        The messages could not be delivered for now: let them wait again, to
+        be tried after L{retryDelay}; return those queued longer than
+        L{maxQueueLifetime} to their senders instead.
+
+        @param failures: Why, by message, where known.
+        """
+        now = self._clock().seconds()
+        for message in list(messages):
+            failure = failures.get(message)
+            if self._expired(message):
+                reason = "delivery time expired"
+                if failure is not None and failure.reason:
+                    reason += " (%s)" % (failure.reason,)
+                diagnostic = failure.diagnostic if failure is not None else None
+                remoteMTA = failure.remoteMTA if failure is not None else None
+                if self._returnToSender(message, "4.4.7", diagnostic, remoteMTA, reason):
+                    self._done(message)
+                    continue
+            count = self.retries.get(message, (0, now))[0] + 1
+            self.retries[message] = (count, now + self.retryDelay(count))
+            self.queue.setWaiting(message)
+
+    def _done(self, message: str) -> None:
+        """
+        Remove a message from the queue and forget its retries.
+        """
+        self.queue.done(message)
+        self.retries.pop(os.path.basename(message), None)
+
+    def _batches(self) -> dict[str | None, list[list[str]]]:
+        """
+        Take waiting messages into batches, one per connection: by domain
+        (or all together for a smart host), at most
+        C{maxMessagesPerConnection} each, as many as there are free
+        connections.  Messages taken are marked as being relayed.
+        """
+        free = self.maxConnections - len(self.managed)
+        perConnection = max(1, self.maxMessagesPerConnection)
+        batches: dict[str | None, list[list[str]]] = {}
+        started = room = 0
+        now = self._clock().seconds()
+        for message in self.queue.getWaiting():
+            if started >= free and room == 0:
+                break
+            if not self._due(message, now):
+                continue
+            try:
+                sender, recipient = readEnvelope(self.queue.getPath(message) + "-H")
+            except FileNotFoundError:
+                # Gone, or a data file written before its envelope.
+                continue
+            except (OSError, EnvelopeError) as e:
+                _log.error(
+                    "Quarantining {message}: {error}", message=message, error=e
+                )
+                self.queue.quarantine(message)
+                continue
+            domain = recipientDomain(recipient)
+            if domain is None:
+                self.queue.setRelaying(message)
+                if self._returnToSender(
+                    message, "5.1.3", reason="Bad destination address syntax"
+                ):
+                    self._done(message)
+                else:
+                    self.queue.setWaiting(message)
+                continue
+            groups = batches.setdefault(None if self.smartHost else domain, [])
+            if groups and len(groups[-1]) < perConnection:
+                groups[-1].append(message)
+                room -= 1
+            elif started < free:
+                groups.append([message])
+                started += 1
+                room += perConnection - 1
+            else:
+                continue
+            self.queue.setRelaying(message)
+        return batches
+
+    def _checkStateMX(self) -> defer.Deferred[Any]:
+        batches = self._batches()
+        if self.mxcalc is None and self.smartHost is None:
+            self.mxcalc = MXCalculator(clock=self._clock())
+            self._madeCalculator = True
+        relays = []
+        for domain, groups in batches.items():
+            for messages in groups:
+                attempt = _AttemptManager(self, self.queue.noisy, self._clock())
+                factory = self.factory(
+                    [self.queue.getPath(m) for m in messages],
+                    attempt,
+                    *self.fArgs,
+                    **self.fKwArgs,
+                )
+                self.managed[factory] = list(messages)
+                done = attempt.getCompletionDeferred()
+                setup = self._exchangesFor(domain)
+                setup.addCallback(attempt.start, factory)
+
+                def attemptFailed(
+                    failure: Failure, done: defer.Deferred[None] = done
+                ) -> Failure:
+                    done.errback(failure)
+                    return failure
+
+                setup.addErrback(attemptFailed)
+                setup.addErrback(self._ebExchange, factory, domain)
+                relays.append(done)
+        return defer.DeferredList(relays, consumeErrors=True)
+
+    def _exchangesFor(self, domain: str | None) -> defer.Deferred[list[Exchange]]:
+        """
+        Find the C{(host, port)} to try, in order, for C{domain} (L{None}:
+        the smart host).
+        """
+        if self.smartHost is not None or domain is None:
+            return defer.succeed(list(self.smartHost or ()))
+        if domain.startswith("[") and domain.endswith("]"):
+            literal = domain[1:-1]
+            if literal.lower().startswith("ipv6:"):
+                literal = literal[5:]
+            return defer.succeed([(literal, self.PORT)])
+        getExchanges = getattr(self.mxcalc, "getExchanges", None)
+        if getExchanges is not None:
+            d = getExchanges(domain)
+        else:
+            d = self.mxcalc.getMX(domain)
+            d.addCallback(lambda record: [record])
+        d.addCallback(
+            lambda records: [(normalName(r.name), self.PORT) for r in records]
+        )
+        return d
+
+    def _resolveExchange(self, host: str) -> defer.Deferred[str]:
+        """
+        Find the address of an exchange host with the MX calculator's
+        resolver (the reactor resolves it if there is none).
+        """
+        if isIPAddress(host) or isIPv6Address(host):
+            return defer.succeed(host)
+        resolveHost = getattr(self.mxcalc, "resolveHost", None)
+        if resolveHost is None:
+            return defer.succeed(host)
+        return defer.maybeDeferred(resolveHost, host)
+
+    def _cbExchange(self, address: str, port: int, factory: Any) -> None:
+        """
+        Connect to a mail exchange.
+
+        @param address: Its address (or host name).
+        @param port: Its port.
+        @param factory: The relayer factory.
+        """
+        self._reactor().connectTCP(address, port, factory)
+
+    def _ebExchange(self, failure: Failure, factory: Any, domain: str | None) -> None:
+        """
+        No exchange could be found for C{domain}: return the messages to
+        their senders if the domain cannot receive mail; otherwise let them
+        be tried again after L{retryDelay}.
+        """
+        messages = self.managed.pop(factory, [])
+        if failure.check(UndeliverableDomain):
+            error = cast(UndeliverableDomain, failure.value)
+            _log.info("Returning mail for {domain}: {error}", domain=domain, error=error)
+            for message in messages:
+                if self._returnToSender(message, error.status, reason=str(error)):
+                    self._done(message)
+                else:
+                    self.queue.setWaiting(message)
+            return
+        _log.warn(
+            "Error setting up managed relay factory for {domain}: {error}",
+            domain=domain,
+            error=failure.getErrorMessage(),
+        )
+        reason = "cannot find the mail exchanges of %s: %s" % (
+            domain,
+            failure.getErrorMessage(),
+        )
+        self._deferMessages(
+            messages, {m: DeliveryFailure("", "4.4.3", reason=reason) for m in messages}
+        )
+
+    def _exchangeFailed(self, host: str) -> None:
+        if self.smartHost is None and self.mxcalc is not None:
+            self.mxcalc.markBad(host)
+
+    def _exchangeWorked(self, host: str) -> None:
+        if self.smartHost is None and self.mxcalc is not None:
+            self.mxcalc.markGood(host)
+
+    def _returnToSender(
+        self,
+        message: str,
+        status: str,
+        diagnostic: bytes | None = None,
+        remoteMTA: str | None = None,
+        reason: str = "",
+    ) -> bool:
+        """
+        Queue a delivery status notification for a message that failed for
+        good (see L{returnToSender}).
+        """
+        return returnToSender(
+            self.queue, message, status, diagnostic, remoteMTA, reason, self._reportingMTA()
+        )
+
+    def _reportingMTA(self) -> str:
+        return self.reportingMTA or getDNSName().decode("ascii")
+
+
+@implementer(IRelayManagerHooks)
+class _ManagerHooks:
+    """
+    L{IRelayManagerHooks} of mailclient's managers.
+    """
+
+    def __init__(self, manager: SmartHostSMTPRelayingManager) -> None:
+        self.manager = manager
+
+    def connectExchange(self, host: str, port: int, factory: Any) -> defer.Deferred[Any]:
+        manager = self.manager
+        d = manager._resolveExchange(host)
+        d.addCallback(manager._cbExchange, port, factory)
+        return d
+
+    def deliveryDone(self, message: str) -> None:
+        self.manager._done(message)
+
+    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
+        self.manager._deferMessages(messages, failures)
+
+    def returnToSender(
+        self, message: str, status: str, diagnostic: bytes | None = None,
+        remoteMTA: str | None = None, reason: str = "",
+    ) -> bool:
+        return self.manager._returnToSender(message, status, diagnostic, remoteMTA, reason)
+
+    def exchangeWorked(self, host: str) -> None:
+        self.manager._exchangeWorked(host)
+
+    def exchangeFailed(self, host: str) -> None:
+        self.manager._exchangeFailed(host)
+
+    def forgetMessage(self, message: str) -> None:
+        self.manager.queue.relayed.pop(message, None)
+
+
+registerAdapter(_ManagerHooks, SmartHostSMTPRelayingManager, IRelayManagerHooks)
+
+
+class SmartHostESMTPRelayingManager(SmartHostSMTPRelayingManager):
+    """
+    Relays the messages of a L{Queue} over ESMTP (see
+    L{SmartHostSMTPRelayingManager}).
+    """
+
+    factory = ESMTPManagedRelayerFactory
+
+
+def _checkState(manager: SmartHostSMTPRelayingManager) -> None:
+    manager.checkState()
+
+
+def RelayStateHelper(manager: SmartHostSMTPRelayingManager, delay: float) -> internet.TimerService:
+    """
+    Return a service that calls C{manager.checkState()} every C{delay}
+    seconds.
+    """
+    return internet.TimerService(delay, _checkState, manager)

@@ -1,0 +1,86 @@
+"""
+Returning a message that failed for good to its sender: an RFC 3464
+delivery status notification, queued in any queue with Twisted's interface.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+from twisted.logger import Logger
+
+from mailclient._relaying.bounce import DeliveryFailure, generateBounce
+from mailclient._wire.text import envelopeText
+from mailclient._relaying.queue import (
+    EnvelopeError,
+    isNullSender,
+    loadEnvelope,
+    readEnvelopeData,
+)
+
+_log = Logger()
+
+def returnToSender(
+    queue: Any,
+    message: str,
+    status: str,
+    diagnostic: bytes | None,
+    remoteMTA: str | None,
+    reason: str,
+    reportingMTA: str,
+) -> bool:
+    """
+    Queue in C{queue} a delivery status notification (RFC 3464) for a
+    message that failed for good; none for a message from the null sender
+    (bounces are not bounced).
+
+    @return: Whether the message may now be removed from the queue
+        (C{False} if the notification could not be written).
+    """
+    name = os.path.basename(message)
+    try:
+        with queue.getEnvelopeFile(name) as f:
+            sender, recipient = loadEnvelope(readEnvelopeData(f, name))
+    except (OSError, EnvelopeError) as e:
+        _log.error("Cannot return {message}: {error}", message=name, error=e)
+        return False
+    if isNullSender(sender):
+        _log.info(
+            "Discarding undeliverable {message} from the null sender", message=name
+        )
+        return True
+    failure = DeliveryFailure(recipient, status, diagnostic, remoteMTA, reason)
+    try:
+        with open(queue.getPath(name) + "-D", "rb") as body:
+            arrival = os.fstat(body.fileno()).st_mtime
+            _, to, report = generateBounce(body, sender, [failure], reportingMTA, arrival)
+        _enqueue(queue, "", envelopeText(to), report)
+    except OSError as e:
+        _log.error("Cannot return {message}: {error}", message=name, error=e)
+        return False
+    _log.info(
+        "Returned {message} to {sender}: {status}",
+        message=name,
+        sender=envelopeText(sender),
+        status=status,
+    )
+    return True
+
+
+def _enqueue(queue: Any, sender: str, recipient: str, message: bytes) -> None:
+    """
+    Put a message in C{queue}: with mailclient's C{enqueue}, or through
+    Twisted's C{createNewMessage}.
+    """
+    enqueue = getattr(queue, "enqueue", None)
+    if enqueue is not None:
+        enqueue(sender, recipient, message)
+        return
+    headerFile, receiver = queue.createNewMessage()
+    with headerFile:
+        pickle.dump([sender, recipient], headerFile)
+    for line in message.splitlines():
+        receiver.lineReceived(line)
+    receiver.eomReceived()
