@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailclient._wire.address import Address, checkAddress, extractAddress, quoteaddr
 from mailclient._wire.errors import AddressError, InvalidAddressError, SMTPClientError, SMTPError
 from mailclient._wire.host import getDNSName
-from mailclient.test._scripted import STRICT_PARSEADDR, twistedQuoted
+from mailclient.test.helpers import STRICT_PARSEADDR, twistedQuoted
 
 # -- strategies for valid addresses -------------------------------------------
 

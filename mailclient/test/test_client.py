@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import describeError, lines, Message, recording, Session, twistedQuoted
+from mailclient.test.helpers import describeError, lines, Message, recording, Session, twistedQuoted
 
 Twisted = recording(twisted_smtp.SMTPClient)
 Ours = recording(mailclient_smtp.SMTPClient)

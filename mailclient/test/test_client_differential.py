@@ -20,7 +20,7 @@ from twisted.mail import smtp as twisted_smtp
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import lines, Message, normaliseCalls, recording, Session
+from mailclient.test.helpers import lines, Message, normaliseCalls, recording, Session
 
 TwistedClient = recording(twisted_smtp.SMTPClient)
 MailclientClient = recording(mailclient_smtp.SMTPClient)

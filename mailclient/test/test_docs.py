@@ -814,11 +814,13 @@ class InternalsTests(SynchronousTestCase):
         from mailclient.smtp import ESMTPClient, SMTPClient
 
         import mailclient._protocol.esmtp
+        import mailclient._protocol.pipeline
 
         diagrams = self.diagrams()
         # The handlers: methods of the classes, and mailclient's own steps,
-        # which are functions of the module (out of subclasses' way).
-        places = (SMTPClient, ESMTPClient, mailclient._protocol.esmtp)
+        # which are functions of the modules (out of subclasses' way).
+        places = (SMTPClient, ESMTPClient, mailclient._protocol.esmtp,
+                  mailclient._protocol.pipeline)
         handlers = {name for place in places for name in vars(place)
                     if _HANDLER.fullmatch(name) and callable(getattr(place, name))}
         self.assertGreater(len(handlers), 25)

@@ -16,14 +16,23 @@ import warnings
 from typing import Any, Callable, List, Optional, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.mail import smtp as twisted_smtp
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import alsoProvides
 
 from mailclient import smtp as mailclient_smtp
-from mailclient.test._scripted import describeError, lines, Message, normaliseCalls, recording, Session
+from mailclient.test.helpers import (
+    AFTER_AUTH,
+    LOOPBACK,
+    REMOTE,
+    describeError,
+    lines,
+    Message,
+    normaliseCalls,
+    recording,
+    Session,
+    TLSStringTransport,
+)
 
 IMPLEMENTATIONS = {"twisted": twisted_smtp, "mailclient": mailclient_smtp}
 CLIENTS = {name: recording(mod.ESMTPClient) for name, mod in IMPLEMENTATIONS.items()}
@@ -32,31 +41,12 @@ IDENTITY = b"client.example"
 USER = b"alice"
 PASSWORD = b"s3cret-Pa55word"
 CONTEXT = object()  # stands for a TLS context factory
-LOOPBACK = IPv4Address("TCP", "127.0.0.1", 25)
-REMOTE = IPv4Address("TCP", "192.0.2.7", 25)
 
 BODY = b"Subject: hi\n\nHello.\n"
 
 
 def b64(data: bytes) -> bytes:
     return base64.b64encode(data)
-
-
-class TLSStringTransport(StringTransport):
-    """
-    A L{StringTransport} that can "start TLS": C{startTLS} records the
-    context it was given and the transport then provides L{ISSLTransport}.
-    """
-
-    def __init__(self, peerAddress: Any = None, tls: bool = False) -> None:
-        StringTransport.__init__(self, peerAddress=peerAddress)
-        self.tlsStarted: List[Any] = []
-        if tls:
-            alsoProvides(self, ISSLTransport)
-
-    def startTLS(self, contextFactory: Any) -> None:
-        self.tlsStarted.append(contextFactory)
-        alsoProvides(self, ISSLTransport)
 
 
 def startSession(
@@ -102,15 +92,6 @@ def withoutLogs(calls: List[Any]) -> List[Any]:
         out.append(call)
     return out
 
-
-AFTER_AUTH = lines(
-    b"250 sender ok",
-    b"250 recipient ok",
-    b"354 go ahead",
-    b"250 queued",
-    b"250 reset",
-    b"221 bye",
-)
 
 MAIL_COMMANDS = [
     b"MAIL FROM:<alice@example.com>",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -20,8 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp
-from mailclient.test._scripted import lines, Session
-from mailclient.test.test_esmtp import LOOPBACK, TLSStringTransport
+from mailclient.test.helpers import LOOPBACK, TLSStringTransport, lines, render, Session
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "extensions.rst")
@@ -201,27 +200,6 @@ def play(scenario: Scenario) -> Outcome:
     if isinstance(result, Failure):
         result = result.value
     return Outcome(render(session.exchange), result)
-
-
-def render(exchange: Sequence[Tuple[str, bytes]]) -> str:
-    """
-    C{C: ...}/C{S: ...} lines, one per protocol line; a message body is
-    """
-    merged: List[Tuple[str, bytes]] = []
-    for who, data in exchange:
-        if merged and merged[-1][0] == who:
-            merged[-1] = (who, merged[-1][1] + data)
-        else:
-            merged.append((who, data))
-    out = []
-    for who, data in merged:
-        text = data.decode("utf-8", "backslashreplace")
-        lines = text.split("\r\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        for line in lines:
-            out.append("%s: %s" % (who, line))
-    return "\n".join(out)
 
 
 def asBlock(scenario: Scenario, outcome: Outcome) -> str:

@@ -15,8 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import smtp
-from mailclient.test._scripted import lines, Session
-from mailclient.test.test_esmtp import LOOPBACK, TLSStringTransport
+from mailclient.test.helpers import LOOPBACK, TLSStringTransport, lines, Session
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
 BODY = b"Subject: options\r\n\r\nbody\r\n"

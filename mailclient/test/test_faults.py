@@ -600,7 +600,7 @@ class RegressionTests(SynchronousTestCase):
         C{sentMail} for the reply that follows (the client used to call
         C{sendError} and then C{sentMail} for the same message).
         """
-        from mailclient.test._scripted import Message, Session, recording
+        from mailclient.test.helpers import Message, Session, recording
 
         client = recording(SMTPClient)(b"client.example")
         client.queue(Message(b"a@example.com", [b"b@example.com"], lambda: _Slow()))
@@ -643,7 +643,7 @@ class PositiveReplyTooEarlyTests(SynchronousTestCase):
     """
 
     def converse(self, client: Any, replies: List[bytes]) -> Any:
-        from mailclient.test._scripted import Message, Session
+        from mailclient.test.helpers import Message, Session
 
         client.queue(Message(b"a@example.com", [b"b@example.com"], BODY))
         session = Session(client)
@@ -651,7 +651,7 @@ class PositiveReplyTooEarlyTests(SynchronousTestCase):
         return session
 
     def test_dataAnswered250(self) -> None:
-        from mailclient.test._scripted import recording
+        from mailclient.test.helpers import recording
 
         client = recording(SMTPClient)(b"client.example")
         session = self.converse(client, [b"220 hi\r\n", b"250 hi\r\n", b"250 ok\r\n",
@@ -663,7 +663,7 @@ class PositiveReplyTooEarlyTests(SynchronousTestCase):
 
     def test_mailAnswered251Pipelined(self) -> None:
         from mailclient._protocol.esmtp import ESMTPClient
-        from mailclient.test._scripted import recording
+        from mailclient.test.helpers import recording
 
         client = recording(ESMTPClient)(None, None, b"client.example")
         self.converse(client, [b"220 hi\r\n", b"250-hi\r\n250 PIPELINING\r\n",
@@ -691,7 +691,7 @@ class PositiveReplyTooEarlyTests(SynchronousTestCase):
         """
         from twisted.protocols import basic
 
-        from mailclient.test._scripted import recording
+        from mailclient.test.helpers import recording
 
         class OwnBody(recording(SMTPClient)):  # type: ignore[misc]
             def smtpState_data(self, code: int, resp: bytes) -> None:

@@ -51,7 +51,7 @@ from mailclient._wire.sasl import LOGINAuthenticator, PLAINAuthenticator
 from mailclient._protocol.sender import ESMTPSenderFactory
 from mailclient._wire.state import Phase
 from mailclient.smtp import SMTPClientError
-from mailclient.test._scripted import Message, Session, recording
+from mailclient.test.helpers import Message, Session, recording
 
 EXAMPLES = int(os.environ.get("MAILCLIENT_FUZZ_EXAMPLES", "200"))
 TIMEOUT = 10.0

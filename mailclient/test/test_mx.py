@@ -6,13 +6,12 @@ Tests for L{mailclient._relaying.mx}: finding mail exchanges, with a fake resolv
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, List
 
 from twisted.internet import defer
 from twisted.internet.error import DNSLookupError
 from twisted.internet.task import Clock
 from twisted.names import dns, error
-from twisted.names.common import ResolverBase
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient import relaymanager
@@ -24,71 +23,7 @@ from mailclient._relaying.mx import (
     classifyAnswers,
     orderExchanges,
 )
-
-
-def _name(name: Any) -> str:
-    if isinstance(name, bytes):
-        name = name.decode("ascii")
-    return str(name).rstrip(".").lower()
-
-
-class FakeResolver(ResolverBase):
-    """
-    A resolver answering from a fixed list of records.
-
-    A name with no record at all does not exist (NXDOMAIN); a name with
-    records of other types answers with no data.  With C{chase} set, the
-    records of CNAME targets are added to the answer, as a recursive
-    server does.  With C{refuseANY} set, C{ANY} queries get the RFC 8482
-    answer (one HINFO record) instead.
-
-    @ivar queries: C{(name, type)} of each query, in order.
-    @ivar errors: Failures to give for C{(name, type)}.
-    """
-
-    def __init__(self, records: Iterable[Tuple[str, Any]] = (), chase: bool = True) -> None:
-        ResolverBase.__init__(self)
-        self.records: List[dns.RRHeader] = []
-        self.chase = chase
-        self.refuseANY = False
-        self.queries: List[Tuple[str, int]] = []
-        self.errors: Dict[Tuple[str, int], Exception] = {}
-        for name, payload in records:
-            self.add(name, payload)
-
-    def add(self, name: str, payload: Any) -> None:
-        self.records.append(dns.RRHeader(name, payload.TYPE, dns.IN, 60, payload))
-
-    def _answers(self, name: str, type: int, seen: List[str]) -> List[dns.RRHeader]:
-        found = [
-            r
-            for r in self.records
-            if _name(r.name) == name and (type == dns.ALL_RECORDS or r.type in (type, dns.CNAME))
-        ]
-        if self.chase:
-            for r in list(found):
-                payload: Any = r.payload
-                target = _name(payload.name) if r.type == dns.CNAME else None
-                if target and target not in seen:
-                    found += self._answers(target, type, seen + [target])
-        return found
-
-    def _lookup(self, name: Any, cls: int, type: int, timeout: Any) -> "defer.Deferred[Any]":
-        name = _name(name)
-        self.queries.append((name, type))
-        if (name, type) in self.errors:
-            return defer.fail(self.errors[(name, type)])
-        if type == dns.ALL_RECORDS and self.refuseANY:
-            return defer.succeed(
-                ([dns.RRHeader(name, dns.HINFO, dns.IN, 60, dns.Record_HINFO(b"RFC8482", b""))], [], [])
-            )
-        if not any(_name(r.name) == name for r in self.records):
-            return defer.fail(error.DNSNameError(name))
-        return defer.succeed((self._answers(name, type, [name]), [], []))
-
-
-def mx(preference: int, name: str) -> dns.Record_MX:
-    return dns.Record_MX(preference, name)
+from mailclient.test.helpers import FakeResolver, _name, mx
 
 
 class KeepOrder(random.Random):

@@ -27,7 +27,7 @@ from mailclient.smtp import (
     SMTPConnectError,
     SMTPTimeoutError,
 )
-from mailclient.test._scripted import Message, Session, recording
+from mailclient.test.helpers import Message, Session, recording, render
 from mailclient.testing import SMTPTestServer
 
 EHLO = (b"250-server.example", b"250-PIPELINING", b"250 CHUNKING")
@@ -415,8 +415,6 @@ def documentedConversation() -> str:
     The transcript shown in C{docs/extensions.rst}: two messages, the
     second started before the first one's replies.
     """
-    from mailclient.test.test_extensions_docs import render
-
     first = Message("alice@example.com", ["bob@example.org"], b"Subject: one\r\n\r\nHello.\r\n")
     second = Message("alice@example.com", ["carol@example.org"], b"Subject: two\r\n\r\nHi.\r\n")
     client = Pipelining(None, None, b"client.example")

@@ -20,8 +20,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 import mailclient
 from mailclient.relaymanager import SmartHostESMTPRelayingManager
 from mailclient.testing import SMTPTestServer
-from mailclient.test.test_mx import FakeResolver, mx
-from mailclient.test.test_relay import _ChildProcess, pythonEnv, queueFiles
+from mailclient.test.helpers import FakeResolver, mx
+from mailclient.test.helpers_relay import _ChildProcess, pythonEnv, queueFiles
 
 _DOCS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(mailclient.__file__))),

@@ -39,8 +39,8 @@ from mailclient.relaymanager import (
     SmartHostESMTPRelayingManager,
     SmartHostSMTPRelayingManager,
 )
-from mailclient.test.test_mx import FakeResolver, mx
-from mailclient.test.test_relay import (
+from mailclient.test.helpers import FakeResolver, mx
+from mailclient.test.helpers_relay import (
     BINARY_BODY,
     RelayTestServer,
     _ChildProcess,

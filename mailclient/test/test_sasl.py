@@ -18,8 +18,7 @@ from zope.interface.verify import verifyObject
 
 from mailclient import smtp as mailclient_smtp
 from mailclient.interfaces import IClientAuthentication
-from mailclient.test.test_esmtp import AFTER_AUTH
-from mailclient.test._scripted import lines, Message, recording, Session
+from mailclient.test.helpers import AFTER_AUTH, lines, Message, recording, Session
 from twisted.internet.testing import StringTransport
 
 USER = b"alice@example.com"

@@ -45,7 +45,7 @@ from mailclient.smtp import (
     XOAUTH2Authenticator,
     sendmail,
 )
-from mailclient.test._scripted import Message, Session, recording
+from mailclient.test.helpers import Message, Session, recording
 from mailclient.testing import SMTPTestCaseMixin, SMTPTestServer
 
 PASSWORD = "Sw0rdfish-S3cret"
@@ -373,7 +373,7 @@ class CertificateVerificationTests(SMTPTestCaseMixin, TestCase):
         CA file named by C{SSL_CERT_FILE}, or that file rewritten.
         """
         from mailclient._protocol.tls import verifyingContext
-        from mailclient.test.test_sender import trustCA
+        from mailclient.test.helpers import trustCA
 
         before = verifyingContext("localhost")
         path = trustCA(self, generateCertificates().caCertificatePEM)

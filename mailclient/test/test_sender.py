@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer, error, reactor
@@ -25,9 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailclient import smtp as mailclient_smtp
 from mailclient._testing.certs import generateCertificates, localCertificates
-from mailclient.test._scripted import lines, Session
-from mailclient.test.test_esmtp import LOOPBACK, REMOTE, TLSStringTransport
-from mailclient.test.test_interop import (
+from mailclient.test.helpers import LOOPBACK, REMOTE, TLSStringTransport, lines, Session, trustCA
+from mailclient.test.helpers_interop import (
     PASSWORD,
     SENDER,
     TWISTED_MESSAGE,
@@ -40,26 +38,6 @@ from mailclient.test.test_interop import (
 IMPLEMENTATIONS = {"twisted": twisted_smtp, "mailclient": mailclient_smtp}
 IDENTITY = b"client.example"
 
-
-def trustCA(case: Any, pem: bytes) -> str:
-    """
-    Make C{pem} the system trust store (through C{SSL_CERT_FILE}) for the
-    rest of the test C{case}; return the CA file's path.
-    """
-    path = case.mktemp()
-    with open(path, "wb") as f:
-        f.write(pem)
-    old = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = path
-
-    def restore() -> None:
-        if old is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = old
-
-    case.addCleanup(restore)
-    return path
 BODY = b"Subject: hi\n\nHello.\n"
 ADDR = IPv4Address("TCP", "127.0.0.1", 25)
 

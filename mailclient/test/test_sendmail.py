@@ -24,9 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailclient import smtp as mailclient_smtp
 from mailclient._testing.certs import generateCertificates, localCertificates
-from mailclient.test._scripted import lines, Session
-from mailclient.test.test_esmtp import LOOPBACK, REMOTE, TLSStringTransport
-from mailclient.test.test_interop import (
+from mailclient.test.helpers import LOOPBACK, REMOTE, TLSStringTransport, lines, Session
+from mailclient.test.helpers_interop import (
     PASSWORD,
     SENDER,
     TWISTED_MESSAGE,

@@ -498,7 +498,7 @@ class ScriptTests(SynchronousTestCase):
     Scripted replies and faults, in memory.
     """
 
-    def test_scriptedFailureHasNoEffect(self) -> None:
+    def test_scriptFailureHasNoEffect(self) -> None:
         """
         A scripted 4xx reply replaces the default and the command has no
         effect: no transaction starts, so RCPT is out of sequence.
@@ -510,7 +510,7 @@ class ScriptTests(SynchronousTestCase):
         self.assertIn(b"451 4.3.0 try later\r\n", out)
         self.assertEqual(codes(out), [250, 451, 503])
 
-    def test_scriptedSuccessHasEffect(self) -> None:
+    def test_scriptSuccessHasEffect(self) -> None:
         """
         A scripted positive reply still applies the command's effect.
         """

@@ -1,4 +1,12 @@
 """
+The test suite's helpers.
+
+Every helper that more than one test module uses lives here, or in a
+C{helpers_<topic>} module next to this one (L{mailclient.test.helpers_interop},
+L{mailclient.test.helpers_relay}), never in a C{test_*} module: a test module
+imports helpers, never another test module
+(L{mailclient.test.test_helpers_rule} checks it).
+
 Drive an SMTP client over an in-memory transport with scripted replies.
 
 Two pieces, both independent of which implementation is under test:
@@ -15,24 +23,47 @@ Two pieces, both independent of which implementation is under test:
 
 Nothing here depends on mailclient, so the same script can be run through
 C{twisted.mail.smtp.SMTPClient} for differential tests.
+
+Also here: L{TLSStringTransport} and the peer addresses L{LOOPBACK} and
+L{REMOTE}, L{render} for transcripts, L{trustCA} for the system trust store
+and L{FakeResolver} for DNS.  Importing this module does not install a
+reactor.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Type, Union
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.names import dns, error
+from twisted.names.common import ResolverBase
 from twisted.python.failure import Failure
+from zope.interface import alsoProvides
 
 __all__ = [
+    "AFTER_AUTH",
+    "FakeResolver",
+    "LOOPBACK",
     "Message",
+    "REMOTE",
+    "STRICT_PARSEADDR",
     "Session",
+    "TLSStringTransport",
     "describeError",
+    "lines",
+    "mx",
     "normaliseCalls",
     "recording",
+    "render",
+    "trustCA",
+    "twistedQuoted",
 ]
 
 Body = Union[bytes, str, Callable[[], Any]]
@@ -414,3 +445,153 @@ def twistedQuoted(first: bytes) -> bytes:
     C{first}, on this Python (see L{STRICT_PARSEADDR}).
     """
     return b"<>" if STRICT_PARSEADDR else b"<" + first + b">"
+
+
+# Transports and canned replies
+
+
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 25)
+REMOTE = IPv4Address("TCP", "192.0.2.7", 25)
+
+
+class TLSStringTransport(StringTransport):
+    """
+    A L{StringTransport} that can "start TLS": C{startTLS} records the
+    context it was given and the transport then provides L{ISSLTransport}.
+    """
+
+    def __init__(self, peerAddress: Any = None, tls: bool = False) -> None:
+        StringTransport.__init__(self, peerAddress=peerAddress)
+        self.tlsStarted: List[Any] = []
+        if tls:
+            alsoProvides(self, ISSLTransport)
+
+    def startTLS(self, contextFactory: Any) -> None:
+        self.tlsStarted.append(contextFactory)
+        alsoProvides(self, ISSLTransport)
+
+
+AFTER_AUTH = lines(
+    b"250 sender ok",
+    b"250 recipient ok",
+    b"354 go ahead",
+    b"250 queued",
+    b"250 reset",
+    b"221 bye",
+)
+
+
+# Transcripts
+
+
+def render(exchange: Sequence[Tuple[str, bytes]]) -> str:
+    """
+    C{C: ...}/C{S: ...} lines, one per protocol line; a message body is
+    """
+    merged: List[Tuple[str, bytes]] = []
+    for who, data in exchange:
+        if merged and merged[-1][0] == who:
+            merged[-1] = (who, merged[-1][1] + data)
+        else:
+            merged.append((who, data))
+    out = []
+    for who, data in merged:
+        text = data.decode("utf-8", "backslashreplace")
+        lines = text.split("\r\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        for line in lines:
+            out.append("%s: %s" % (who, line))
+    return "\n".join(out)
+
+
+# The system trust store
+
+
+def trustCA(case: Any, pem: bytes) -> str:
+    """
+    Make C{pem} the system trust store (through C{SSL_CERT_FILE}) for the
+    rest of the test C{case}; return the CA file's path.
+    """
+    path = case.mktemp()
+    with open(path, "wb") as f:
+        f.write(pem)
+    old = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = path
+
+    def restore() -> None:
+        if old is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = old
+
+    case.addCleanup(restore)
+    return path
+
+
+# DNS
+
+
+def _name(name: Any) -> str:
+    if isinstance(name, bytes):
+        name = name.decode("ascii")
+    return str(name).rstrip(".").lower()
+
+
+class FakeResolver(ResolverBase):
+    """
+    A resolver answering from a fixed list of records.
+
+    A name with no record at all does not exist (NXDOMAIN); a name with
+    records of other types answers with no data.  With C{chase} set, the
+    records of CNAME targets are added to the answer, as a recursive
+    server does.  With C{refuseANY} set, C{ANY} queries get the RFC 8482
+    answer (one HINFO record) instead.
+
+    @ivar queries: C{(name, type)} of each query, in order.
+    @ivar errors: Failures to give for C{(name, type)}.
+    """
+
+    def __init__(self, records: Iterable[Tuple[str, Any]] = (), chase: bool = True) -> None:
+        ResolverBase.__init__(self)
+        self.records: List[dns.RRHeader] = []
+        self.chase = chase
+        self.refuseANY = False
+        self.queries: List[Tuple[str, int]] = []
+        self.errors: Dict[Tuple[str, int], Exception] = {}
+        for name, payload in records:
+            self.add(name, payload)
+
+    def add(self, name: str, payload: Any) -> None:
+        self.records.append(dns.RRHeader(name, payload.TYPE, dns.IN, 60, payload))
+
+    def _answers(self, name: str, type: int, seen: List[str]) -> List[dns.RRHeader]:
+        found = [
+            r
+            for r in self.records
+            if _name(r.name) == name and (type == dns.ALL_RECORDS or r.type in (type, dns.CNAME))
+        ]
+        if self.chase:
+            for r in list(found):
+                payload: Any = r.payload
+                target = _name(payload.name) if r.type == dns.CNAME else None
+                if target and target not in seen:
+                    found += self._answers(target, type, seen + [target])
+        return found
+
+    def _lookup(self, name: Any, cls: int, type: int, timeout: Any) -> "defer.Deferred[Any]":
+        name = _name(name)
+        self.queries.append((name, type))
+        if (name, type) in self.errors:
+            return defer.fail(self.errors[(name, type)])
+        if type == dns.ALL_RECORDS and self.refuseANY:
+            return defer.succeed(
+                ([dns.RRHeader(name, dns.HINFO, dns.IN, 60, dns.Record_HINFO(b"RFC8482", b""))], [], [])
+            )
+        if not any(_name(r.name) == name for r in self.records):
+            return defer.fail(error.DNSNameError(name))
+        return defer.succeed((self._answers(name, type, [name]), [], []))
+
+
+def mx(preference: int, name: str) -> dns.Record_MX:
+    return dns.Record_MX(preference, name)
