@@ -18,7 +18,7 @@ class IClientAuthentication(Interface):
         Return the mechanism name, e.g. C{b"PLAIN"}.
         """
 
-    def challengeResponse(secret: bytes, challenge: bytes) -> bytes:
+    def challengeResponse(secret: bytes | str | None, challenge: bytes) -> bytes:
         """
         Return the response to a (decoded) server challenge.
         """

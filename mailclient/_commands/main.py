@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, Sequence, TextIO, TypeAlias
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTCP
 
+from mailclient._wire.types import RecipientResult, SendResult
 from mailclient._wire.errors import SMTPClientError, SMTPDeliveryError
 from mailclient._protocol.transcript import redact
 from mailclient._protocol.sender import ESMTPSender, ESMTPSenderFactory
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
     from twisted.internet.ssl import Certificate
 
 #: What the server said to one recipient: C{(address, code, reply)}.
-_Outcome: TypeAlias = tuple[str | bytes, int, bytes]
+_Outcome: TypeAlias = RecipientResult
 #: What sendmail's Deferred fires with: C{(numOk, outcomes)}.
-_Sent: TypeAlias = tuple[int, list[_Outcome]]
+_Sent: TypeAlias = SendResult
 
 EX_OK = 0
 EX_FAILED = 1

@@ -9,10 +9,12 @@ C{transformChunk}; L{binaryFile} reads a text-mode file as UTF-8.
 from __future__ import annotations
 
 import io
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from twisted.protocols import basic
 from twisted.python.failure import Failure
+
+from mailclient._wire.types import MessageFile
 
 
 class _TextToBytes(io.RawIOBase):
@@ -28,7 +30,7 @@ class _TextToBytes(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             data = self._pending + self._text.read().encode("utf-8")
             self._pending = b""
@@ -46,7 +48,7 @@ class _TextToBytes(io.RawIOBase):
         return self._text.seek(offset, whence)
 
 
-def binaryFile(f: Any) -> Any:
+def binaryFile(f: MessageFile | None) -> MessageFile | None:
     """
     Return C{f}, or a bytes view of it if it is a text-mode file.
     """
@@ -54,7 +56,7 @@ def binaryFile(f: Any) -> Any:
         return _TextToBytes(cast(IO[str], f))
     mode = getattr(f, "mode", "")
     if isinstance(mode, str) and mode and "b" not in mode and "r" in mode:
-        return _TextToBytes(f)
+        return _TextToBytes(cast(IO[str], f))
     return f
 
 

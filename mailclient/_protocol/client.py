@@ -13,13 +13,15 @@ ends with exactly one outcome.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Union, cast
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import cast
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure
+from twisted.python.util import LineLog
 
 from mailclient._protocol.body import (
     BodySender,
@@ -43,14 +45,17 @@ from mailclient._wire.options import OptionError
 from mailclient._wire.reply import MalformedReply
 from mailclient._wire.state import ClientState, Phase, Transaction
 from mailclient._wire.timeouts import Timeouts
+from mailclient._wire.types import MessageFile, RecipientResult
 
 # Used for fast success code lookup, as in Twisted.
 SUCCESS = dict.fromkeys(range(200, 300))
 
 _log = Logger()
 
-AddressType = Union[bytes, str, Any]
-StateHandler = Callable[[int, bytes], Any]
+#: An address as subclasses give it: text, bytes, an Address, or anything
+#: whose str() is one.
+AddressType = object
+StateHandler = Callable[[int, bytes], object]
 
 
 def checkIdentity(identity: bytes | str | None) -> bytes:
@@ -101,9 +106,9 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     #: C{timeout} is None.  (mailclient addition)
     timeouts: Timeouts | None = None
 
-    mailFile: Any = None
-    toAddresses: Any = None
-    lastAddress: Any = None
+    mailFile: MessageFile | None = None
+    toAddresses: Iterator[object] | None = None
+    lastAddress: object = None
     _expected: Collection[int]
     _okresponse: StateHandler
     _failresponse: StateHandler
@@ -116,15 +121,15 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         @raise ValueError: if C{identity} holds CR, LF or NUL.
         """
         self.identity: bytes = checkIdentity(identity)
-        self.toAddressesResult: list[tuple[Any, int, bytes]] = []
-        self.successAddresses: list[Any] = []
-        self._from: Any = None
+        self.toAddressesResult: list[RecipientResult] = []
+        self.successAddresses: list[object] = []
+        self._from: object = None
         self.resp: list[bytes] = []
         self.code: int = -1
         self.log: TranscriptLog = TranscriptLog(logsize)
         self._mailclient = ClientState()
 
-    def callLater(self, period: float, func: Callable[[], Any]) -> Any:
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """
         Schedule a reply timer, on the clock the factory gave (its reactor,
         when that reactor has a clock), else on the global reactor.
@@ -134,23 +139,22 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             from twisted.internet import reactor
 
             clock = reactor
-        return clock.callLater(period, func)
+        return cast(IDelayedCall, clock.callLater(period, func))
 
-    def sendLine(self, line: bytes) -> None:  # type: ignore[override]
+    def sendLine(self, line: bytes) -> None:
         """
         Send a line to the server, recording it (credentials redacted).
         """
         if self.debug:
             self.log.append(b">>> " + redact(line, self._mailclient.inSASL))
-        if usesPhaseTimeouts(self):
-            self.setTimeout(self.timeouts.forCommand(line))  # type: ignore[union-attr]
+        timeouts = phaseTimeouts(self)
+        if timeouts is not None:
+            self.setTimeout(timeouts.forCommand(line))
         basic.LineReceiver.sendLine(self, line)
 
     def connectionMade(self) -> None:
-        if usesPhaseTimeouts(self):
-            self.setTimeout(self.timeouts.greeting)  # type: ignore[union-attr]
-        else:
-            self.setTimeout(self.timeout)
+        timeouts = phaseTimeouts(self)
+        self.setTimeout(self.timeout if timeouts is None else timeouts.greeting)
         _setNoDelay(self.transport)
         self._expected = [220]
         self._okresponse = self.smtpState_helo
@@ -204,7 +208,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             ),
         )
 
-    def lineReceived(self, line: bytes) -> Any:
+    def lineReceived(self, line: bytes) -> object:
         self.resetTimeout()
         if self.debug:
             self.log.append(b"<<< " + line)
@@ -229,7 +233,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
                 # The server answered before the end of the body: the two
                 # sides no longer agree on where they are.
                 abortTransfer(self)
-                return fail(
+                fail(
                     self,
                     SMTPProtocolError(
                         reply.code,
@@ -238,6 +242,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
                         self.log.str(),
                     ),
                 )
+                return None
             if reply.code in self._expected:
                 return self._okresponse(reply.code, resp)
             return self._failresponse(reply.code, resp)
@@ -291,7 +296,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def smtpState_to(self, code: int, resp: bytes) -> Any:
+    def smtpState_to(self, code: int, resp: bytes) -> object:
         try:
             recipients = recipientList(self)
         except InvalidAddressError as e:
@@ -305,20 +310,20 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self.lastAddress = None
         return self.smtpState_toOrData(0, b"")
 
-    def smtpState_toOrData(self, code: int, resp: bytes) -> Any:
+    def smtpState_toOrData(self, code: int, resp: bytes) -> object:
         if self.lastAddress is not None:
             self.toAddressesResult.append((self.lastAddress, code, resp))
             if code in SUCCESS:
                 self.successAddresses.append(self.lastAddress)
         try:
-            self.lastAddress = next(self.toAddresses)
+            self.lastAddress = next(cast(Iterator[object], self.toAddresses))
         except StopIteration:
             if self.successAddresses:
                 self.sendLine(b"DATA")
                 self._expected = [354]
                 self._okresponse = self.smtpState_data
             else:
-                return self.smtpState_msgSent(code, b"No recipients accepted")
+                self.smtpState_msgSent(code, b"No recipients accepted")
         else:
             self.sendLine(
                 b"RCPT TO:" + self.quoteAddress(self.lastAddress)
@@ -330,8 +335,9 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         txn = self._mailclient.transaction
         self.mailFile = messageFile(self)
         txn.encoder = DataEncoder()
-        if usesPhaseTimeouts(self):
-            self.setTimeout(self.timeouts.dataBlock)  # type: ignore[union-attr]
+        timeouts = phaseTimeouts(self)
+        if timeouts is not None:
+            self.setTimeout(timeouts.dataBlock)
         body = txn.body = BodySender()
         d = body.beginFileTransfer(
             self.mailFile, self.transport, partial(encodeFor, self, txn)
@@ -413,13 +419,13 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         """
         raise NotImplementedError
 
-    def getMailTo(self) -> Any:
+    def getMailTo(self) -> object:
         """
         Return a list of emails to send to.
         """
         raise NotImplementedError
 
-    def getMailData(self) -> Any:
+    def getMailData(self) -> MessageFile | None:
         """
         Return file-like object containing data of message to be sent.
 
@@ -445,7 +451,8 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             self.smtpState_disconnect(-1, None)
 
     def sentMail(
-        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+        self, code: int, resp: bytes, numOk: int, addresses: list[RecipientResult],
+        log: LineLog,
     ) -> None:
         """
         Called when an attempt to send an email is completed.
@@ -475,15 +482,16 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 # of the same name.
 
 
-def usesPhaseTimeouts(client: SMTPClient) -> bool:
+def phaseTimeouts(client: SMTPClient) -> Timeouts | None:
     """
-    Whether C{client}'s reply limits come from its per-phase C{timeouts}
-    (Twisted's C{timeout}, when set, is one limit for every reply).
+    The per-phase limits that apply to C{client}'s replies: its
+    C{timeouts}, unless Twisted's C{timeout} is set (one limit for every
+    reply, set where the reply timer is armed).
     """
-    return client.timeout is None and client.timeouts is not None
+    return client.timeouts if client.timeout is None else None
 
 
-def _setNoDelay(transport: Any) -> None:
+def _setNoDelay(transport: object) -> None:
     # Commands are written whole (and pipelined groups in one write), so
     # Nagle's algorithm only adds delayed-ACK stalls of ~40 ms.
     while transport is not None:
@@ -502,7 +510,7 @@ def abortConnection(client: SMTPClient) -> None:
     Drop C{client}'s connection at once, discarding what is not yet sent:
     a half-written body must never be completed by the transport.
     """
-    transport: Any = client.transport
+    transport = client.transport
     if transport is None:
         return
     abort = getattr(transport, "abortConnection", None)
@@ -594,7 +602,7 @@ def invalidAddress(client: SMTPClient, exc: InvalidAddressError) -> None:
     fail(client, exc)
 
 
-def messageFile(client: SMTPClient) -> Any:
+def messageFile(client: SMTPClient) -> MessageFile | None:
     """
     The message of the current transaction (from C{getMailData}, unless
     it was already asked for), as a binary file.
@@ -604,7 +612,7 @@ def messageFile(client: SMTPClient) -> Any:
     return f if f is not None else binaryFile(client.getMailData())
 
 
-def recipientList(client: SMTPClient) -> list[Any]:
+def recipientList(client: SMTPClient) -> list[object]:
     """
     Call C{getMailTo} (unless it was already called for this message) and
     check every address.
@@ -615,11 +623,12 @@ def recipientList(client: SMTPClient) -> list[Any]:
     if txn.pendingRecipients is not None:
         recipients, txn.pendingRecipients = txn.pendingRecipients, None
         return recipients
-    recipients = client.getMailTo()
-    if isinstance(recipients, (bytes, str)):
+    given = client.getMailTo()
+    if isinstance(given, (bytes, str)):
         # A single address, not a sequence of one-character addresses.
-        recipients = [recipients]
-    recipients = list(recipients)
+        recipients = [given]
+    else:
+        recipients = list(cast(Iterable[object], given))
     for address in recipients:
         client.quoteAddress(address)
     return recipients

@@ -17,7 +17,11 @@ from functools import partial
 from typing import Any, cast
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    ISSLTransport,
+    ITLSTransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -70,12 +74,14 @@ from mailclient._wire.errors import (
 from mailclient._wire.state import Transaction
 from mailclient._protocol.tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
 from mailclient._wire.tlspolicy import TLSRecord
+from mailclient._wire.types import Text
+from mailclient.interfaces import IClientAuthentication
 
 _log = Logger()
 
 
 
-def _mechanismName(authenticator: Any) -> bytes:
+def _mechanismName(authenticator: IClientAuthentication) -> bytes:
     name = authenticator.getName()
     if isinstance(name, str):
         name = name.encode("ascii")
@@ -127,16 +133,16 @@ class ESMTPClient(SMTPClient):
     requireAuthentication = False
     requireTransportSecurity = False
     allowCleartextAuthentication = False
-    context: Any = None
+    context: object = None
     _tlsMode = False
     #: The authenticator of the exchange under way (Twisted's name).
-    _authinfo: Any
+    _authinfo: IClientAuthentication
 
     def __init__(
-        self, secret: Any, contextFactory: Any = None, *args: Any, **kw: Any
+        self, secret: Text | None, contextFactory: object = None, *args: Any, **kw: Any
     ) -> None:
         SMTPClient.__init__(self, *args, **kw)
-        self.authenticators: list[Any] = []
+        self.authenticators: list[IClientAuthentication] = []
         self.secret = secret
         self.context = contextFactory
         self.capabilities: Capabilities = Capabilities()
@@ -269,7 +275,7 @@ class ESMTPClient(SMTPClient):
         """
         fail(self, AuthenticationError(code, resp or b"", self.log.str()))
 
-    def registerAuthenticator(self, auth: Any) -> None:
+    def registerAuthenticator(self, auth: IClientAuthentication) -> None:
         """
         Register an authenticator.  The client uses the first registered
         mechanism the server offers, so register the most secure first.
@@ -324,7 +330,7 @@ class ESMTPClient(SMTPClient):
                       peer=_peerOf(self), tls=record.describe(), tlsRecord=record)
         self.tryTLS(code, resp, self.capabilities)
 
-    def tryTLS(self, code: int, resp: bytes, items: Any) -> None:
+    def tryTLS(self, code: int, resp: bytes, items: Capabilities) -> None:
         """
         Start TLS if it is possible and not in use; fail if it is required
         and impossible; otherwise go on to authentication.
@@ -362,7 +368,8 @@ class ESMTPClient(SMTPClient):
             return
         self.capabilities = Capabilities()
         try:
-            cast(Any, self.transport).startTLS(self.context)
+            cast(ITLSTransport, self.transport).startTLS(
+                cast(IOpenSSLClientConnectionCreator, self.context))
             self._tlsMode = True
         except Exception as e:
             fail(
@@ -377,13 +384,14 @@ class ESMTPClient(SMTPClient):
             return
         self.esmtpState_ehlo(code, resp)
 
-    def authenticate(self, code: int, resp: bytes, items: Any) -> None:
+    def authenticate(self, code: int, resp: bytes, items: Capabilities) -> None:
         """
         Authenticate with the first registered mechanism the server offers,
         or go on to the mail transaction.
         """
-        if _hasCredentials(self) and items.get(b"AUTH"):
-            offered = set(items[b"AUTH"].upper().split())
+        mechanisms = items.get(b"AUTH")
+        if _hasCredentials(self) and mechanisms:
+            offered = set(mechanisms.upper().split())
             for auth in self.authenticators:
                 name = _mechanismName(auth)
                 if name in offered:
@@ -400,7 +408,7 @@ class ESMTPClient(SMTPClient):
     def esmtpState_challenge(self, code: int, resp: bytes) -> None:
         self._authResponse(self._authinfo, resp)
 
-    def _authResponse(self, auth: Any, challenge: bytes) -> None:
+    def _authResponse(self, auth: IClientAuthentication, challenge: bytes) -> None:
         self._failresponse = self.esmtpAUTHDeclined
         try:
             decoded = base64.b64decode(challenge, validate=True)
@@ -442,7 +450,7 @@ class ESMTPClient(SMTPClient):
         """
         return self.mailOptions
 
-    def quoteAddress(self, address: Any) -> bytes:
+    def quoteAddress(self, address: object) -> bytes:
         """
         Quote C{address}, allowing non-ASCII when the server offers SMTPUTF8.
         """
@@ -458,7 +466,7 @@ class ESMTPClient(SMTPClient):
         """
         return b"".join(b" " + p for p in self._mailclient.transaction.mailParams)
 
-    def rcptToParameters(self, address: Any) -> bytes:
+    def rcptToParameters(self, address: object) -> bytes:
         """
         The extension parameters of C{RCPT TO} for C{address}.
         """
@@ -590,8 +598,11 @@ def tlsRecordOf(client: ESMTPClient) -> TLSRecord:
 
 
 def _peerOf(client: ESMTPClient) -> str:
+    transport = client.transport
+    if transport is None:
+        return "?"
     try:
-        peer = client.transport.getPeer()  # type: ignore[union-attr]
+        peer = transport.getPeer()
     except Exception:
         return "?"
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
@@ -627,7 +638,7 @@ def _refuseCleartextAuthentication(client: ESMTPClient) -> None:
     fail(client, AUTHRequiredError(-1, text, client.log.str()))
 
 
-def _startAuthentication(client: ESMTPClient, auth: Any, name: bytes) -> None:
+def _startAuthentication(client: ESMTPClient, auth: IClientAuthentication, name: bytes) -> None:
     client._authinfo = auth
     reset = getattr(auth, "reset", None)
     if reset is not None:
@@ -648,7 +659,7 @@ def _startAuthentication(client: ESMTPClient, auth: Any, name: bytes) -> None:
 
 def _plan(
     client: ESMTPClient, txn: Transaction, options: MailOptions, sender: bytes,
-    recipients: list[Any], quoted: list[bytes],
+    recipients: list[object], quoted: list[bytes],
 ) -> TransactionPlan:
     """
     Ask the transaction plan, reading what it needs of the message first

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 
 from twisted.python.failure import Failure
@@ -27,7 +27,7 @@ from mailclient._protocol.client import (
     messageFile,
     readError,
     reportOutcome,
-    usesPhaseTimeouts,
+    phaseTimeouts,
 )
 from mailclient._wire.data import DataEncoder
 from mailclient._wire.errors import SMTPClientError, SMTPConnectError
@@ -38,18 +38,9 @@ if TYPE_CHECKING:
     from mailclient._protocol.esmtp import ESMTPClient
 
 
-def _longest(*limits: float | None) -> float | None:
-    """
-    The longest of several time limits (L{None}: no limit).
-    """
-    if any(limit is None for limit in limits):
-        return None
-    return max(cast(float, limit) for limit in limits)
-
-
 def _writeGroup(
     client: ESMTPClient, txn: Transaction, plan: TransactionPlan, sender: bytes,
-    recipients: list[Any], quoted: list[bytes],
+    recipients: list[object], quoted: list[bytes],
 ) -> None:
     """
     Write a pipelined envelope (and start the body), as planned.
@@ -65,7 +56,7 @@ def _writeGroup(
     client.sendLine(b"MAIL FROM:" + sender + client.mailFromParameters())
     for recipient, address in zip(recipients, quoted):
         client.sendLine(b"RCPT TO:" + address + client.rcptToParameters(recipient))
-    timeouts = client.timeouts if usesPhaseTimeouts(client) and not early else None
+    timeouts = None if early else phaseTimeouts(client)
     if timeouts is not None:
         # The first reply due is the one to MAIL.
         client.setTimeout(timeouts.mail)
@@ -79,7 +70,7 @@ def _writeGroup(
 
 
 def _refuseMessage(
-    client: ESMTPClient, exc: SMTPClientError, action: Callable[[], Any]
+    client: ESMTPClient, exc: SMTPClientError, action: Callable[[], object]
 ) -> None:
     """
     Report a message that cannot be started, now or, when it was asked for
@@ -105,7 +96,7 @@ def _mayStartNext(client: ESMTPClient) -> bool:
     """
     state = client._mailclient
     txn = state.transaction
-    transport: Any = client.transport
+    transport = client.transport
     return (
         client.pipelineMessages
         and txn.allWritten
@@ -147,7 +138,7 @@ def _maybeStartNext(client: ESMTPClient) -> None:
         state.following = following
     state.transaction = current
     current.unpark(client)
-    if usesPhaseTimeouts(client):
+    if phaseTimeouts(client) is not None:
         # The reply still due is this message's.
         client.setTimeout(period)
 
@@ -162,13 +153,9 @@ def _activateFollowing(client: ESMTPClient) -> None:
     assert following is not None
     state.transaction = following
     following.unpark(client)
-    timeouts = client.timeouts
-    if usesPhaseTimeouts(client):
-        assert timeouts is not None
-        client.setTimeout(
-            _longest(timeouts.mail, timeouts.dataTermination) if following.dataEnded
-            else timeouts.mail
-        )
+    timeouts = phaseTimeouts(client)
+    if timeouts is not None:
+        client.setTimeout(timeouts.finalReply if following.dataEnded else timeouts.mail)
     _maybeStartNext(client)
 
 
@@ -191,11 +178,10 @@ def _chunkWritten(client: ESMTPClient, txn: Transaction, line: bytes, last: bool
         client.log.append(b">>> " + line)
     txn.pipeline.append((b"BDAT", last))
     if last:
-        timeouts = client.timeouts
-        if usesPhaseTimeouts(client):
-            assert timeouts is not None
+        timeouts = phaseTimeouts(client)
+        if timeouts is not None:
             # The final reply is due now: RFC 5321's limit for it (4.5.3.2.6).
-            client.setTimeout(_longest(timeouts.mail, timeouts.dataTermination))
+            client.setTimeout(timeouts.finalReply)
         if txn.phase is Phase.OPEN:
             txn.phase = Phase.DATA_ENDED
 

@@ -16,12 +16,13 @@ as it is scheduled, none left behind once the result has fired.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterable, cast
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.util import LineLog
 
 from mailclient._wire.address import Address, checkAddress, extractAddress
 from mailclient._protocol.client import SUCCESS, SMTPClient
@@ -36,7 +37,8 @@ from mailclient._wire.sasl import (
 from mailclient._wire.settings import ClientSettings, settingsFrom
 from mailclient._wire.status import isPermanent, parseEnhancedStatus
 from mailclient._protocol.tls import contextForPolicy, verifyingContext
-from mailclient._wire.tlspolicy import TLSLevel, TLSRecord
+from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
+from mailclient._wire.types import MessageFile, RecipientResult, Seekable, SendResult, T, Text
 
 _log = Logger()
 
@@ -49,7 +51,7 @@ class SenderMixin:
     """
 
     done = 0
-    factory: Any
+    factory: "SMTPSenderFactory"
 
     def getMailFrom(self) -> str | None:
         if not self.done:
@@ -57,15 +59,15 @@ class SenderMixin:
             return str(self.factory.fromEmail)
         return None
 
-    def getMailTo(self) -> Any:
+    def getMailTo(self) -> list[bytes]:
         return self.factory.toEmail
 
-    def getMailData(self) -> Any:
+    def getMailData(self) -> MessageFile:
         return self.factory.file
 
-    def sendError(self, exc: Any) -> None:
+    def sendError(self, exc: Exception) -> None:
         # Close the connection with the SMTP server.
-        SMTPClient.sendError(self, exc)  # type: ignore[arg-type]
+        SMTPClient.sendError(cast(SMTPClient, self), exc)
         factory = self.factory
         _recordTLS(factory, self)
         # Do not retry if no retries are left, or if the error is neither
@@ -76,7 +78,8 @@ class SenderMixin:
             finish(factory, Failure(exc))
 
     def sentMail(
-        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+        self, code: int, resp: bytes, numOk: int, addresses: list[RecipientResult],
+        log: LineLog,
     ) -> None:
         factory = self.factory
         _recordTLS(factory, self)
@@ -87,9 +90,8 @@ class SenderMixin:
         errlog = []
         for addr, acode, aresp in addresses:
             if acode not in SUCCESS:
-                if isinstance(addr, str):
-                    addr = addr.encode("utf-8")
-                errlog.append(bytes(addr) + b": %03d " % (acode,) + aresp)
+                raw = addr.encode("utf-8") if isinstance(addr, str) else bytes(cast(bytes, addr))
+                errlog.append(raw + b": %03d " % (acode,) + aresp)
         errlog.append(log.str())
         exc = SMTPDeliveryError(code, resp, b"\n".join(errlog), addresses)
         permanentRefusal = any(
@@ -117,15 +119,18 @@ class _DefaultDomain:
     use rather than at import time.
     """
 
-    def __get__(self, instance: Any, owner: Any) -> bytes:
+    def __get__(self, instance: object, owner: type) -> bytes:
         return getDNSName()
 
 
-def _recipients(toEmail: Any) -> list[bytes]:
+def _recipients(toEmail: object) -> list[bytes]:
+    addresses: Iterable[object]
     if isinstance(toEmail, (str, bytes)):
-        toEmail = [toEmail]
+        addresses = [toEmail]
+    else:
+        addresses = cast(Iterable[object], toEmail)
     result = []
-    for address in toEmail:
+    for address in addresses:
         if not isinstance(address, bytes):
             address = str(address).encode("utf-8")
         # Refuse lists, junk and CR/LF now, where the caller can see it.
@@ -158,7 +163,7 @@ class SenderState:
 
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
-        self.reactor: Any = None
+        self.reactor: object | None = None
         self.retriesMade = 0
         self.firstAttempt: float | None = None
         self.retryCall: IDelayedCall | None = None
@@ -167,16 +172,16 @@ class SenderState:
         self.tlsRecord: TLSRecord | None = None
 
 
-def _setting(name: str, doc: str) -> Any:
+def _setting(name: str, doc: str) -> property:
     """
     A factory attribute (Twisted's name for it) that reads and writes the
     option C{name} of the factory's settings.
     """
 
-    def get(factory: Any) -> Any:
+    def get(factory: SMTPSenderFactory) -> object:
         return getattr(factory._mailclient.settings, name)
 
-    def set(factory: Any, value: Any) -> None:
+    def set(factory: SMTPSenderFactory, value: object) -> None:
         state = factory._mailclient
         state.settings = state.settings.replace(**{name: value})
 
@@ -194,7 +199,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
     @ivar retries: Twisted's retry counter: minus the retries left.
     """
 
-    domain: Any = _DefaultDomain()
+    domain: bytes | str = _DefaultDomain()  # type: ignore[assignment]  # a descriptor
     protocol: type[SMTPClient] = SMTPSender
     #: No "Starting factory" / "Stopping factory" log lines for every
     #: message (Twisted's factories write both; set True to get them).
@@ -207,10 +212,10 @@ class SMTPSenderFactory(protocol.ClientFactory):
 
     def __init__(
         self,
-        fromEmail: Any,
-        toEmail: Any,
-        file: Any,
-        deferred: defer.Deferred,
+        fromEmail: object,
+        toEmail: object,
+        file: MessageFile,
+        deferred: defer.Deferred[SendResult],
         retries: int = 5,
         timeout: float | None = None,
         **options: Any,
@@ -259,7 +264,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         return self._mailclient.settings
 
     @property
-    def reactor(self) -> Any:
+    def reactor(self) -> object | None:
         """
         The reactor the retries and reply timers run on (default: the
         global one).  (mailclient addition)
@@ -267,7 +272,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         return self._mailclient.reactor
 
     @reactor.setter
-    def reactor(self, value: Any) -> None:
+    def reactor(self, value: object | None) -> None:
         self._mailclient.reactor = value
 
     @property
@@ -278,7 +283,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         """
         return self._mailclient.tlsRecord
 
-    def _removeDeferred(self, result: Any) -> Any:
+    def _removeDeferred(self, result: T) -> T:
         del self.result
         return result
 
@@ -291,19 +296,19 @@ class SMTPSenderFactory(protocol.ClientFactory):
         if call is not None and call.active():
             call.cancel()
 
-    def startedConnecting(self, connector: Any) -> None:
+    def startedConnecting(self, connector: IConnector) -> None:
         state = self._mailclient
         state.connectHost = getattr(connector.getDestination(), "host", None)
         if state.firstAttempt is None:
             state.firstAttempt = _clock(self).seconds()
 
-    def clientConnectionFailed(self, connector: Any, err: Failure) -> None:
+    def clientConnectionFailed(self, connector: IConnector, err: Failure) -> None:
         self._processConnectionError(connector, err)
 
-    def clientConnectionLost(self, connector: Any, err: Failure) -> None:
+    def clientConnectionLost(self, connector: IConnector, err: Failure) -> None:
         self._processConnectionError(connector, err)
 
-    def _processConnectionError(self, connector: Any, err: Failure) -> None:
+    def _processConnectionError(self, connector: IConnector, err: Failure) -> None:
         if not isinstance(err, Failure):
             # (Twisted's own tests pass the bare exception.)
             err = Failure(err)
@@ -312,7 +317,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         state = self._mailclient
         current = self.currentProtocol
         if current is not None and current._mailclient.failureReason is not None:
-            err = current._mailclient.failureReason
+            err = cast(Failure, current._mailclient.failureReason)
         self.currentProtocol = None
         if self.sendFinished:
             return
@@ -327,15 +332,15 @@ class SMTPSenderFactory(protocol.ClientFactory):
         exn.__cause__ = err.value
         finish(self, Failure(exn))
 
-    def buildProtocol(self, addr: Any) -> SMTPClient | None:
+    def buildProtocol(self, addr: IAddress | None) -> SMTPClient | None:
         try:
-            p = self.protocol(self.domain, self.nEmails * 2 + 2)  # type: ignore[call-arg]
+            p = self.protocol(self.domain, self.nEmails * 2 + 2)
         except ValueError as e:
             finish(self, Failure(InvalidAddressError(str(e))))
             return None
         return _configure(self, p)
 
-    def _removeProtocol(self, result: Any) -> Any:
+    def _removeProtocol(self, result: T) -> T:
         self.currentProtocol = None
         return result
 
@@ -343,7 +348,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
 # The factories' own steps (functions, out of subclasses' way).
 
 
-def _clock(factory: SMTPSenderFactory) -> Any:
+def _clock(factory: SMTPSenderFactory) -> IReactorTime:
     """
     What C{factory}'s timers run on: its reactor when that has a clock,
     else the global reactor (a test double such as C{MemoryReactor} may
@@ -354,10 +359,10 @@ def _clock(factory: SMTPSenderFactory) -> Any:
         return reactor
     from twisted.internet import reactor as globalReactor
 
-    return globalReactor
+    return cast(IReactorTime, globalReactor)
 
 
-def finish(factory: SMTPSenderFactory, result: Any) -> None:
+def finish(factory: SMTPSenderFactory, result: SendResult | Failure) -> None:
     """
     Fire C{factory}'s result Deferred once; later outcomes are ignored, and
     no retry is left pending.
@@ -381,7 +386,7 @@ def _refused(err: Failure) -> bool:
     return bool(err.check(error.ConnectionRefusedError, error.DNSLookupError))
 
 
-def _scheduleRetry(factory: SMTPSenderFactory, connector: Any, err: Failure) -> bool:
+def _scheduleRetry(factory: SMTPSenderFactory, connector: IConnector, err: Failure) -> bool:
     """
     Schedule the next attempt if the retry policy allows one; return
     whether it did.
@@ -412,7 +417,7 @@ def _scheduleRetry(factory: SMTPSenderFactory, connector: Any, err: Failure) -> 
     return True
 
 
-def _retry(factory: SMTPSenderFactory, connector: Any) -> None:
+def _retry(factory: SMTPSenderFactory, connector: IConnector) -> None:
     factory._mailclient.retryCall = None
     if not factory.sendFinished:
         connector.connect()
@@ -420,7 +425,7 @@ def _retry(factory: SMTPSenderFactory, connector: Any) -> None:
 
 def _rewind(factory: SMTPSenderFactory) -> bool:
     try:
-        factory.file.seek(0, 0)
+        cast(Seekable, factory.file).seek(0, 0)
     except Exception:
         _log.info("SMTP client cannot retry: the message file cannot be rewound")
         return False
@@ -445,7 +450,7 @@ def _configure(factory: SMTPSenderFactory, p: SMTPClient) -> SMTPClient:
     return p
 
 
-def _recordTLS(factory: Any, client: Any) -> None:
+def _recordTLS(factory: object, client: object) -> None:
     """
     Keep the TLS record of C{client}'s delivery on its factory.
     """
@@ -464,7 +469,8 @@ class ESMTPSender(SenderMixin, ESMTPClient):
     requireTransportSecurity = True
 
     def __init__(
-        self, username: Any, secret: Any, contextFactory: Any = None, *args: Any, **kw: Any
+        self, username: Text | None, secret: Text | None, contextFactory: object = None,
+        *args: Any, **kw: Any
     ) -> None:
         self.heloFallback = False
         self.username = username
@@ -480,7 +486,7 @@ class ESMTPSender(SenderMixin, ESMTPClient):
         self.registerAuthenticator(LOGINAuthenticator(self.username))
         self.registerAuthenticator(PLAINAuthenticator(self.username))
 
-    def _getContextFactory(self) -> Any:
+    def _getContextFactory(self) -> object | None:
         if self.context is not None:
             return self.context
         if self._hostname is None:
@@ -514,15 +520,15 @@ class ESMTPSenderFactory(SMTPSenderFactory):
 
     def __init__(
         self,
-        username: Any,
-        password: Any,
-        fromEmail: Any,
-        toEmail: Any,
-        file: Any,
+        username: Text | None,
+        password: Text | None,
+        fromEmail: object,
+        toEmail: object,
+        file: MessageFile,
         deferred: defer.Deferred,
         retries: int = 5,
         timeout: float | None = None,
-        contextFactory: Any = None,
+        contextFactory: object = None,
         heloFallback: bool = False,
         requireAuthentication: bool = True,
         requireTransportSecurity: bool = True,
@@ -549,7 +555,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         self.username = username
         self.password = password
 
-    def buildProtocol(self, addr: Any) -> SMTPClient | None:
+    def buildProtocol(self, addr: IAddress | None) -> SMTPClient | None:
         """
         Build an L{ESMTPSender} configured by the factory's settings; this
         sets L{currentProtocol} too.
@@ -559,7 +565,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         policy = settings.tlsPolicyFor(connectHost)
         context = contextForPolicy(policy, connectHost)
         try:
-            p = self.protocol(  # type: ignore[call-arg]
+            p = self.protocol(
                 self.username,
                 self.password,
                 context,
@@ -576,7 +582,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         return _configure(self, p)
 
 
-def applySettings(p: ESMTPClient, settings: ClientSettings, policy: Any) -> None:
+def applySettings(p: ESMTPClient, settings: ClientSettings, policy: TLSPolicy) -> None:
     """
     Give an ESMTP client the options of C{settings} and the TLS policy
     C{policy} (whose context the client was built with).

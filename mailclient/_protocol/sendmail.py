@@ -5,10 +5,17 @@ L{sendmail}: send one message with one call, returning a Deferred.
 from __future__ import annotations
 
 import email.message
+import enum
 import io
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import (
+    IConnector,
+    IReactorSSL,
+    IReactorTCP,
+    ITCPTransport,
+)
 
 from mailclient._protocol.client import checkIdentity
 from mailclient._wire.errors import InvalidAddressError, TLSRequiredError
@@ -16,52 +23,59 @@ from mailclient._protocol.sender import ESMTPSenderFactory
 from mailclient._wire.timeouts import Timeouts
 from mailclient._protocol.tls import contextForPolicy
 from mailclient._wire.text import hostName
+from mailclient._wire.types import MessageFile, SendResult
 
 #: The default per-phase reply limits (RFC 5321 section 4.5.3.2).
 DEFAULT_TIMEOUTS = Timeouts()
 
 
-class _Default:
+class _Default(enum.Enum):
+    """
+    C{sendmail}'s C{timeout} when not given: RFC 5321's per-phase limits.
+    """
+
+    RFC5321 = "<RFC 5321 per-phase timeouts>"
+
     def __repr__(self) -> str:
-        return "<RFC 5321 per-phase timeouts>"
+        return self.value
 
 
-_DEFAULT: Any = _Default()
+_DEFAULT = _Default.RFC5321
 
 #: The port on which SMTP is spoken over implicit TLS (RFC 8314).
 SMTPS_PORT = 465
 
 
-def _messageFile(msg: Any) -> Any:
+def _messageFile(msg: object) -> MessageFile:
     if hasattr(msg, "read"):
-        return msg
+        return cast(MessageFile, msg)
     if isinstance(msg, email.message.Message):
         # Flatten with CRLF line endings, keeping the message's own policy.
         return io.BytesIO(msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
     if isinstance(msg, str):
         return io.BytesIO(msg.encode("utf-8"))
-    return io.BytesIO(bytes(msg))
+    return io.BytesIO(bytes(cast(bytes, msg)))
 
 
 def sendmail(
     smtphost: str | bytes,
-    from_addr: Any,
-    to_addrs: Any,
-    msg: Any,
+    from_addr: object,
+    to_addrs: object,
+    msg: object,
     senderDomainName: str | bytes | None = None,
     port: int = 25,
-    reactor: Any = None,
+    reactor: IReactorTCP | None = None,
     username: str | bytes | None = None,
     password: str | bytes | None = None,
     requireAuthentication: bool = False,
     requireTransportSecurity: bool = False,
     *,
-    timeout: float | None = _DEFAULT,
+    timeout: float | None | _Default = _DEFAULT,
     implicitTLS: bool | None = None,
     retries: int = 5,
     _factoryClass: type[ESMTPSenderFactory] = ESMTPSenderFactory,
     **options: Any,
-) -> defer.Deferred:
+) -> defer.Deferred[SendResult]:
     """
     Send an email, as C{twisted.mail.smtp.sendmail} does.
 
@@ -111,7 +125,7 @@ def sendmail(
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor
+        reactor = cast(IReactorTCP, globalReactor)
     if timeout is _DEFAULT:
         timeout = None
         options.setdefault("timeouts", DEFAULT_TIMEOUTS)
@@ -124,15 +138,15 @@ def sendmail(
         password = password.encode("utf-8")
 
     factory: ESMTPSenderFactory | None = None
-    connector: Any = None
+    connector: IConnector | None = None
 
-    def cancel(d: defer.Deferred) -> None:
+    def cancel(d: defer.Deferred[SendResult]) -> None:
         if factory is None:
             return
         factory.sendFinished = True
         factory.cancelRetry()
         current = factory.currentProtocol
-        transport: Any = current.transport if current is not None else None
+        transport = cast(ITCPTransport | None, current.transport if current is not None else None)
         if current is not None:
             # No reply timer outlives the cancellation, even on a transport
             # that never reports the connection lost.
@@ -142,7 +156,7 @@ def sendmail(
         elif connector is not None:
             connector.disconnect()
 
-    d: defer.Deferred = defer.Deferred(cancel)
+    d: defer.Deferred[SendResult] = defer.Deferred(cancel)
     try:
         domain = None if senderDomainName is None else checkIdentity(senderDomainName)
         factory = _factoryClass(
@@ -183,7 +197,10 @@ def sendmail(
                 )
             )
             return d
-        connector = reactor.connectSSL(tlsHostname, port, factory, context)
+        # (Twisted's connectSSL takes a client connection creator too,
+        # whatever its annotation says.)
+        connectSSL: Any = cast(IReactorSSL, reactor).connectSSL
+        connector = connectSSL(tlsHostname, port, factory, context)
     else:
         connector = reactor.connectTCP(tlsHostname, port, factory)
     return d

@@ -10,15 +10,22 @@ import ipaddress
 import os
 import weakref
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    ISystemHandle,
+    ITransport,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
 
 
 def tlsAvailable() -> bool:
@@ -33,7 +40,7 @@ def tlsAvailable() -> bool:
     return True
 
 
-def verifyingContext(hostname: str | bytes) -> Any | None:
+def verifyingContext(hostname: str | bytes) -> IOpenSSLClientConnectionCreator | None:
     """
     Return client TLS options that verify the server's certificate against
     the system trust store and check that it is valid for C{hostname}, or
@@ -53,7 +60,7 @@ def verifyingContext(hostname: str | bytes) -> Any | None:
     return _optionsFor(hostname, _trustStoreVersion())
 
 
-def _trustStoreVersion() -> tuple[Any, ...]:
+def _trustStoreVersion() -> tuple[object, ...]:
     """
     What identifies the system trust store OpenSSL loads now: where it is,
     and when and how the CA file last changed.
@@ -61,7 +68,7 @@ def _trustStoreVersion() -> tuple[Any, ...]:
     cafile = os.environ.get("SSL_CERT_FILE") or _defaultCAFile()
     try:
         st = os.stat(cafile)
-        stamp: Any = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
     except (OSError, ValueError):
         stamp = None
     return (cafile, os.environ.get("SSL_CERT_DIR"), stamp)
@@ -75,19 +82,19 @@ def _defaultCAFile() -> str:
 
 
 @lru_cache(maxsize=64)
-def _optionsFor(hostname: str, trustStore: tuple[Any, ...]) -> Any:
+def _optionsFor(hostname: str, trustStore: tuple[object, ...]) -> IOpenSSLClientConnectionCreator:
     from twisted.internet.ssl import optionsForClientTLS
 
     return optionsForClientTLS(hostname)
 
 
-def isLoopback(transport: Any) -> bool:
+def isLoopback(transport: object) -> bool:
     """
     Whether C{transport} connects to this machine (a loopback address or a
     UNIX socket), where credentials never cross a network.
     """
     try:
-        peer = transport.getPeer()
+        peer = cast(ITransport, transport).getPeer()
     except Exception:
         return False
     if isinstance(peer, UNIXAddress):
@@ -152,7 +159,7 @@ class _CertificateCheck:
         self.errors: list[str] = []
         self.hostname = hostname
 
-    def callback(self, connection: Any, certificate: Any, errno: int, depth: int, ok: int) -> bool:
+    def callback(self, connection: object, certificate: object, errno: int, depth: int, ok: int) -> bool:
         if not ok:
             reason = _VERIFY_ERRORS.get(errno, "verification error %d" % (errno,))
             self.errors.append("%s (depth %d)" % (reason, depth))
@@ -161,11 +168,13 @@ class _CertificateCheck:
 
 
 #: The checks of the opportunistic connections still alive.
-_checks: weakref.WeakKeyDictionary[Any, _CertificateCheck] = weakref.WeakKeyDictionary()
+_checks: weakref.WeakKeyDictionary[object, _CertificateCheck] = weakref.WeakKeyDictionary()
 
 
 def _isName(hostname: str | None) -> bool:
-    return bool(hostname) and not (isIPAddress(hostname) or isIPv6Address(hostname))  # type: ignore[arg-type]
+    if not hostname:
+        return False
+    return not (isIPAddress(hostname) or isIPv6Address(hostname))
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -179,9 +188,9 @@ class RecordingTLS:
 
     def __init__(self, hostname: str | None) -> None:
         self.hostname = hostname
-        self._context: Any = None
+        self._context: SSL.Context | None = None
 
-    def _getContext(self) -> Any:
+    def _getContext(self) -> SSL.Context:
         if self._context is None:
             from OpenSSL import SSL
 
@@ -196,13 +205,14 @@ class RecordingTLS:
             self._context = context
         return self._context
 
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         from OpenSSL import SSL
 
         connection = SSL.Connection(self._getContext(), None)
         connection.set_app_data(tlsProtocol)
-        if _isName(self.hostname):
-            connection.set_tlsext_host_name(self.hostname.encode("idna"))  # type: ignore[union-attr]
+        hostname = self.hostname
+        if hostname is not None and _isName(hostname):
+            connection.set_tlsext_host_name(hostname.encode("idna"))
         check = _CertificateCheck(self.hostname)
         _checks[connection] = check
         connection.set_verify(SSL.VERIFY_PEER, check.callback)
@@ -210,12 +220,12 @@ class RecordingTLS:
 
 
 @lru_cache(maxsize=64)
-def _recordingFor(hostname: str | None, trustStore: tuple[Any, ...]) -> RecordingTLS:
+def _recordingFor(hostname: str | None, trustStore: tuple[object, ...]) -> RecordingTLS:
     # Kept per host name and trust store, as verifyingContext's options.
     return RecordingTLS(hostname)
 
 
-def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> Any | None:
+def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> object | None:
     """
     The client TLS context that C{policy} uses to reach C{connectHost}
     (L{None}: no TLS, TLS support not installed, or no host name to verify
@@ -238,7 +248,7 @@ def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> Any |
     return _recordingFor(hostname, _trustStoreVersion())
 
 
-def _tlsConnection(transport: Any) -> Any:
+def _tlsConnection(transport: object) -> SSL.Connection | None:
     """
     The pyOpenSSL connection under C{transport}, or L{None}.
     """
@@ -248,7 +258,7 @@ def _tlsConnection(transport: Any) -> Any:
         return None
     while transport is not None:
         try:
-            handle = transport.getHandle()
+            handle = cast(ISystemHandle, transport).getHandle()
         except Exception:
             handle = None
         if isinstance(handle, SSL.Connection):
@@ -257,7 +267,7 @@ def _tlsConnection(transport: Any) -> Any:
     return None
 
 
-def tlsRecord(transport: Any, policy: TLSPolicy | None, encrypted: bool) -> TLSRecord:
+def tlsRecord(transport: object, policy: TLSPolicy | None, encrypted: bool) -> TLSRecord:
     """
     The record of the TLS C{transport} got under C{policy} (L{None}: the
     caller's own settings, Twisted's way).
@@ -277,7 +287,7 @@ def tlsRecord(transport: Any, policy: TLSPolicy | None, encrypted: bool) -> TLSR
             pass
     protocol = protocol or "TLS"
     check = _checks.get(connection) if connection is not None else None
-    if check is not None:
+    if check is not None and connection is not None:
         # Ours, opportunistic: the chain was checked while connecting; the
         # name is checked now.
         errors = list(check.errors)
@@ -294,7 +304,7 @@ def tlsRecord(transport: Any, policy: TLSPolicy | None, encrypted: bool) -> TLSR
     return TLSRecord(level, protocol, cipher, verified=None, hostname=hostname)
 
 
-def _identityProblem(connection: Any, hostname: str | None) -> str | None:
+def _identityProblem(connection: SSL.Connection, hostname: str | None) -> str | None:
     """
     Why the server's certificate is not valid for C{hostname} (a name or
     an IP address), or L{None}.

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from mailclient._protocol.client import SUCCESS, SMTPClient
 from mailclient._protocol.esmtp import ESMTPClient
 from mailclient._relaying.queue import EnvelopeError, readEnvelope
+from mailclient._wire.types import MessageFile
 from mailclient.interfaces import IDeliveryProgress
 
 _log = Logger()
@@ -91,7 +92,7 @@ class RelayerMixin(_ClientBase):
             return None
         return [self.messages[0][1]]
 
-    def getMailData(self) -> Any | None:
+    def getMailData(self) -> MessageFile | None:
         """
         Return the open binary body file of the current message.
         """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, cast
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -131,13 +131,26 @@ def _clock(clock: IReactorTime | None) -> IReactorTime:
     C{clock}, or the global reactor (imported only now: importing
     mailclient.testing must not install a reactor).
     """
-    if clock is None:
-        from twisted.internet import reactor as clock
-    return clock  # type: ignore[return-value]
+    if clock is not None:
+        return clock
+    from twisted.internet import reactor
+
+    return cast(IReactorTime, reactor)
 
 
 def _toAction(value: ActionLike, text: Text = b"") -> Action | None:
-    if value is None or isinstance(value, Action):
+    if value is None:
+        return None
+    return _asAction(value, text)
+
+
+def _asAction(value: object, text: Text = b"") -> Action:
+    """
+    An L{Action}, or a reply code as a L{Reply}.
+
+    @raise TypeError: for anything else.
+    """
+    if isinstance(value, Action):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return Reply(value, text)

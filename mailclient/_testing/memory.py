@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error, protocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, ISSLTransport
+from twisted.internet.interfaces import IConnector, IProtocol, IProtocolFactory, ISSLTransport
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 
 if TYPE_CHECKING:
     from mailclient._testing.server import SMTPTestServer
@@ -109,6 +109,7 @@ class _MemoryTransport(iosim.FakeTransport):
             self.onLost(reason)
 
 
+@implementer(IConnector)
 class _MemoryConnector:
     """
     The L{IConnector} a client factory sees in memory.  C{connect()} (a retry)
@@ -174,7 +175,7 @@ class MemoryConnection:
         clientAddress = IPv4Address("TCP", "127.0.0.1", next(_clientPorts))
         if client is None:
             if announce and isinstance(factory, protocol.ClientFactory):
-                factory.startedConnecting(connector)  # type: ignore[arg-type]
+                factory.startedConnecting(connector)
             client = factory.buildProtocol(serverAddress)
         if isinstance(client, policies.TimeoutMixin):
             # Its timeouts would otherwise go to the global reactor.
@@ -201,7 +202,7 @@ class MemoryConnection:
         factory, connector = self._factory, self._connector
         connector.state, connector.current = "disconnected", None
         if isinstance(factory, protocol.ClientFactory):
-            factory.clientConnectionLost(connector, reason)  # type: ignore[arg-type]
+            factory.clientConnectionLost(connector, reason)
         if connector.state == "disconnected" and factory is not None:
             factory.doStop()
 

@@ -7,7 +7,7 @@ sessions and runs on loopback or in memory.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address
@@ -29,6 +29,7 @@ from mailclient._testing.actions import (
     Text,
     _b,
     _clock,
+    _asAction,
     _toAction,
 )
 from mailclient._testing.certs import localCertificates
@@ -141,14 +142,14 @@ class SMTPTestServer(protocol.ServerFactory):
         elif isinstance(action, (list, tuple)):
             self._scripts[step] = [_toAction(a) for a in action]
         else:
-            self._scripts[step] = _toAction(action, text)  # type: ignore[arg-type,assignment]
+            self._scripts[step] = _asAction(action, text)
 
     def rcptReply(self, address: Text, action: Action | int, text: Text = b"") -> None:
         """
         Script the reply to C{RCPT TO:<address>} (compared without case),
         ahead of any C{"RCPT"} script.
         """
-        self._rcptReplies[_b(address).lower()] = _toAction(action, text)  # type: ignore[assignment]
+        self._rcptReplies[_b(address).lower()] = _asAction(action, text)
 
     def interruptBody(self, afterBytes: int, action: Action = Disconnect()) -> None:
         """
@@ -238,10 +239,12 @@ class SMTPTestServer(protocol.ServerFactory):
         if self._port is not None:
             raise RuntimeError("already listening")
         if reactor is None:
-            from twisted.internet import reactor
-        if self.reactor is None:
-            self.reactor = reactor  # type: ignore[assignment]
-        self._port = reactor.listenTCP(port, self, interface=interface)  # type: ignore[union-attr]
+            from twisted.internet import reactor as globalReactor
+
+            reactor = cast(IReactorTCP, globalReactor)
+        if self.reactor is None and IReactorTime.providedBy(reactor):
+            self.reactor = cast(IReactorTime, reactor)
+        self._port = reactor.listenTCP(port, self, interface=interface)
         return self._port
 
     @property
@@ -258,7 +261,7 @@ class SMTPTestServer(protocol.ServerFactory):
         """
         if self._port is None:
             raise RuntimeError("not listening")
-        return int(self._port.getHost().port)  # type: ignore[attr-defined]
+        return int(cast(IPv4Address, self._port.getHost()).port)
 
     def stopListening(self) -> "defer.Deferred[None]":
         """

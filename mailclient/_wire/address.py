@@ -41,9 +41,11 @@ _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _ANGLES = re.compile(r"[<>]")
 
 
-def _text(addr: str | bytes) -> str:
+def _text(addr: object) -> str:
+    if not isinstance(addr, (str, bytes)):
+        return str(addr)
     try:
-        return str(strictText(addr))
+        return strictText(addr)
     except UnicodeDecodeError:
         raise InvalidAddressError(
             "address is not valid UTF-8: %r" % (addr[:200],)
@@ -70,7 +72,7 @@ def _idnaDomain(addr: str) -> str:
     return local + "@" + ace
 
 
-def _extract(addr: str | bytes | Address) -> str:
+def _extract(addr: object) -> str:
     # L{extractAddress}, without its cache.
     if isinstance(addr, Address):
         return bytes(addr).decode("utf-8")
@@ -120,7 +122,7 @@ def checkAddress(addr: str, utf8: bool = False) -> str:
 _extractCached = lru_cache(maxsize=512)(_extract)
 
 
-def extractAddress(addr: str | bytes | Address) -> str:
+def extractAddress(addr: object) -> str:
     """
     Return the single envelope address (addr-spec) contained in C{addr}.
 
@@ -134,7 +136,7 @@ def extractAddress(addr: str | bytes | Address) -> str:
     return _extract(addr)
 
 
-def _quote(addr: str | bytes | Address, utf8: bool) -> bytes:
+def _quote(addr: object, utf8: bool) -> bytes:
     spec = checkAddress(extractAddress(addr), utf8)
     return b"<" + spec.encode("utf-8") + b">"
 
@@ -142,7 +144,7 @@ def _quote(addr: str | bytes | Address, utf8: bool) -> bytes:
 _quoteCached = lru_cache(maxsize=512)(_quote)
 
 
-def quoteaddr(addr: Any, utf8: bool = False) -> bytes:
+def quoteaddr(addr: object, utf8: bool = False) -> bytes:
     """
     Turn an email address, possibly with a display name, into the C{<...>}
     form of an SMTP envelope.

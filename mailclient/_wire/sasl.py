@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from zope.interface import implementer
 
+from mailclient._wire.types import Text
 from mailclient.interfaces import IClientAuthentication
 
-Text = Union[str, bytes]
 TokenSource = Union[Text, Callable[[], Text]]
 
 
@@ -46,7 +46,7 @@ class PLAINAuthenticator:
     then, if that is refused, the password again in the second form.)
     """
 
-    def __init__(self, user: Text) -> None:
+    def __init__(self, user: Text | None) -> None:
         self.user = user
 
     def getName(self) -> bytes:
@@ -55,7 +55,7 @@ class PLAINAuthenticator:
     def initialResponse(self, secret: Text) -> bytes:
         return self.challengeResponse(secret, 2)
 
-    def challengeResponse(self, secret: Text, chal: object = 1) -> bytes:
+    def challengeResponse(self, secret: Text | None, chal: object = 1) -> bytes:
         """
         Twisted-compatible: C{chal=1} gives the form with an authorization
         identity, anything else the standard form.
@@ -75,7 +75,7 @@ class LOGINAuthenticator:
     (C{Username:}/C{Password:}), and the order of the prompts otherwise.
     """
 
-    def __init__(self, user: Text) -> None:
+    def __init__(self, user: Text | None) -> None:
         self.user = user
         self._step = 0
 
@@ -88,7 +88,7 @@ class LOGINAuthenticator:
         """
         self._step = 0
 
-    def challengeResponse(self, secret: Text, chal: bytes) -> bytes:
+    def challengeResponse(self, secret: Text | None, chal: bytes) -> bytes:
         prompt = chal.lower() if isinstance(chal, bytes) else b""
         self._step += 1
         if b"pass" in prompt:
@@ -111,13 +111,13 @@ class CramMD5ClientAuthenticator:
     CRAM-MD5 (RFC 2195): an HMAC-MD5 of the server's challenge.
     """
 
-    def __init__(self, user: Text) -> None:
+    def __init__(self, user: Text | None) -> None:
         self.user = user
 
     def getName(self) -> bytes:
         return b"CRAM-MD5"
 
-    def challengeResponse(self, secret: Text, chal: bytes) -> bytes:
+    def challengeResponse(self, secret: Text | None, chal: bytes) -> bytes:
         digest = hmac.HMAC(toBytes(secret), chal, digestmod=hashlib.md5).hexdigest()
         return toBytes(self.user) + b" " + digest.encode("ascii")
 
@@ -127,7 +127,7 @@ class _OAuthAuthenticator:
     Shared part of the OAuth 2.0 mechanisms: where the token comes from.
     """
 
-    def __init__(self, user: Text, token: TokenSource | None = None) -> None:
+    def __init__(self, user: Text | None, token: TokenSource | None = None) -> None:
         """
         @param user: The account name.
         @param token: The access token, or a callable returning a fresh one
@@ -164,7 +164,7 @@ class XOAUTH2Authenticator(_OAuthAuthenticator):
             + self._token(secret) + b"\x01\x01"
         )
 
-    def challengeResponse(self, secret: Text, chal: bytes) -> bytes:
+    def challengeResponse(self, secret: Text | None, chal: bytes) -> bytes:
         return b""
 
 
@@ -186,5 +186,5 @@ class OAUTHBEARERAuthenticator(_OAuthAuthenticator):
             b"n,a=" + user + b",\x01auth=Bearer " + self._token(secret) + b"\x01\x01"
         )
 
-    def challengeResponse(self, secret: Text, chal: bytes) -> bytes:
+    def challengeResponse(self, secret: Text | None, chal: bytes) -> bytes:
         return b"\x01"

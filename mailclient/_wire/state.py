@@ -32,12 +32,44 @@ from __future__ import annotations
 import enum
 from collections import deque
 from operator import attrgetter
-from typing import Any
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from mailclient._wire.data import DataEncoder
+from mailclient._wire.errors import SMTPClientError
 from mailclient._wire.options import DEFAULT_OPTIONS, MailOptions
 from mailclient._wire.reply import ReplyAssembler
+from mailclient._wire.tlspolicy import TLSPolicy, TLSRecord
+from mailclient._wire.types import MessageFile
+
+
+class BodyProducer(Protocol):
+    """
+    The DATA producer, as the state machine uses it.
+    """
+
+    def abort(self, reason: Any) -> None: ...  # a Failure
+
+
+class ChunkProducer(Protocol):
+    """
+    The BDAT producer, as the state machine uses it.
+    """
+
+    finished: bool
+    allWritten: bool
+
+    def stop(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """
+    What reply timers are scheduled on (a reactor's C{callLater}).
+    """
+
+    def callLater(self, delay: float, callable: Callable[[], object]) -> object: ...
 
 
 class Phase(enum.Enum):
@@ -68,7 +100,7 @@ _twistedAttributes = attrgetter(*TWISTED_MESSAGE_ATTRIBUTES)
 
 #: A pipelined command awaiting its reply: the verb and what the reply is
 #: about (the recipient of a RCPT; whether a BDAT chunk is the last).
-PipelinedCommand = tuple[bytes, Any]
+PipelinedCommand = tuple[bytes, object]
 
 
 class Transaction:
@@ -109,11 +141,11 @@ class Transaction:
 
     def __init__(self) -> None:
         self.phase = Phase.OPEN
-        self.body: Any = None
-        self.chunks: Any = None
+        self.body: BodyProducer | None = None
+        self.chunks: ChunkProducer | None = None
         self.encoder = DataEncoder()
-        self.pendingFile: Any = None
-        self.pendingRecipients: list[Any] | None = None
+        self.pendingFile: MessageFile | None = None
+        self.pendingRecipients: list[object] | None = None
         self.pipeline: deque[PipelinedCommand] = deque()
         self.pipelined = False
         self.chunked = False
@@ -123,8 +155,8 @@ class Transaction:
         self.options: MailOptions = DEFAULT_OPTIONS
         self.mailParams: list[bytes] = []
         self.refuseEightBit = False
-        self.ownError: Any = None
-        self.parked: tuple[Any, ...] | None = None
+        self.ownError: SMTPClientError | None = None
+        self.parked: tuple[object, ...] | None = None
 
     @property
     def reported(self) -> bool:
@@ -140,14 +172,14 @@ class Transaction:
         """
         return self.phase is Phase.DATA_ENDED
 
-    def park(self, client: Any) -> None:
+    def park(self, client: object) -> None:
         """
         Keep C{client}'s Twisted attributes, which describe this
         transaction, while another one's replies come first.
         """
         self.parked = _twistedAttributes(client)
 
-    def unpark(self, client: Any) -> None:
+    def unpark(self, client: object) -> None:
         """
         Put the attributes kept by L{park} back on C{client}.
         """
@@ -160,7 +192,7 @@ class Transaction:
 #: A message asked for early that could not be started: the transaction
 #: to report it on (None when there is no message), what to do once the
 #: message before it is reported, and the error to report it with.
-DeferredStart = tuple[Transaction | None, Callable[[], Any], Any]
+DeferredStart = tuple[Transaction | None, Callable[[], object], SMTPClientError | None]
 
 
 class ClientState:
@@ -202,10 +234,10 @@ class ClientState:
         self.encoding: Transaction | None = None
         self.quitting = False
         self.inSASL = False
-        self.failureReason: Any = None
-        self.clock: Any = None
-        self.tlsPolicy: Any = None
-        self.tls: Any = None
+        self.failureReason: object = None
+        self.clock: Scheduler | None = None
+        self.tlsPolicy: TLSPolicy | None = None
+        self.tls: TLSRecord | None = None
 
     def encodingTransaction(self) -> Transaction:
         """

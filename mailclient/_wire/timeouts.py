@@ -36,6 +36,17 @@ class Timeouts:
     dataBlock: float | None = 180.0
     dataTermination: float | None = 600.0
 
+    @property
+    def finalReply(self) -> float | None:
+        """
+        The limit for the final reply to a message sent with BDAT: the
+        longer of C{mail} (the reply to its last command) and
+        C{dataTermination} (RFC 5321 4.5.3.2.6); L{None} if either is.
+        """
+        if self.mail is None or self.dataTermination is None:
+            return None
+        return max(self.mail, self.dataTermination)
+
     def forCommand(self, line: bytes) -> float | None:
         """
         The limit for the reply to the command line C{line}.

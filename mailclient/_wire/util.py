@@ -89,4 +89,4 @@ def publicPath(module: str, objects: Iterable[object]) -> None:
     """
     for obj in objects:
         if isinstance(obj, type) or callable(obj):
-            obj.__module__ = module  # type: ignore[attr-defined]
+            obj.__module__ = module

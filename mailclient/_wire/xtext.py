@@ -71,7 +71,7 @@ def xtext_codec(name: str) -> codecs.CodecInfo | None:
     """
     if name == "xtext":
         return codecs.CodecInfo(
-            xtext_encode,  # type: ignore[arg-type]
+            xtext_encode,
             xtext_decode,  # type: ignore[arg-type]
             xtextStreamReader,
             xtextStreamWriter,
