@@ -8,14 +8,7 @@ try them, so a relay can fail over.  Reading the DNS answer is done by pure
 functions (L{classifyAnswers}, L{orderExchanges}); the calculator only does
 the lookups.
 
-Fixed against Twisted: CNAME loops that do not pass through the queried
-name are detected instead of looping for ever; names are compared without
-regard to case or a trailing dot (so C{markBad} works with C{str} and
-C{bytes} names); exchanges of equal preference are tried in random order
-(RFC 5321 section 5.1); a null MX (RFC 7505) and a domain that does not exist
-make the domain undeliverable instead of connecting to C{""} or retrying for
-ever; the fallback to the domain's address asks for A and AAAA records, not
-C{ANY}.
+Where this differs from Twisted: C{docs/compatibility.rst}, "Relaying".
 """
 
 from __future__ import annotations
