@@ -30,6 +30,7 @@ from mailclient._testing.actions import (
     Garbage,
     NoReply,
     Reply,
+    Trickle,
 )
 from mailclient._testing.memory import MemoryConnection
 from mailclient._testing.records import ReceivedMessage, Session
@@ -54,6 +55,7 @@ __all__ = [
     "SMTPTestCaseMixin",
     "SMTPTestServer",
     "Session",
+    "Trickle",
     "generateCertificates",
     "localCertificates",
 ]

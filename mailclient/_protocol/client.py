@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import cast
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure
@@ -43,7 +43,7 @@ from mailclient._wire.errors import (
 from mailclient._protocol.transcript import TranscriptLog, redact
 from mailclient._wire.options import OptionError
 from mailclient._wire.reply import MalformedReply
-from mailclient._wire.state import ClientState, Phase, Transaction
+from mailclient._wire.state import ClientState, Phase, Scheduler, Transaction
 from mailclient._wire.timeouts import Timeouts
 from mailclient._wire.types import MessageFile, RecipientResult
 
@@ -134,12 +134,26 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         Schedule a reply timer, on the clock the factory gave (its reactor,
         when that reactor has a clock), else on the global reactor.
         """
-        clock = self._mailclient.clock
-        if clock is None:
-            from twisted.internet import reactor
+        return cast(IDelayedCall, _clock(self).callLater(period, func))
 
-            clock = reactor
-        return cast(IDelayedCall, clock.callLater(period, func))
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        Arm the deadline of the reply awaited, cut short by the session's
+        overall limit, if any; L{None} stops the timer.
+        """
+        if period is not None:
+            period = _clampToSession(self, period)
+        return policies.TimeoutMixin.setTimeout(self, period)
+
+    def resetTimeout(self) -> None:
+        """
+        Start the deadline again (the next reply is awaited, or the body
+        made progress), cut short by the session's overall limit.
+        """
+        if self._mailclient.sessionEnd is not None:
+            self.setTimeout(self.timeOut)
+        else:
+            policies.TimeoutMixin.resetTimeout(self)
 
     def sendLine(self, line: bytes) -> None:
         """
@@ -147,13 +161,17 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         """
         if self.debug:
             self.log.append(b">>> " + redact(line, self._mailclient.inSASL))
+        # The deadline of the reply to this command, and the session's.
         timeouts = phaseTimeouts(self)
-        if timeouts is not None:
-            self.setTimeout(timeouts.forCommand(line))
+        limit = timeouts.forCommand(line) if timeouts is not None else self.timeout
+        limit = _clampToSession(self, limit)
+        if limit is not None:
+            self.setTimeout(limit)
         basic.LineReceiver.sendLine(self, line)
 
     def connectionMade(self) -> None:
         timeouts = phaseTimeouts(self)
+        _startSession(self)
         self.setTimeout(self.timeout if timeouts is None else timeouts.greeting)
         _setNoDelay(self.transport)
         self._expected = [220]
@@ -188,7 +206,9 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         """
-        Called when the server did not answer in time.
+        Called when the server did not answer in time: the message fails,
+        and the connection is dropped at once (a server that stopped
+        reading would keep a closing connection open for ever).
         """
         fail(
             self,
@@ -196,6 +216,19 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
                 -1, b"Timeout waiting for SMTP server response", self.log.str()
             ),
         )
+        abortConnection(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Take what the server sent; once the client is closing the
+        connection, drop it unread (a server that keeps talking must not
+        make it buffer without bound).
+        """
+        transport = self.transport
+        if transport is not None and getattr(transport, "disconnecting", False):
+            self._buffer = b""
+            return
+        basic.LineReceiver.dataReceived(self, data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         fail(
@@ -209,7 +242,6 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         )
 
     def lineReceived(self, line: bytes) -> object:
-        self.resetTimeout()
         if self.debug:
             self.log.append(b"<<< " + line)
         state = self._mailclient
@@ -223,9 +255,13 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             fail(self, SMTPProtocolError(-1, text, self.log.str()))
             return None
         if reply is None:
+            # (Informational lines and the lines of a reply not yet complete
+            # do not extend the reply's deadline.)
             self.code = int(line[:3])
-            self.resp.append(line[4:])
+            self.resp = state.replies.partial
             return None
+        # A complete reply: the next reply's deadline starts now.
+        self.resetTimeout()
         self.code, self.resp = reply.code, reply.lines
         resp = reply.text
         try:
@@ -338,6 +374,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         timeouts = phaseTimeouts(self)
         if timeouts is not None:
             self.setTimeout(timeouts.dataBlock)
+        beginBody(self)
         body = txn.body = BodySender()
         d = body.beginFileTransfer(
             self.mailFile, self.transport, partial(encodeFor, self, txn)
@@ -364,9 +401,10 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         The conversion keeps its state across chunks (see
         L{mailclient._wire.data.DataEncoder}).  This method also resets the idle
         timeout so that as long as progress is being made sending the message
-        body, the client will not time out.
+        body, the client will not time out (but the body must keep the
+        minimum rate of L{Timeouts}).
         """
-        self.resetTimeout()
+        _bodyProgress(self, len(chunk))
         return self._mailclient.encodingTransaction().encoder.encode(chunk)
 
     def finishedFileTransfer(self, lastsent: bytes) -> None:
@@ -503,6 +541,104 @@ def _setNoDelay(transport: object) -> None:
                 pass
             return
         transport = getattr(transport, "transport", None)
+
+
+#: The minimum body rate and the session limit when the client waits per
+#: Twisted's one C{timeout}: RFC 5321's defaults.
+_DEFAULT_LIMITS = Timeouts()
+
+
+def _limits(client: SMTPClient) -> Timeouts | None:
+    """
+    The limits of C{client}'s body rate and session: its per-phase
+    C{timeouts}, the defaults when Twisted's one C{timeout} is set, L{None}
+    when it waits for ever.
+    """
+    if client.timeout is not None:
+        return _DEFAULT_LIMITS
+    return client.timeouts
+
+
+def _clock(client: SMTPClient) -> Scheduler:
+    clock = client._mailclient.clock
+    if clock is None:
+        from twisted.internet import reactor
+
+        clock = cast(Scheduler, reactor)
+    return clock
+
+
+def _now(client: SMTPClient) -> float:
+    """
+    The time on the clock C{client}'s timers run on: the factory's clock,
+    or the clock whose C{callLater} a test installed on the client (the
+    Twisted idiom: C{client.callLater = clock.callLater}).
+    """
+    installed = getattr(vars(client).get("callLater"), "__self__", None)
+    if IReactorTime.providedBy(installed):
+        return installed.seconds()
+    return cast(IReactorTime, _clock(client)).seconds()
+
+
+def _startSession(client: SMTPClient) -> None:
+    """
+    Start the session's fixed overall limit, if L{Timeouts.session} sets
+    one.  (Without one, the session is bounded by construction: each wait
+    has its own deadline that nothing extends, and bodies keep the
+    minimum rate.)
+    """
+    timeouts = _limits(client)
+    state = client._mailclient
+    if timeouts is not None and timeouts.session is not None:
+        state.sessionEnd = _now(client) + timeouts.session
+
+
+def _clampToSession(client: SMTPClient, period: float | None) -> float | None:
+    """
+    A reply deadline of C{period} seconds, cut short by the session's end.
+    """
+    end = client._mailclient.sessionEnd
+    if end is None:
+        return period
+    left = max(0.0, end - _now(client))
+    return left if period is None else min(period, left)
+
+
+class _TooSlow(Exception):
+    """
+    The transport takes the message body slower than the minimum rate.
+    """
+
+
+def beginBody(client: SMTPClient) -> None:
+    """
+    A message body starts: measure its rate from now.
+    """
+    state = client._mailclient
+    state.bodyStart = _now(client)
+    state.bodySent = 0
+
+
+def _bodyProgress(client: SMTPClient, size: int) -> None:
+    """
+    The transport took C{size} more bytes of the body: the data-block
+    deadline starts again, the session may last as long as these bytes
+    take at the minimum rate, and the body must keep that rate.
+
+    @raise _TooSlow: if it does not.
+    """
+    client.resetTimeout()
+    timeouts = _limits(client)
+    if timeouts is None:
+        return
+    state = client._mailclient
+    sent, elapsed = state.bodySent, _now(client) - state.bodyStart
+    state.bodySent = sent + size
+    if timeouts.tooSlow(sent, elapsed):
+        raise _TooSlow(
+            "the server took the message data at %d bytes/s, under the minimum "
+            "of %d bytes/s" % (sent / elapsed, timeouts.minimumRate or 0)
+        )
 
 
 def abortConnection(client: SMTPClient) -> None:
@@ -677,6 +813,8 @@ def readError(client: SMTPClient, reason: Failure) -> SMTPClientError:
     encoded: a refusal of its content (L{CannotSendError}, for 8-bit data
     the server cannot take) or a L{MessageReadError}.
     """
+    if reason.check(_TooSlow):
+        return SMTPTimeoutError(-1, reason.getErrorMessage(), client.log.str())
     if reason.check(OptionError):
         return CannotSendError(
             reason.getErrorMessage(), client.log.str(), isFatal=True,

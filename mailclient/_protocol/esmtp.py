@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import warnings
 from functools import partial
 from typing import Any, cast
@@ -57,6 +58,7 @@ from mailclient._wire.plan import (
     Switches,
     TransactionPlan,
     eightBitDecision,
+    needsConversion,
     needsMessage,
     planTransaction,
     usesExtensions,
@@ -71,10 +73,12 @@ from mailclient._wire.errors import (
     TLSError,
     TLSRequiredError,
 )
+from mailclient._wire.sasl import MAX_CHALLENGES
+from mailclient._wire.sevenbit import MAX_CONVERTED, CannotConvert, toSevenBit
 from mailclient._wire.state import Transaction
 from mailclient._protocol.tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
 from mailclient._wire.tlspolicy import TLSRecord
-from mailclient._wire.types import Text
+from mailclient._wire.types import MessageFile, Text
 from mailclient.interfaces import IClientAuthentication
 
 _log = Logger()
@@ -410,6 +414,14 @@ class ESMTPClient(SMTPClient):
 
     def _authResponse(self, auth: IClientAuthentication, challenge: bytes) -> None:
         self._failresponse = self.esmtpAUTHDeclined
+        state = self._mailclient
+        state.saslChallenges += 1
+        if state.saslChallenges > MAX_CHALLENGES:
+            # Each of the mechanisms shipped needs two challenges at most: a
+            # server that keeps asking would get the secret again and again.
+            self.sendLine(b"*")
+            self._okresponse = self._failresponse = partial(_tooManyChallenges, self)
+            return
         try:
             decoded = base64.b64decode(challenge, validate=True)
         except (binascii.Error, ValueError):
@@ -421,7 +433,6 @@ class ESMTPClient(SMTPClient):
         response = auth.challengeResponse(self.secret, decoded)
         self._expected = [235, 334]
         self._okresponse = self.smtpState_maybeAuthenticated
-        state = self._mailclient
         state.inSASL = True
         try:
             self.sendLine(base64.b64encode(response))
@@ -638,8 +649,21 @@ def _refuseCleartextAuthentication(client: ESMTPClient) -> None:
     fail(client, AUTHRequiredError(-1, text, client.log.str()))
 
 
+def _tooManyChallenges(client: ESMTPClient, code: int, resp: bytes) -> None:
+    fail(
+        client,
+        AuthenticationError(
+            -1,
+            b"Authentication failed: the server sent more than %d challenges"
+            % (MAX_CHALLENGES,),
+            client.log.str(),
+        ),
+    )
+
+
 def _startAuthentication(client: ESMTPClient, auth: IClientAuthentication, name: bytes) -> None:
     client._authinfo = auth
+    client._mailclient.saslChallenges = 0
     reset = getattr(auth, "reset", None)
     if reset is not None:
         reset()
@@ -676,7 +700,28 @@ def _plan(
         size = fileSize(txn.pendingFile)
         decision = eightBitDecision(caps, options, size)
         eightBit = holdsEightBit(txn.pendingFile) if decision is SCAN else decision
+        if needsConversion(caps, options, eightBit):
+            txn.pendingFile = _converted(txn.pendingFile)
+            size, eightBit = fileSize(txn.pendingFile), False
     return planTransaction(
         caps, switches, options, sender, recipients, quoted, size, eightBit,
         client._mailclient.early,
     )
+
+
+def _converted(message: MessageFile | None) -> MessageFile:
+    """
+    The message converted to 7 bits (see L{mailclient._wire.sevenbit}).
+
+    @raise OptionError: if it cannot be (status 5.6.3).
+    """
+    data = message.read(MAX_CONVERTED + 1) if message is not None else b""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        return io.BytesIO(toSevenBit(data))
+    except CannotConvert as e:
+        raise OptionError(
+            "message holds 8-bit data, the server does not offer 8BITMIME, and %s" % (e,),
+            CONVERSION_NEEDED,
+        ) from None

@@ -21,6 +21,8 @@ from mailclient._protocol.chunking import ChunkSender
 from mailclient._protocol.client import (
     SUCCESS,
     abortConnection,
+    abortTransfer,
+    beginBody,
     encodeFor,
     fail,
     internalError,
@@ -30,7 +32,8 @@ from mailclient._protocol.client import (
     phaseTimeouts,
 )
 from mailclient._wire.data import DataEncoder
-from mailclient._wire.errors import SMTPClientError, SMTPConnectError
+from mailclient._wire.errors import SMTPClientError, SMTPConnectError, SMTPProtocolError
+from mailclient._wire.status import parseEnhancedStatus
 from mailclient._wire.plan import TransactionPlan
 from mailclient._wire.state import Phase, Transaction
 
@@ -165,6 +168,7 @@ def _activateFollowing(client: ESMTPClient) -> None:
 def _startChunks(client: ESMTPClient, txn: Transaction) -> None:
     client.mailFile = messageFile(client)
     txn.encoder = DataEncoder(dotStuff=False)
+    beginBody(client)
     txn.chunks = ChunkSender(
         client.mailFile, client.transport, partial(encodeFor, client, txn),
         partial(_chunkWritten, client, txn), partial(_chunksFailed, client, txn),
@@ -227,7 +231,16 @@ def _pipelinedReply(client: ESMTPClient, code: int, resp: bytes) -> None:
     Match one reply to the oldest command of the pipelined group.
     """
     txn = client._mailclient.transaction
+    if not txn.pipeline:
+        # More replies than commands: the two sides are out of step.
+        _outOfStep(client, code, resp, b"a reply to no command")
+        return
     verb, detail = txn.pipeline.popleft()
+    timeouts = phaseTimeouts(client)
+    if txn.pipeline and timeouts is not None:
+        # The next reply's deadline: its own command's limit.
+        nextVerb, nextDetail = txn.pipeline[0]
+        client.setTimeout(timeouts.forReply(nextVerb, bool(nextDetail)))
     if verb == b"RSET":
         # Sent ahead of a message started early; the replies to its own
         # commands decide its outcome.
@@ -306,4 +319,43 @@ def _bdatReply(
         txn.pipelined = False
         client.smtpTransferFailed(*txn.bdatFailure)
     elif last:
+        problem = _finalReplyProblem(client, code, resp)
+        if problem is not None:
+            _outOfStep(client, code, resp, problem)
+            return
         client.smtpState_msgSent(code, resp)
+
+
+def _finalReplyProblem(client: ESMTPClient, code: int, resp: bytes) -> bytes | None:
+    """
+    Why the 2xx taken as the reply to C{BDAT ... LAST} cannot be it, if it
+    cannot: more replies were already received than commands were sent (a
+    server that answered a command twice shifted every reply after it),
+    or, with enhanced status codes, the reply is about an address (the
+    reply to a RCPT, shifted).
+    """
+    state = client._mailclient
+    if state.following is None and client._buffer.strip():
+        return b"more replies than commands"
+    if b"ENHANCEDSTATUSCODES" in client.capabilities:
+        enhanced = parseEnhancedStatus(code, resp)
+        if enhanced is not None and enhanced[1] == 1:
+            return b"an address status (%d.%d.%d) as the reply to the message" % enhanced
+    return None
+
+
+def _outOfStep(client: ESMTPClient, code: int, resp: bytes, why: bytes) -> None:
+    """
+    The server's replies do not match the commands sent: fail the message
+    (never report it delivered) and drop the connection.
+    """
+    abortTransfer(client)
+    fail(
+        client,
+        SMTPProtocolError(
+            code,
+            b"Replies out of step with the commands (" + why + b"): " + resp,
+            client.log.str(),
+        ),
+    )
+    abortConnection(client)

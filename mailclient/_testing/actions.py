@@ -121,6 +121,18 @@ class Delay(Action):
     then: Action | None = None
 
 
+@dataclass(frozen=True)
+class Trickle(Action):
+    """
+    Send the reply (C{then}, or the default reply) one byte every
+    C{interval} seconds (on the server's clock): a reply that never quite
+    arrives.  Commands received meanwhile wait their turn.
+    """
+
+    interval: float
+    then: Reply | None = None
+
+
 #: What L{SMTPTestServer.script} accepts for one step: an L{Action}, a reply
 #: code, or L{None} for the default behaviour.
 ActionLike = Union[Action, int, None]

@@ -20,7 +20,7 @@ from twisted.protocols import basic
 from twisted.python.failure import Failure
 
 from mailclient._testing.actions import (
-    DATA_END, GREETING, Abort, Action, Delay, Disconnect, EndlessLine, Garbage, NoReply,
+    DATA_END, GREETING, Abort, Action, Delay, Disconnect, EndlessLine, Garbage, NoReply, Trickle,
     Reply, _clock,
 )
 from mailclient._testing.records import ReceivedMessage, Session, _Chunk
@@ -142,8 +142,11 @@ class _SMTPServerProtocol(basic.LineReceiver):
         if self._bodyBytes + len(data) < afterBytes:
             self._bodyBytes += len(data)
             return data
-        self._bodyBytes = afterBytes
-        self._perform(action, None, None, None)
+        if self._bodyBytes < afterBytes or isinstance(action, Reply):
+            # A reply answers each piece that follows (each BDAT chunk gets
+            # its reply); anything else happens once per transaction.
+            self._bodyBytes = afterBytes
+            self._perform(action, None, None, None)
         return None
 
     # Output.
@@ -209,6 +212,8 @@ class _SMTPServerProtocol(basic.LineReceiver):
             self._close(abort=True)
         elif isinstance(action, NoReply):
             self._dead = self.paused = True
+        elif isinstance(action, Trickle):
+            self._trickle(action, action.then or default, effect, refused)
         elif isinstance(action, Garbage):
             self._send(action.data)
         elif isinstance(action, EndlessLine):
@@ -216,6 +221,31 @@ class _SMTPServerProtocol(basic.LineReceiver):
             self._dead = self.paused = True
         else:
             raise TypeError(f"unknown action {action!r}")
+
+    def _trickle(self, action: Trickle, reply: Reply | None,
+                 effect: Effect | None, refused: Effect | None) -> None:
+        if reply is None:
+            return
+        data = reply.toBytes()
+        self.paused = True
+
+        def drip(sent: int) -> None:
+            self._delayed = None
+            if self._dead:
+                return
+            self._send(data[sent:sent + 1])
+            if sent + 1 < len(data):
+                self._delayed = _clock(self.clock).callLater(action.interval, drip, sent + 1)
+                return
+            self.paused = False
+            if reply.code < 400 and effect is not None:
+                effect(reply)
+            elif reply.code >= 400 and refused is not None:
+                refused(reply)
+            if not self._dead:
+                self.dataReceived(b"")
+
+        drip(0)
 
     # Session state.
 

@@ -20,14 +20,23 @@ from mailclient._wire.text import strictText
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _UTF8 = "\u0080-\ud7ff\ue000-\U0010ffff"
 
+# What a display name may quote (any text but the line breaks and NUL
+# refused before parsing).
 _QUOTED = r'"(?:[^"\\\r\n\x00]|\\[^\r\n\x00])*"'
+
+
+def _quotedLocal(extra: str) -> str:
+    # RFC 5321 Quoted-string: qtextSMTP and quoted-pairSMTP, printable ASCII
+    # (and, with SMTPUTF8, non-ASCII text: RFC 6531).
+    return r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e%s]|\\[\x20-\x7e%s])*"' % (extra, extra)
 
 
 def _addrSpec(utf8: bool) -> re.Pattern[str]:
     extra = _UTF8 if utf8 else ""
-    local = r"(?:[%s%s.]+|%s)" % (_ATEXT, extra, _QUOTED)
+    local = r"(?:[%s%s.]+|%s)" % (_ATEXT, extra, _quotedLocal(extra))
     label = r"[A-Za-z0-9_%s](?:[A-Za-z0-9_\-%s]*)" % (extra, extra)
-    domain = r"(?:%s(?:\.%s)*\.?|\[[^\[\]\\\s\x00]+\])" % (label, label)
+    # A domain literal: dtext, printable ASCII but for [, ] and \.
+    domain = r"(?:%s(?:\.%s)*\.?|\[[\x21-\x5a\x5e-\x7e]+\])" % (label, label)
     return re.compile(r"(?:%s@%s|%s)\Z" % (local, domain, local))
 
 

@@ -55,6 +55,10 @@ class MailOptions:
     @ivar allowEightBitWithout8BITMIME: send 8-bit data even to a server
         that did not offer 8BITMIME (what Twisted does).
     @ivar binary: the body is binary (BODY=BINARYMIME, needs CHUNKING).
+    @ivar convertEightBit: convert an 8-bit MIME message to 7 bits for a
+        server that did not offer 8BITMIME (quoted-printable for text
+        parts, base64 for the rest, as Postfix does); a message that cannot
+        be converted is refused with 5.6.3.  The relayers set it.
     """
 
     ret: str | None = None
@@ -65,6 +69,7 @@ class MailOptions:
     eightBit: bool | None = None
     allowEightBitWithout8BITMIME: bool = False
     binary: bool = False
+    convertEightBit: bool = False
 
     def __post_init__(self) -> None:
         if self.ret is not None and self.ret.upper() not in ("FULL", "HDRS"):

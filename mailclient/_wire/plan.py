@@ -121,6 +121,20 @@ def _chunked(caps: Capabilities, switches: Switches, recipients: int) -> bool:
     )
 
 
+def needsConversion(caps: Capabilities, options: MailOptions, eightBit: bool | None) -> bool:
+    """
+    Whether the message must be converted to 7 bits before it is sent: it
+    holds 8-bit data, the server did not offer 8BITMIME, and the options
+    ask for conversion rather than refusal (or Twisted's raw sending).
+    """
+    return (
+        bool(eightBit)
+        and b"8BITMIME" not in caps
+        and options.convertEightBit
+        and not options.allowEightBitWithout8BITMIME
+    )
+
+
 @dataclass(frozen=True)
 class TransactionPlan:
     """

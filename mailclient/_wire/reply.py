@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 # A reply may span several lines; a server that never ends one must not make
-# us buffer without limit.
+# us buffer without limit.  Every line counts, informational lines too: the
+# bound is on what the server sends between two complete replies.
 MAX_REPLY_LINES = 1000
 MAX_REPLY_BYTES = 65536
 
@@ -57,13 +58,23 @@ class ReplyAssembler:
     Collects reply lines into L{Reply} objects.
 
     Lines whose code starts with C{0} are informational and ignored, as
-    Twisted does.
+    Twisted does; but they count, like every other line, against the
+    bounds of the reply they come before (L{MAX_REPLY_LINES},
+    L{MAX_REPLY_BYTES}).
     """
 
     def __init__(self) -> None:
         self._lines: list[bytes] = []
+        self._count = 0
         self._size = 0
         self._code: int | None = None
+
+    @property
+    def partial(self) -> list[bytes]:
+        """
+        The text of the lines of the reply being assembled.
+        """
+        return self._lines
 
     @property
     def pending(self) -> bool:
@@ -85,6 +96,13 @@ class ReplyAssembler:
             # A line break inside a line: the two sides would not agree on
             # where replies begin ("220 \r250 ok" is not a 250 reply).
             raise MalformedReply("bare CR or LF in a reply line: %r" % (line[:80],))
+        self._count += 1
+        self._size += len(line)
+        if self._count > MAX_REPLY_LINES or self._size > MAX_REPLY_BYTES:
+            raise MalformedReply(
+                "reply too long (more than %d lines or %d bytes)"
+                % (MAX_REPLY_LINES, MAX_REPLY_BYTES)
+            )
         if line[:1] == b"0":
             return None
         if self._code is not None and code != self._code:
@@ -93,9 +111,6 @@ class ReplyAssembler:
                 % (code, self._code)
             )
         self._lines.append(line[4:])
-        self._size += len(line)
-        if len(self._lines) > MAX_REPLY_LINES or self._size > MAX_REPLY_BYTES:
-            raise MalformedReply("reply too long")
         if line[3:4] == b"-":
             self._code = code
             return None
@@ -108,5 +123,6 @@ class ReplyAssembler:
         Forget any partly assembled reply.
         """
         self._lines = []
+        self._count = 0
         self._size = 0
         self._code = None

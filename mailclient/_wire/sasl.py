@@ -22,6 +22,11 @@ from zope.interface import implementer
 from mailclient._wire.types import Text
 from mailclient.interfaces import IClientAuthentication
 
+#: The most challenges one authentication exchange answers: the mechanisms
+#: here need two at most (LOGIN's user name and password); a server that
+#: asks for ever would be sent the secret for ever.
+MAX_CHALLENGES = 4
+
 TokenSource = Union[Text, Callable[[], Text]]
 
 

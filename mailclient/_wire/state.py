@@ -217,12 +217,19 @@ class ClientState:
         (L{None}: the client's own C{context} and
         C{requireTransportSecurity}, as in Twisted).
     @ivar tls: the TLS record of the connection, once TLS is up.
+    @ivar sessionEnd: when the session must end (clock seconds), when
+        L{Timeouts.session} fixes a limit.
+    @ivar bodyStart: when the current body began to be written.
+    @ivar bodySent: how many bytes of it were handed to the transport.
+    @ivar saslChallenges: how many challenges the current authentication
+        exchange has answered.
     """
 
     __slots__ = (
         "replies", "transaction", "following", "deferredStart", "early",
         "encoding", "quitting", "inSASL", "failureReason", "clock",
-        "tlsPolicy", "tls",
+        "tlsPolicy", "tls", "sessionEnd", "bodyStart",
+        "bodySent", "saslChallenges",
     )
 
     def __init__(self) -> None:
@@ -238,6 +245,10 @@ class ClientState:
         self.clock: Scheduler | None = None
         self.tlsPolicy: TLSPolicy | None = None
         self.tls: TLSRecord | None = None
+        self.sessionEnd: float | None = None
+        self.bodyStart = 0.0
+        self.bodySent = 0
+        self.saslChallenges = 0
 
     def encodingTransaction(self) -> Transaction:
         """

@@ -1,5 +1,8 @@
 """
-Per-phase reply timeouts (RFC 5321, section 4.5.3.2).
+How long a client waits: per-phase reply limits (RFC 5321, section
+4.5.3.2), the minimum rate of a message body, and the limit of a session.
+
+Pure: no I/O, no Twisted.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ class Timeouts:
         but the last.
     @ivar dataTermination: waiting for the final reply after the end of the
         data (the server may be delivering the message meanwhile).
+    @ivar minimumRate: the message body must leave at this many bytes per
+        second at least, averaged from its start once C{rateGrace} seconds
+        have passed (a server that reads a trickle keeps no connection
+        forever); L{None}: no minimum.
+    @ivar rateGrace: how long the body may go slower than C{minimumRate}.
+    @ivar session: a fixed limit for a whole session; L{None} (the default)
+        leaves it at the sum of the limits of the commands sent plus the
+        time the bodies take at C{minimumRate}, which holds by construction:
+        no reply, however it is trickled, extends its own deadline.
+
+    Each reply gets its own deadline: lines that do not complete a reply
+    (informational lines, the lines of a multi-line reply, a line trickled
+    a byte at a time) never extend it.
     """
 
     greeting: float | None = 300.0
@@ -35,6 +51,30 @@ class Timeouts:
     dataInit: float | None = 120.0
     dataBlock: float | None = 180.0
     dataTermination: float | None = 600.0
+    minimumRate: float | None = 1024.0
+    rateGrace: float = 60.0
+    session: float | None = None
+
+    def tooSlow(self, sent: int, elapsed: float) -> bool:
+        """
+        Whether a body of which C{sent} bytes left in C{elapsed} seconds
+        goes under the minimum rate.
+        """
+        rate = self.minimumRate
+        return rate is not None and elapsed > self.rateGrace and sent < rate * elapsed
+
+    def forReply(self, verb: bytes, last: bool = False) -> float | None:
+        """
+        The limit for the reply to a pipelined command C{verb} (for BDAT,
+        C{last} says whether the chunk is the last).
+        """
+        if verb == b"RCPT":
+            return self.rcpt
+        if verb == b"DATA":
+            return self.dataInit
+        if verb == b"BDAT":
+            return self.finalReply if last else self.dataBlock
+        return self.mail
 
     @property
     def finalReply(self) -> float | None:

@@ -298,7 +298,18 @@ class QuoteaddrTests(SynchronousTestCase):
             self.assertInvalid(addr)
             self.assertInvalid(addr, True)
 
-    @settings(max_examples=300)
+    def test_quotedNonASCII(self):
+        """
+        A quoted local part, and a domain literal, hold printable ASCII only
+        unless SMTPUTF8 is used (found by test_anyText: C{'"\\x80"'} went
+        out as UTF-8 to a server that had not offered SMTPUTF8).
+        """
+        for addr in ['"\x80"', '"caf\xe9"@example.org', "a@[\x80]", '"a\tb"@example.org']:
+            self.assertRaises(InvalidAddressError, quoteaddr, addr, False)
+        self.assertEqual(quoteaddr('"caf\xe9"@example.org', True), '<"caf\xe9"@example.org>'.encode())
+        self.assertEqual(quoteaddr('"a b"@example.org'), b'<"a b"@example.org>')
+
+
     @given(anyText, st.booleans())
     @example("a\ud800@x.com", True)
     @example('"a<b"@x.com', False)

@@ -92,6 +92,7 @@ from mailclient.testing import (
     NoReply,
     Reply,
     SMTPTestServer,
+    Trickle,
 )
 
 TIMEOUT = 30
@@ -113,6 +114,12 @@ FAULTS: Dict[str, Callable[[], Action]] = {
     "garbage": lambda: Garbage(b"this is not an SMTP reply\r\n"),
     "endless": lambda: EndlessLine(100_000),
     "timeout": NoReply,
+    # A stream of informational lines: every one counts against the bound
+    # of the reply they come before.
+    "informational": lambda: Garbage(b"050 still working\r\n" * 2000),
+    # The reply one byte at a time, each well within the deadline, the
+    # whole of it not: a trickle never extends a reply's deadline.
+    "trickle": lambda: Trickle(TIMEOUT / 4),
 }
 
 SENDMAIL_STEPS = [
@@ -149,6 +156,8 @@ FAULT_ERRORS: Dict[str, Type[SMTPClientError]] = {
     "garbage": SMTPProtocolError,
     "endless": SMTPProtocolError,
     "timeout": SMTPTimeoutError,
+    "informational": SMTPProtocolError,
+    "trickle": SMTPTimeoutError,
 }
 
 
@@ -164,6 +173,9 @@ def applyFault(server: SMTPTestServer, step: str, action: Action, path: str) -> 
     Script C{action} at C{step}, for its first occurrence only.
     """
     if step == "body":
+        if isinstance(action, Trickle):
+            # No command's default reply applies in the middle of a body.
+            action = Trickle(action.interval, Reply(250, b"2.0.0 queued"))
         server.interruptBody(1000, action)
         return
     first: List[Any] = [action]
@@ -198,7 +210,7 @@ def expectedSendmail(path: str, step: str, fault: str) -> Outcome:
     if step in ("rset", "quit"):
         # The message was accepted before: nothing after can undo that.
         return ("ok", 2)
-    if step == "body" and fault in ("4xx", "5xx", "garbage", "endless"):
+    if step == "body" and fault in ("4xx", "5xx", "garbage", "endless", "informational"):
         if path == "chunking":
             # A reply in the middle of a chunk is the reply to that chunk.
             return ("error", (SMTPDeliveryError, SMTPProtocolError))
