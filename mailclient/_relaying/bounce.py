@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import BinaryIO, Union
+from typing import IO, Union
 from collections.abc import Sequence
 
 from mailclient._wire.status import parseEnhancedStatus
@@ -94,7 +94,7 @@ def _address(value: Text) -> str:
     return text
 
 
-def _headersOf(message: BinaryIO) -> bytes:
+def _headersOf(message: IO[bytes]) -> bytes:
     lines = []
     for line in message:
         if line in (b"\n", b"\r\n"):
@@ -103,7 +103,7 @@ def _headersOf(message: BinaryIO) -> bytes:
     return b"".join(lines)
 
 
-def _original(message: BinaryIO, maxSize: int) -> tuple[bytes, bytes]:
+def _original(message: IO[bytes], maxSize: int) -> tuple[bytes, bytes]:
     """
     Return the content type and the bytes of the returned original.
     """
@@ -121,7 +121,7 @@ def _boundary(now: float) -> str:
 
 
 def generateBounce(
-    message: BinaryIO,
+    message: IO[bytes],
     failedFrom: Text,
     failures: Sequence[DeliveryFailure],
     reportingMTA: str,

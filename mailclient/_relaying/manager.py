@@ -25,9 +25,10 @@ from mailclient._relaying.managed import (
     recipientDomain,
 )
 from mailclient._relaying.mx import MXCalculator, UndeliverableDomain, normalName
-from mailclient._relaying.queue import EnvelopeError, Queue, readEnvelope
+from mailclient._relaying.queue import Queue, QueueBusyError, checkQueueFile, readEnvelope
 from mailclient._relaying.returning import returnToSender
 from mailclient._wire.host import getDNSName
+from mailclient._wire.retry import RetryPolicy
 from mailclient.interfaces import IRelayManagerHooks
 
 _log = Logger()
@@ -45,6 +46,28 @@ def _smartHosts(value: SmartHost, port: int) -> list[Exchange]:
     for item in value:
         hosts.extend(_smartHosts(item, port))
     return hosts
+
+
+class RefusedExchange(Exception):
+    """
+    A mail exchange's address was refused (see
+    L{SmartHostSMTPRelayingManager.refusePrivateAddresses}).
+    """
+
+
+def isGlobal(address: str) -> bool:
+    """
+    Whether C{address} is a global IP address (not loopback, private,
+    link-local, multicast, reserved or unspecified).  A host name that was
+    not resolved is not.
+    """
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return ip.is_global and not ip.is_multicast
 
 
 class SmartHostSMTPRelayingManager:
@@ -89,6 +112,16 @@ class SmartHostSMTPRelayingManager:
         (mailclient addition)
     @ivar reportingMTA: The host name bounces are reported from (default:
         this host's name).  (mailclient addition)
+    @ivar maxAddresses: The most mail exchanges tried for one message in
+        one attempt (Postfix's C{smtp_mx_address_limit}): a domain with a
+        thousand MX records costs five connections, not a thousand.
+        (mailclient addition)
+    @ivar refusePrivateAddresses: Refuse to connect to a mail exchange
+        whose address is loopback, private, link-local or otherwise not
+        global, so that DNS under an attacker's control cannot point the
+        relay at internal services.  Off by default, as in Twisted (whose
+        own tests relay to an MX at 127.0.0.1; corporate relays use private
+        MX addresses); smart hosts are never refused.  (mailclient addition)
     """
 
     factory: type[SMTPManagedRelayerFactory] = SMTPManagedRelayerFactory
@@ -106,6 +139,10 @@ class SmartHostSMTPRelayingManager:
     maxQueueLifetime: float | None = 5 * 24 * 60 * 60
 
     reportingMTA: str | None = None
+
+    maxAddresses: int = 5
+
+    refusePrivateAddresses: bool = False
 
     def __init__(
         self,
@@ -148,13 +185,15 @@ class SmartHostSMTPRelayingManager:
             self.mxcalc = mxcalc
         self.reactor = reactor
         self.clock = clock
+        # Whether "another manager holds the queue" was logged.
+        self._busyLogged = False
 
     def __getstate__(self) -> dict[str, Any]:
         """
         Return the non-volatile state of this object.
         """
         state = self.__dict__.copy()
-        for volatile in ("managed", "reactor", "clock"):
+        for volatile in ("managed", "reactor", "clock", "_busyLogged"):
             state.pop(volatile, None)
         if state.pop("_madeCalculator", False):
             # Made on first use, holding the reactor: made again after.
@@ -170,6 +209,7 @@ class SmartHostSMTPRelayingManager:
         self.managed = {}
         self.reactor = None
         self.clock = None
+        self._busyLogged = False
 
     def _reactor(self) -> Any:
         if self.reactor is None:
@@ -186,9 +226,15 @@ class SmartHostSMTPRelayingManager:
         Look at the queue and start relayers for waiting messages, if
         connections are free.
 
+        The first call takes the queue's relaying lock (mailclient's
+        L{Queue}): while another manager holds it, nothing is relayed and
+        the refusal is logged once.
+
         @return: L{None} if nothing could be started; else a Deferred that
             fires when all the relaying attempts started are over.
         """
+        if not self._holdQueue():
+            return None
         self.queue.readDirectory()
         for message in list(self.retries):
             if message not in self.queue.waiting and message not in self.queue.relayed:
@@ -199,6 +245,24 @@ class SmartHostSMTPRelayingManager:
         if not any(self._due(m, now) for m in self.queue.getWaiting()):
             return None
         return self._checkStateMX()
+
+    def _holdQueue(self) -> bool:
+        """
+        Take the queue's relaying lock, if the queue has one; return
+        whether this manager may relay it.
+        """
+        acquire = getattr(self.queue, "acquireRelayLock", None)
+        if acquire is None:
+            return True
+        try:
+            acquire()
+        except QueueBusyError as e:
+            if not self._busyLogged:
+                self._busyLogged = True
+                _log.error("Not relaying: {error}", error=str(e))
+            return False
+        self._busyLogged = False
+        return True
 
     def _due(self, message: str, now: float) -> bool:
         """
@@ -213,14 +277,14 @@ class SmartHostSMTPRelayingManager:
         Return how long to wait before trying a message again after it
         failed for now C{failures} times in a row: L{backoffDelay}, times
         L{backoffFactor} for each failure after the first, at most
-        L{maxBackoffDelay}.  (mailclient addition)
+        L{maxBackoffDelay}: the back-off of L{RetryPolicy}.  (mailclient
+        addition)
         """
-        exponent = max(0, failures - 1)
-        try:
-            delay = self.backoffDelay * float(self.backoffFactor) ** exponent
-        except OverflowError:
-            delay = self.maxBackoffDelay
-        return float(min(delay, self.maxBackoffDelay))
+        policy = RetryPolicy(
+            retries=None, immediate=0, delay=self.backoffDelay,
+            factor=self.backoffFactor, maxDelay=self.maxBackoffDelay, deadline=None,
+        )
+        return policy.backoff(failures)
 
     def _expired(self, message: str) -> bool:
         if self.maxQueueLifetime is None:
@@ -283,12 +347,16 @@ class SmartHostSMTPRelayingManager:
                 continue
             try:
                 sender, recipient = readEnvelope(self.queue.getPath(message) + "-H")
+                checkQueueFile(self.queue.getPath(message) + "-D")
             except FileNotFoundError:
                 # Gone, or a data file written before its envelope.
                 continue
-            except (OSError, EnvelopeError) as e:
+            except Exception as e:
+                # Whatever one queue file holds, it stops only its own
+                # message: the others are relayed.
                 _log.error(
-                    "Quarantining {message}: {error}", message=message, error=e
+                    "Quarantining {message}: {error}", message=message,
+                    error=str(e)[:300] or type(e).__name__,
                 )
                 self.queue.quarantine(message)
                 continue
@@ -365,7 +433,8 @@ class SmartHostSMTPRelayingManager:
             d = self.mxcalc.getMX(domain)
             d.addCallback(lambda record: [record])
         d.addCallback(
-            lambda records: [(normalName(r.name), self.PORT) for r in records]
+            lambda records: [(normalName(r.name), self.PORT) for r in records][
+                : max(1, self.maxAddresses)]
         )
         return d
 
@@ -388,7 +457,12 @@ class SmartHostSMTPRelayingManager:
         @param address: Its address (or host name).
         @param port: Its port.
         @param factory: The relayer factory.
+        @raise RefusedExchange: if L{refusePrivateAddresses} refuses it.
         """
+        if self.refusePrivateAddresses and self.smartHost is None and not isGlobal(address):
+            raise RefusedExchange(
+                "not connecting to %s: not a global address (refusePrivateAddresses)"
+                % (address,))
         self._reactor().connectTCP(address, port, factory)
 
     def _ebExchange(self, failure: Failure, factory: Any, domain: str | None) -> None:
@@ -501,9 +575,26 @@ def _checkState(manager: SmartHostSMTPRelayingManager) -> None:
     manager.checkState()
 
 
+class _RelayService(internet.TimerService):
+    """
+    Calls its manager's C{checkState} periodically; when stopped, lets the
+    queue go to another manager.
+    """
+
+    def __init__(self, manager: SmartHostSMTPRelayingManager, delay: float) -> None:
+        internet.TimerService.__init__(self, delay, _checkState, manager)
+        self.manager = manager
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        release = getattr(getattr(self.manager, "queue", None), "releaseRelayLock", None)
+        if release is not None:
+            release()
+        return internet.TimerService.stopService(self)  # type: ignore[no-any-return]
+
+
 def RelayStateHelper(manager: SmartHostSMTPRelayingManager, delay: float) -> internet.TimerService:
     """
     Return a service that calls C{manager.checkState()} every C{delay}
-    seconds.
+    seconds (and, when stopped, releases the queue's relaying lock).
     """
-    return internet.TimerService(delay, _checkState, manager)
+    return _RelayService(manager, delay)

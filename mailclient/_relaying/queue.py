@@ -20,6 +20,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import reprlib
+import stat
 import time
 from types import TracebackType
 from typing import IO, Any, Callable, TypeAlias
@@ -31,6 +33,18 @@ _log = Logger()
 
 #: An envelope is two addresses; anything larger is not one.
 _MAX_ENVELOPE_SIZE = 64 * 1024
+
+#: What an envelope file may build when it is decoded: this many objects at
+#: most (a shared object counts each time it is reached), nested this deep.
+_MAX_ENVELOPE_OBJECTS = 1000
+_MAX_ENVELOPE_DEPTH = 8
+
+#: How an envelope that is not one is shown in an error: bounded, whatever
+#: it holds.
+_describe = reprlib.Repr()
+_describe.maxlevel = 2
+_describe.maxlist = _describe.maxtuple = _describe.maxdict = 4
+_describe.maxstring = _describe.maxother = 60
 
 Path: TypeAlias = str | bytes | os.PathLike[str]
 EnvelopeAddress: TypeAlias = str | bytes
@@ -51,12 +65,57 @@ def _latin1Encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
+def _empty(kind: type) -> Callable[..., object]:
+    """
+    The constructor C{kind} as a pickle may call it: with no argument (an
+    empty value, as protocol 2 writes C{bytes()}), or with a string of its
+    own kind.  Never C{bytes(400000000)}.
+    """
+
+    def make(*args: object) -> object:
+        if not args:
+            return kind()
+        if len(args) == 1 and isinstance(args[0], (str, bytes, list, tuple)):
+            value = args[0]
+            if len(value) <= _MAX_ENVELOPE_SIZE and (kind is list or isinstance(value, kind)):
+                return kind(value)
+        raise EnvelopeError("queue envelope calls %s with unexpected arguments" % (kind.__name__,))
+
+    return make
+
+
 _ALLOWED: dict[tuple[str, str], Callable[..., object]] = {
     ("_codecs", "encode"): _latin1Encode,
 }
 # Protocols 0-2 name builtins by their Python 2 module, __builtin__.
 for _module in ("builtins", "__builtin__"):
-    _ALLOWED.update({(_module, t.__name__): t for t in (list, str, bytes)})
+    _ALLOWED.update({(_module, t.__name__): _empty(t) for t in (list, str, bytes)})
+
+
+def _checkShape(value: object) -> None:
+    """
+    Walk what an envelope file built, without recursion and within
+    L{_MAX_ENVELOPE_OBJECTS} and L{_MAX_ENVELOPE_DEPTH}: a small file can
+    nest lists deeply or share them so that showing the value would take
+    gigabytes.
+
+    @raise EnvelopeError: if it is larger or deeper.
+    """
+    budget = _MAX_ENVELOPE_OBJECTS
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise EnvelopeError("queue envelope holds too many objects")
+        if depth > _MAX_ENVELOPE_DEPTH:
+            raise EnvelopeError("queue envelope nests too deeply")
+        if isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, depth + 1))
+                stack.append((child, depth + 1))
 
 
 class _EnvelopeUnpickler(pickle.Unpickler):
@@ -82,13 +141,16 @@ def loadPickle(data: bytes) -> Any:
     @raise EnvelopeError: if C{data} is not such a pickle.
     """
     try:
-        return _EnvelopeUnpickler(
+        value = _EnvelopeUnpickler(
             io.BytesIO(data), encoding="utf-8", errors="surrogateescape"
         ).load()
     except EnvelopeError:
         raise
     except Exception as e:
-        raise EnvelopeError("unreadable queue envelope: %s" % (e,)) from None
+        raise EnvelopeError(
+            "unreadable queue envelope: %s" % (type(e).__name__,)) from None
+    _checkShape(value)
+    return value
 
 
 def loadEnvelope(data: bytes) -> list[EnvelopeAddress]:
@@ -104,7 +166,8 @@ def loadEnvelope(data: bytes) -> list[EnvelopeAddress]:
         or len(envelope) != 2
         or not all(isinstance(a, (str, bytes)) for a in envelope)
     ):
-        raise EnvelopeError("queue envelope is not [from, to]: %r" % (envelope,))
+        raise EnvelopeError(
+            "queue envelope is not [from, to]: %s" % (_describe.repr(envelope),))
     return list(envelope)
 
 
@@ -115,8 +178,72 @@ def readEnvelope(path: Path) -> list[EnvelopeAddress]:
     @raise OSError: if it cannot be read (for example, it does not exist).
     @raise EnvelopeError: if it is not an envelope.
     """
-    with open(path, "rb") as f:
+    with openQueueFile(path) as f:
         return loadEnvelope(readEnvelopeData(f, path))
+
+
+class QueueBusyError(Exception):
+    """
+    Another relaying manager (in this process or another) holds the queue:
+    two managers on one directory would deliver every message twice.
+    """
+
+
+#: The lock file a relaying manager holds in the queue's directory.  (Not a
+#: C{-D} file: Twisted's and mailclient's queues both ignore it.)
+LOCK_NAME = ".relaying.lock"
+
+
+class QueueFileError(EnvelopeError):
+    """
+    A queue file is not a regular file of the queue's owner (a link, a
+    FIFO, a device, someone else's file): it is not read, and its message is
+    quarantined.
+    """
+
+
+def openQueueFile(path: Path, owner: int | None = None) -> IO[bytes]:
+    """
+    Open a queue file (C{-H} or C{-D}) for reading, without following a
+    symbolic link and without blocking (a FIFO would block the reactor for
+    ever), and only if it is a regular file owned by C{owner} (default: the
+    owner of its directory).
+
+    @raise QueueFileError: if it is not.
+    @raise OSError: if it cannot be opened (for example, it is gone).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if os.path.islink(path):
+            raise QueueFileError("queue file %r is a symbolic link" % (os.fsdecode(path),)) from None
+        raise e
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise QueueFileError("queue file %r is not a regular file" % (os.fsdecode(path),))
+        if owner is None:
+            owner = os.stat(os.path.dirname(os.path.abspath(os.fsdecode(path)))).st_uid
+        if info.st_uid != owner:
+            raise QueueFileError(
+                "queue file %r belongs to uid %d, not the queue's owner %d"
+                % (os.fsdecode(path), info.st_uid, owner))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def checkQueueFile(path: Path) -> None:
+    """
+    Check that C{path} can be read as a queue file (see L{openQueueFile}).
+
+    @raise QueueFileError: if it cannot.
+    @raise OSError: if it cannot be opened.
+    """
+    openQueueFile(path).close()
 
 
 def readEnvelopeData(f: IO[bytes], path: Path) -> bytes:
@@ -147,6 +274,13 @@ def isNullSender(sender: EnvelopeAddress) -> bool:
     if isinstance(sender, bytes):
         sender = sender.decode("utf-8", "surrogateescape")
     return sender.strip() in ("", "<>")
+
+
+def _removeIfPresent(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 class AtomicFile:
@@ -188,11 +322,17 @@ class AtomicFile:
         """
         if self._file.closed:
             return
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.tempName, self.name)
+        try:
+            self._file.flush()
+            if self._fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.tempName, self.name)
+        except BaseException:
+            # Not committed: nothing is left under either name.
+            self._file.close()
+            _removeIfPresent(self.tempName)
+            raise
 
     def discard(self) -> None:
         """
@@ -202,10 +342,7 @@ class AtomicFile:
         if self._file.closed:
             return
         self._file.close()
-        try:
-            os.remove(self.tempName)
-        except FileNotFoundError:
-            pass
+        _removeIfPresent(self.tempName)
 
     def __enter__(self) -> "AtomicFile":
         return self
@@ -289,6 +426,7 @@ class Queue:
         self._init()
 
     def _init(self) -> None:
+        self._lock: int | None = None
         self.n = 0
         self.waiting: dict[str, int] = {}
         self.relayed: dict[str, int] = {}
@@ -310,6 +448,39 @@ class Queue:
 
     def _dir(self) -> str:
         return os.fsdecode(self.directory)
+
+    def acquireRelayLock(self) -> None:
+        """
+        Hold the queue's relaying lock (an advisory lock on L{LOCK_NAME} in
+        its directory) until L{releaseRelayLock}, or until this process
+        ends.  One relaying manager may relay a queue at a time.
+        (mailclient addition)
+
+        @raise QueueBusyError: if another manager holds it.
+        """
+        if self._lock is not None:
+            return
+        import fcntl
+
+        fd = os.open(os.path.join(self._dir(), LOCK_NAME),
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise QueueBusyError(
+                "the queue %s is being relayed by another relaying manager (it "
+                "holds %s): one manager per queue directory" % (self._dir(), LOCK_NAME)
+            ) from None
+        self._lock = fd
+
+    def releaseRelayLock(self) -> None:
+        """
+        Let another relaying manager relay the queue.  (mailclient addition)
+        """
+        fd, self._lock = self._lock, None
+        if fd is not None:
+            os.close(fd)
 
     def readDirectory(self) -> None:
         """
@@ -425,14 +596,15 @@ class Queue:
         @raise EnvelopeError: if it is not a safe pickle.
         """
         path = self.getPath(message) + "-H"
-        with open(path, "rb") as f:
+        with openQueueFile(path) as f:
             return loadPickle(readEnvelopeData(f, path))
 
     def getEnvelopeFile(self, message: str) -> IO[bytes]:
         """
-        Open the envelope file of a message for reading (binary).
+        Open the envelope file of a message for reading (binary; see
+        L{openQueueFile}).
         """
-        return open(self.getPath(message) + "-H", "rb")
+        return openQueueFile(self.getPath(message) + "-H")
 
     def _newName(self) -> str:
         name = "%d_%s_%d_%d" % (os.getpid(), time.time(), self.n, id(self))
@@ -466,9 +638,23 @@ class Queue:
         @param data: The message; its line endings are kept as they are.
         @return: The base name of the new message.
         """
-        header, message = self.createNewMessage()
-        with header:
+        path = self.getPath(self._newName())
+        header = AtomicFile(path + "-H", path + "-H.tmp", self.fsync)
+        body: AtomicFile | None = None
+        try:
             header.write(dumpEnvelope(sender, recipient))
-        with message.fp:
-            message.fp.write(data)
-        return os.path.basename(message.finalName)[:-2]
+            body = AtomicFile(path + "-D", path + "-C", self.fsync)
+            body.write(data)
+            # The envelope first: a -D without its -H would be quarantined.
+            header.close()
+            body.close()
+        except BaseException:
+            # Nothing is left behind on any failure (a full disk, say): not
+            # the temporary files, not an envelope without its message.
+            header.discard()
+            if body is not None:
+                body.discard()
+            for leftover in (path + "-H", path + "-D"):
+                _removeIfPresent(leftover)
+            raise
+        return os.path.basename(path)

@@ -16,7 +16,8 @@ from twisted.python.failure import Failure
 
 from mailclient._protocol.client import SUCCESS, SMTPClient
 from mailclient._protocol.esmtp import ESMTPClient
-from mailclient._relaying.queue import EnvelopeError, readEnvelope
+from mailclient._relaying.queue import openQueueFile, readEnvelope
+from mailclient._wire.options import MailOptions
 from mailclient._wire.types import MessageFile
 from mailclient.interfaces import IDeliveryProgress
 
@@ -60,11 +61,11 @@ class RelayerMixin(_ClientBase):
             name = os.fsdecode(path)
             try:
                 sender, recipient = readEnvelope(name + "-H")
-            except (OSError, EnvelopeError) as e:
+            except Exception as e:
                 _log.error(
                     "Not relaying {name}: cannot read its envelope: {error}",
                     name=name,
-                    error=e,
+                    error=str(e)[:300] or type(e).__name__,
                 )
                 continue
             self.messages.append([sender, recipient, None])
@@ -150,7 +151,7 @@ def openCurrent(relayer: Any) -> bool:
     entry = relayer.messages[0]
     if entry[2] is None:
         try:
-            entry[2] = open(relayer.names[0] + "-D", "rb")
+            entry[2] = openQueueFile(relayer.names[0] + "-D")
         except OSError as e:
             _log.error(
                 "Not relaying {name}: cannot open its data: {error}",
@@ -212,7 +213,15 @@ class SMTPRelayer(RelayerMixin, SMTPClient):
 class ESMTPRelayer(RelayerMixin, ESMTPClient):
     """
     An ESMTP client that relays queued messages.
+
+    Whether a message holds 8-bit data is decided before MAIL: to a server
+    that did not offer 8BITMIME, an 8-bit MIME message is converted to 7
+    bits and any other 8-bit message is refused (5.6.3, so a managed
+    relayer returns it to its sender once), never abandoned in the middle
+    of DATA and retried the same way.
     """
+
+    mailOptions = MailOptions(convertEightBit=True)
 
     def __init__(self, messagePaths: Sequence[MessagePath], *args: Any, **kw: Any) -> None:
         """

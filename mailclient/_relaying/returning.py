@@ -15,6 +15,7 @@ from mailclient._relaying.bounce import DeliveryFailure, generateBounce
 from mailclient._wire.text import envelopeText
 from mailclient._relaying.queue import (
     EnvelopeError,
+    openQueueFile,
     isNullSender,
     loadEnvelope,
     readEnvelopeData,
@@ -53,7 +54,7 @@ def returnToSender(
         return True
     failure = DeliveryFailure(recipient, status, diagnostic, remoteMTA, reason)
     try:
-        with open(queue.getPath(name) + "-D", "rb") as body:
+        with openQueueFile(queue.getPath(name) + "-D") as body:
             arrival = os.fstat(body.fileno()).st_mtime
             _, to, report = generateBounce(body, sender, [failure], reportingMTA, arrival)
         _enqueue(queue, "", envelopeText(to), report)

@@ -5,6 +5,7 @@ format.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from typing import Any, List
@@ -15,10 +16,15 @@ from mailclient import relaymanager
 from mailclient._relaying.queue import (
     AtomicFile,
     EnvelopeError,
+    LOCK_NAME,
     Queue,
+    QueueBusyError,
+    QueueFileError,
+    checkQueueFile,
     dumpEnvelope,
     isNullSender,
     loadEnvelope,
+    openQueueFile,
     readEnvelope,
 )
 
@@ -104,6 +110,55 @@ class EnvelopeTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(dumpEnvelope("a@example.com", "b" * 70000))
         self.assertRaises(EnvelopeError, readEnvelope, path)
+
+    def test_refusesDeepNesting(self) -> None:
+        """
+        A small file that nests lists thirty thousand deep (which Twisted's
+        own C{repr} in the error would crash on) is refused with
+        L{EnvelopeError}, quickly and with a short message.
+        """
+        depth = 30000
+        data = b"(" * depth + b"l" * depth + b"."
+        with self.assertRaises(EnvelopeError) as caught:
+            loadEnvelope(data)
+        self.assertIn("deep", str(caught.exception))
+
+    def test_refusesSharedBlowUp(self) -> None:
+        """
+        A pickle whose lists share one another, so that walking or showing
+        it would reach millions of objects from a few kilobytes, is
+        refused.
+        """
+        leaf = ["x" * 50]
+        wide = [leaf] * 1000
+        data = pickle.dumps([wide] * 1000, protocol=2)
+        self.assertLess(len(data), 10000)
+        with self.assertRaises(EnvelopeError) as caught:
+            loadEnvelope(data)
+        self.assertIn("too many", str(caught.exception))
+
+    def test_refusesLargeConstructorCalls(self) -> None:
+        """
+        The constructors an envelope may name build only what a pickle of
+        a string needs: C{bytes(400000000)} (400 MB from 40 bytes) is
+        refused without being built.
+        """
+        for data in (
+            b"c__builtin__\nbytes\n(I400000000\ntR.",
+            b"cbuiltins\nlist\n(I400000000\ntR.",
+            b"cbuiltins\nstr\n(I5\nI6\ntR.",
+        ):
+            self.assertRaises(EnvelopeError, loadEnvelope, data)
+
+    def test_errorMessagesBounded(self) -> None:
+        """
+        However large what the file holds, the error describing it is
+        short (it goes to the log).
+        """
+        for value in (["a" * 60000], [["b" * 1000] * 50, "c", "d"], {"k" * 5000: "v"}):
+            with self.assertRaises(EnvelopeError) as caught:
+                loadEnvelope(pickle.dumps(value))
+            self.assertLess(len(str(caught.exception)), 400, value.__class__)
 
     def test_nullSender(self) -> None:
         """
@@ -330,6 +385,150 @@ class QueueTests(SynchronousTestCase):
         queue = Queue(os.fsencode(self.directory))
         self.assertEqual(queue.getWaiting(), [name])
         self.assertEqual(queue.getEnvelope(name), ["a@example.com", "b@example.org"])
+
+
+class QueueFileTests(SynchronousTestCase):
+    """
+    Queue files are read only if they are regular files of the queue's
+    owner: not through a link, not from a FIFO (which would block the
+    reactor), not someone else's.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.queue = Queue(self.directory)
+        self.queue.noisy = False
+        self.name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.path = self.queue.getPath(self.name)
+
+    def test_regularFile(self) -> None:
+        with openQueueFile(self.path + "-D") as f:
+            self.assertEqual(f.read(), b"x\n")
+        self.assertEqual(readEnvelope(self.path + "-H"), ["a@example.com", "b@example.org"])
+
+    def test_symbolicLinkRefused(self) -> None:
+        """
+        A link is not followed, for the envelope or the message, even to a
+        file that would be readable.
+        """
+        target = os.path.join(self.directory, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(dumpEnvelope("x@example.com", "y@example.org"))
+        for suffix in ("-H", "-D"):
+            os.remove(self.path + suffix)
+            os.symlink(target, self.path + suffix)
+        self.assertRaises(QueueFileError, readEnvelope, self.path + "-H")
+        self.assertRaises(QueueFileError, self.queue.getEnvelope, self.name)
+        self.assertRaises(QueueFileError, checkQueueFile, self.path + "-D")
+
+    def test_fifoRefusedWithoutBlocking(self) -> None:
+        """
+        A FIFO in place of a queue file is refused at once; opening it
+        for reading would otherwise wait for a writer for ever.
+        """
+        for suffix in ("-H", "-D"):
+            os.remove(self.path + suffix)
+            os.mkfifo(self.path + suffix)
+        self.assertRaises(QueueFileError, readEnvelope, self.path + "-H")
+        self.assertRaises(QueueFileError, checkQueueFile, self.path + "-D")
+
+    def test_directoryRefused(self) -> None:
+        os.remove(self.path + "-D")
+        os.mkdir(self.path + "-D")
+        self.assertRaises(QueueFileError, checkQueueFile, self.path + "-D")
+
+    def test_otherOwnerRefused(self) -> None:
+        """
+        A file that does not belong to the queue's owner (by default, the
+        owner of the directory) is refused.
+        """
+        with self.assertRaises(QueueFileError) as caught:
+            openQueueFile(self.path + "-H", owner=os.getuid() + 1)
+        self.assertIn("belongs to uid", str(caught.exception))
+
+    def test_missingFileIsOSError(self) -> None:
+        """
+        A file that is gone is L{FileNotFoundError} (its message vanished),
+        not a quarantine.
+        """
+        os.remove(self.path + "-D")
+        self.assertRaises(FileNotFoundError, checkQueueFile, self.path + "-D")
+
+
+class EnqueueFailureTests(SynchronousTestCase):
+    """
+    A message that cannot be written whole (a full disk) leaves nothing
+    behind: no temporary file, no envelope without its message.
+    """
+
+    def test_nothingLeftBehind(self) -> None:
+        directory = self.mktemp()
+        os.mkdir(directory)
+        queue = Queue(directory)
+        queue.noisy = False
+        real = AtomicFile.write
+
+        def write(self: AtomicFile, data: bytes) -> int:
+            if self.name.endswith("-D"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, data)
+
+        self.patch(AtomicFile, "write", write)
+        with self.assertRaises(OSError) as caught:
+            queue.enqueue("a@example.com", "b@example.org", b"x" * 1000)
+        self.assertEqual(caught.exception.errno, errno.ENOSPC)
+        self.assertEqual(os.listdir(directory), [])
+
+    def test_commitFailure(self) -> None:
+        """
+        A failure while the message is committed (after its envelope was)
+        removes the envelope too.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        queue = Queue(directory)
+        queue.noisy = False
+        real = os.replace
+
+        def replace(src: str, dst: str) -> None:
+            if dst.endswith("-D"):
+                raise OSError(errno.EIO, "Input/output error")
+            real(src, dst)
+
+        self.patch(os, "replace", replace)
+        self.assertRaises(OSError, queue.enqueue, "a@example.com", "b@example.org", b"x")
+        self.assertEqual(os.listdir(directory), [])
+
+
+class RelayLockTests(SynchronousTestCase):
+    """
+    One relaying manager may hold a queue at a time.
+    """
+
+    def test_exclusive(self) -> None:
+        directory = self.mktemp()
+        os.mkdir(directory)
+        first, second = Queue(directory), Queue(directory)
+        first.acquireRelayLock()
+        self.addCleanup(first.releaseRelayLock)
+        first.acquireRelayLock()
+        with self.assertRaises(QueueBusyError) as caught:
+            second.acquireRelayLock()
+        self.assertIn(LOCK_NAME, str(caught.exception))
+        first.releaseRelayLock()
+        second.acquireRelayLock()
+        self.addCleanup(second.releaseRelayLock)
+        self.assertRaises(QueueBusyError, first.acquireRelayLock)
+
+    def test_lockFileIsNotAMessage(self) -> None:
+        directory = self.mktemp()
+        os.mkdir(directory)
+        queue = Queue(directory)
+        queue.acquireRelayLock()
+        self.addCleanup(queue.releaseRelayLock)
+        queue.readDirectory()
+        self.assertEqual(queue.getWaiting(), [])
 
 
 class TwistedQueueCompatibilityTests(SynchronousTestCase):

@@ -413,7 +413,10 @@ _LIMITED_CHILD = """
         count = 0
         for fd in os.listdir("/proc/self/fd"):
             try:
-                if os.readlink("/proc/self/fd/" + fd).startswith(prefix):
+                target = os.readlink("/proc/self/fd/" + fd)
+                # Message files only (the manager also holds the queue's
+                # relaying lock).
+                if target.startswith(prefix) and target.endswith(("-D", "-H")):
                     count += 1
             except OSError:
                 pass

@@ -467,7 +467,8 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertIn(b"Status: 5.1.3\r\n", bounce.data)
 
     @defer.inlineCallbacks
-    def _cannotSend(self, extensions: List[str], body: bytes, status: bytes) -> Any:
+    def _cannotSend(self, extensions: List[str], body: bytes, status: bytes,
+                    bounceDelivered: bool = False) -> Any:
         from mailclient.testing import SMTPTestServer
 
         server = SMTPTestServer(hostname="mx.test", extensions=extensions)
@@ -488,19 +489,52 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertIn(b"Final-Recipient: rfc822; bob@example.org\n", report)
         self.assertEqual(len(queueFiles(self.directory)), 4)
         self.assertEqual(manager.retries, {})
-        # The report holds the original, so this server cannot take it
-        # either; being from the null sender, it is dropped.
         yield self.relayAll(manager)
-        self.assertEqual([m.rcptTo for m in server.messages], [[b"carol@example.org"]])
+        if bounceDelivered:
+            # The report is MIME: converted to 7 bits, it goes through.
+            self.assertEqual([m.rcptTo for m in server.messages],
+                             [[b"carol@example.org"], [b"alice@example.com"]])
+            self.assertTrue(server.messages[1].data.isascii())
+        else:
+            # The report holds the original, so this server cannot take it
+            # either; being from the null sender, it is dropped.
+            self.assertEqual([m.rcptTo for m in server.messages], [[b"carol@example.org"]])
         self.assertEqual(queueFiles(self.directory), [])
 
     def test_eightBitWithout8BITMIME(self) -> Any:
         """
-        A message with 8-bit data for a server that does not offer 8BITMIME
-        cannot be sent there (RFC 6152): it is returned at once (5.6.3),
-        not retried for days; the other messages are sent.
+        A message with 8-bit data that is not MIME, for a server that does
+        not offer 8BITMIME, cannot be sent there (RFC 6152): it is returned
+        at once (5.6.3), not retried for days; the other messages are sent.
+        The report, which is MIME, is converted to 7 bits and delivered.
         """
-        return self._cannotSend(["PIPELINING"], BINARY_BODY, b"5.6.3")
+        return self._cannotSend(["PIPELINING"], BINARY_BODY, b"5.6.3", bounceDelivered=True)
+
+    @defer.inlineCallbacks
+    def test_eightBitMIMEConverted(self) -> Any:
+        """
+        An 8-bit MIME message for a server without 8BITMIME is converted to
+        7 bits (RFC 6152 section 3) and delivered; its content is unchanged
+        once decoded.
+        """
+        from mailclient.testing import SMTPTestServer
+
+        server = SMTPTestServer(hostname="mx.test", extensions=["PIPELINING"])
+        server.listenTCP(reactor)
+        self.addCleanup(server.stopListening)
+        text = "Gr\u00fc\u00dfe aus K\u00f6ln\n.\nfin\n"
+        body = (b"Subject: mime\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+                b"Content-Transfer-Encoding: 8bit\n\n" + text.encode("utf-8"))
+        self.add("bob@example.org", body)
+        manager = self.manager(SmartHostESMTPRelayingManager, smartHost=("127.0.0.1", server.portNumber))
+        manager.fArgs = (None, None, b"relay.test")
+        yield self.relayAll(manager)
+        [message] = server.messages
+        self.assertTrue(message.data.isascii())
+        self.assertIn(b"Content-Transfer-Encoding: quoted-printable", message.data)
+        parsed = email.message_from_bytes(message.data, policy=email.policy.compat32)
+        self.assertEqual(parsed.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n"), text)
+        self.assertEqual(queueFiles(self.directory), [])
 
     def test_overSizeLimit(self) -> Any:
         """
@@ -522,6 +556,160 @@ class OutcomeTests(_ManagerTestMixin, TestCase):
         self.assertEqual(self.server.recipients(), [b"carol@example.org"])
         self.assertEqual(list(self.queue.quarantined), [bad])
         self.assertEqual(queueFiles(self.directory), [bad + "-D", bad + "-H"])
+
+
+class HostileQueueTests(_ManagerTestMixin, TestCase):
+    """
+    Whatever one queue file holds stops only its own message, which is
+    quarantined; and one queue is relayed by one manager at a time.
+    """
+
+    def setUp(self) -> None:
+        self.setUpQueue()
+
+    @defer.inlineCallbacks
+    def _quarantined(self, spoil: Any) -> Any:
+        bad = self.add("bob@example.org")
+        spoil(self.queue.getPath(bad))
+        self.add("carol@example.org")
+        yield self.relayAll(self.manager())
+        self.assertEqual(self.server.recipients(), [b"carol@example.org"])
+        self.assertEqual(list(self.queue.quarantined), [bad])
+        self.assertEqual(self.waiting(), [])
+        return bad
+
+    def _write(self, path: str, data: bytes) -> None:
+        os.remove(path)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def test_deepEnvelope(self) -> Any:
+        return self._quarantined(lambda path: self._write(path + "-H", b"(" * 30000 + b"l" * 30000 + b"."))
+
+    def test_sharedEnvelope(self) -> Any:
+        blowUp = pickle.dumps([[["x" * 50]] * 1000] * 1000, protocol=2)
+        return self._quarantined(lambda path: self._write(path + "-H", blowUp))
+
+    def test_constructorEnvelope(self) -> Any:
+        return self._quarantined(lambda path: self._write(path + "-H", b"c__builtin__\nbytes\n(I400000000\ntR."))
+
+    def test_linkedMessage(self) -> Any:
+        """
+        A message file that is a link (to a file the relay may read, such
+        as its own configuration) is not sent.
+        """
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "wb") as f:
+            f.write(b"Subject: secret\n\npassword=hunter2\n")
+
+        def link(path: str) -> None:
+            os.remove(path + "-D")
+            os.symlink(secret, path + "-D")
+
+        d = self._quarantined(link)
+        d.addCallback(lambda _: self.assertNotIn(b"hunter2", b"".join(m.data for m in self.server.messages)))
+        return d
+
+    def test_fifoMessage(self) -> Any:
+        """
+        A FIFO in place of a message is quarantined without blocking the
+        reactor (the test would hang otherwise).
+        """
+        def fifo(path: str) -> None:
+            os.remove(path + "-D")
+            os.mkfifo(path + "-D")
+
+        return self._quarantined(fifo)
+
+    def test_otherOwner(self) -> Any:
+        """
+        A message file that does not belong to the queue's owner is not
+        relayed.  (Giving a file away takes root; the rule itself is tested
+        without it in test_queue.)
+        """
+        if os.getuid() != 0:
+            raise SkipTest("chown to another user needs root")
+        return self._quarantined(lambda path: os.chown(path + "-D", 12345, 12345))
+
+    @defer.inlineCallbacks
+    def test_bounceOnFullDisk(self) -> Any:
+        """
+        When a bounce cannot be written (a full disk), the original stays
+        queued, and retry after retry leaves no file behind: no temporary
+        file, no envelope without its message.
+        """
+        import errno
+
+        from mailclient._relaying.queue import AtomicFile
+
+        self.server.rcptReplies[b"bob@example.org"] = b"550 5.1.1 no such user"
+        original = self.add("bob@example.org")
+        files = queueFiles(self.directory)
+        real = AtomicFile.write
+
+        def write(self: Any, data: bytes) -> int:
+            if self.name.endswith("-D"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, data)
+
+        self.patch(AtomicFile, "write", write)
+        manager = self.manager()
+        for _ in range(4):
+            yield self.relayOnce(manager)
+            self.assertEqual(queueFiles(self.directory), files)
+            self.clock.advance(manager.maxBackoffDelay)
+        self.assertEqual(self.waiting(), [original])
+        self.assertEqual(self.server.connections, 4)
+
+    @defer.inlineCallbacks
+    def test_oneManagerPerQueue(self) -> Any:
+        """
+        Two managers on one queue directory (two services, two processes)
+        would deliver every message twice: the second relays nothing, and
+        says so once, until the first lets the queue go.
+        """
+        names = [self.add("bob@example.org"), self.add("carol@example.org")]
+        other = Queue(self.directory)
+        other.noisy = False
+        first = self.manager()
+        second = SmartHostSMTPRelayingManager(other, smartHost=("127.0.0.1", portOf(self.server)), clock=self.clock)
+        logged: List[Any] = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.addCleanup(self.queue.releaseRelayLock)
+        self.addCleanup(other.releaseRelayLock)
+        d1 = first.checkState()
+        self.assertIsNone(second.checkState())
+        self.assertIsNone(second.checkState())
+        yield d1
+        yield self.server.idle()
+        self.assertEqual(sorted(self.server.recipients()), [b"bob@example.org", b"carol@example.org"])
+        self.assertEqual(len(self.server.messages), len(names))
+        busy = [e for e in logged if "Not relaying" in e.get("log_format", "")]
+        self.assertEqual(len(busy), 1)
+        self.queue.releaseRelayLock()
+        self.add("dave@example.org")
+        yield self.relayAll(second)
+        self.assertEqual(self.server.recipients()[-1], b"dave@example.org")
+        self.assertIsNone(first.checkState())
+
+    def test_serviceReleasesLock(self) -> None:
+        """
+        Stopping the service made by L{RelayStateHelper} lets another
+        manager relay the queue.
+        """
+        manager = self.manager()
+        service = RelayStateHelper(manager, 3600)
+        service.clock = self.clock
+        service.startService()
+        self.assertIsNotNone(self.queue._lock)
+        service.stopService()
+        other = Queue(self.directory)
+        other.acquireRelayLock()
+        other.releaseRelayLock()
+        self.assertIsNone(self.queue._lock)
 
 
 class RetryTests(_ManagerTestMixin, TestCase):
@@ -848,6 +1036,63 @@ class MXTests(_ManagerTestMixin, TestCase):
         yield self.relayAll(self.manager())
         self.assertEqual(self.server.recipients(), [b"bob@[127.0.0.1]"])
         self.assertEqual(self.resolver.queries, [])
+
+    @defer.inlineCallbacks
+    def test_addressLimit(self) -> Any:
+        """
+        A domain with a thousand MX records, none reachable, costs
+        C{maxAddresses} connection attempts per try, the most preferred
+        first, not a thousand.
+        """
+        down = closedPort()
+        redirect = Redirect({"192.0.2.%d" % (i,): down for i in range(1, 255)})
+        for i in range(1000):
+            self.resolver.add("example.com", mx(i, "mx%d.example.com" % (i,)))
+            self.resolver.add("mx%d.example.com" % (i,), dns.Record_A("192.0.2.%d" % (i % 254 + 1,)))
+        name = self.add("bob@example.com")
+        manager = self.manager(reactor=redirect)
+        self.assertEqual(manager.maxAddresses, 5)
+        yield self.relayOnce(manager)
+        self.assertEqual(
+            [host for host, port in redirect.connections],
+            ["192.0.2.%d" % (i % 254 + 1,) for i in range(5)],
+        )
+        self.assertEqual(self.waiting(), [name])
+        manager.maxAddresses = 2
+        self.clock.advance(manager.backoffDelay)
+        yield self.relayOnce(manager)
+        self.assertEqual(len(redirect.connections), 7)
+
+    @defer.inlineCallbacks
+    def test_refusePrivateAddresses(self) -> Any:
+        """
+        With C{refusePrivateAddresses}, an exchange (or address literal)
+        at a loopback or private address is not connected to: DNS cannot
+        point the relay at internal services.  The message waits, as for
+        an exchange that cannot be reached.
+        """
+        names = [self.add("bob@example.org"), self.add("carol@[127.0.0.1]")]
+        manager = self.manager()
+        manager.refusePrivateAddresses = True
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.connections, 0)
+        self.assertEqual(sorted(self.waiting()), sorted(names))
+        self.assertEqual(sorted(manager.retries), sorted(names))
+        manager.refusePrivateAddresses = False
+        self.clock.advance(manager.backoffDelay)
+        yield self.relayAll(manager)
+        self.assertEqual(sorted(self.server.recipients()), [b"bob@example.org", b"carol@[127.0.0.1]"])
+
+    def test_isGlobal(self) -> None:
+        """
+        Only global unicast addresses are global.
+        """
+        for address in ("192.0.2.1", "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1",
+                        "169.254.169.254", "0.0.0.0", "224.0.0.1", "::1", "fe80::1%eth0",
+                        "fc00::1", "::ffff:127.0.0.1", "mx.example.org", "", "100.64.0.1"):
+            self.assertFalse(_manager.isGlobal(address), address)
+        for address in ("8.8.8.8", "2001:4860:4860::8888", "93.184.216.34"):
+            self.assertTrue(_manager.isGlobal(address), address)
 
     @defer.inlineCallbacks
     def test_defaultCalculator(self) -> Any:
