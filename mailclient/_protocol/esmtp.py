@@ -76,8 +76,14 @@ from mailclient._wire.errors import (
 from mailclient._wire.sasl import MAX_CHALLENGES
 from mailclient._wire.sevenbit import MAX_CONVERTED, CannotConvert, toSevenBit
 from mailclient._wire.state import Transaction
-from mailclient._protocol.tls import describeTLSFailure, isLoopback, tlsAvailable, tlsRecord
-from mailclient._wire.tlspolicy import TLSRecord
+from mailclient._protocol.tls import (
+    contextForPolicy,
+    describeTLSFailure,
+    isLoopback,
+    tlsAvailable,
+    tlsRecord,
+)
+from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 from mailclient._wire.types import MessageFile, Text
 from mailclient.interfaces import IClientAuthentication
 
@@ -109,6 +115,13 @@ class ESMTPClient(SMTPClient):
         only sent over TLS or to a loopback address.  (mailclient addition)
     @ivar context: The TLS context factory (or client connection creator)
         to use for STARTTLS, if desired.
+    @ivar opportunisticTLS: Without a C{context}, still use STARTTLS when
+        the server offers it (the library's C{may} level: the certificate
+        is checked and recorded in L{tlsRecord}, but one that does not
+        verify does not stop the mail, which Twisted would have sent in
+        clear; credentials are never sent over it).  Set it to C{False} for
+        Twisted's behaviour (no STARTTLS without a context).  (mailclient
+        addition)
     @ivar capabilities: The extensions of the last EHLO reply
         (case-insensitive mapping), empty before EHLO and after STARTTLS.
     """
@@ -137,6 +150,7 @@ class ESMTPClient(SMTPClient):
     requireAuthentication = False
     requireTransportSecurity = False
     allowCleartextAuthentication = False
+    opportunisticTLS = True
     context: object = None
     _tlsMode = False
     #: The authenticator of the exchange under way (Twisted's name).
@@ -244,6 +258,15 @@ class ESMTPClient(SMTPClient):
         or the handshake failed.
         """
         if code > 0 and resp is not None:
+            if _opportunistic(self):
+                # Refused by a reply, the session is as it was (RFC 3207):
+                # at level "may" the mail goes on in clear, as it would
+                # have to a server that does not offer STARTTLS.
+                _log.info("STARTTLS refused by {peer} ({reply}); going on without TLS",
+                          peer=_peerOf(self), reply=resp.decode("utf-8", "replace")[:200])
+                self._mailclient.autoContext = None
+                self.authenticate(code, resp, self.capabilities)
+                return
             text = b"Server refused STARTTLS: " + resp
         else:
             text = b"Could not complete the SSL/TLS handshake"
@@ -340,7 +363,7 @@ class ESMTPClient(SMTPClient):
         and impossible; otherwise go on to authentication.
         """
         hasTLS = self._tlsMode
-        canTLS = self.context is not None and b"STARTTLS" in items
+        canTLS = _startTLSContext(self, items) is not None and b"STARTTLS" in items
         mustTLS = self.requireTransportSecurity
         if hasTLS or not (canTLS or mustTLS):
             self.authenticate(code, resp, items)
@@ -373,7 +396,7 @@ class ESMTPClient(SMTPClient):
         self.capabilities = Capabilities()
         try:
             cast(ITLSTransport, self.transport).startTLS(
-                cast(IOpenSSLClientConnectionCreator, self.context))
+                cast(IOpenSSLClientConnectionCreator, _startTLSContext(self, self.capabilities)))
             self._tlsMode = True
         except Exception as e:
             fail(
@@ -620,6 +643,41 @@ def _peerOf(client: ESMTPClient) -> str:
     if host is None:
         return str(peer)
     return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
+def _opportunistic(client: ESMTPClient) -> bool:
+    """
+    Whether the connection's TLS is opportunistic (level C{may}, nothing
+    requiring it to verify): then a server that refuses STARTTLS gets the
+    mail in clear, as one that does not offer it would.
+    """
+    policy = client._mailclient.tlsPolicy
+    return (
+        policy is not None and policy.level is TLSLevel.MAY and not policy.verifyWhenUsed
+        and not client.requireTransportSecurity
+    )
+
+
+def _startTLSContext(client: ESMTPClient, items: Capabilities) -> object:
+    """
+    The context STARTTLS uses: the client's own, or, when it has none, an
+    opportunistic one (level C{may}, see L{ESMTPClient.opportunisticTLS})
+    if the server offers STARTTLS and nothing requires TLS (a requirement
+    without a context stays an error, as in Twisted: there is no name to
+    verify).
+    """
+    if client.context is not None:
+        return client.context
+    state = client._mailclient
+    if state.autoContext is None and (
+        client.opportunisticTLS and not client.requireTransportSecurity
+        and state.tlsPolicy is None and b"STARTTLS" in items
+    ):
+        policy = TLSPolicy(level=TLSLevel.MAY)
+        state.autoContext = contextForPolicy(policy)
+        if state.autoContext is not None:
+            state.tlsPolicy = policy
+    return state.autoContext
 
 
 def _mayAuthenticate(client: ESMTPClient) -> bool:

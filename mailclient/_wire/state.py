@@ -217,6 +217,8 @@ class ClientState:
         (L{None}: the client's own C{context} and
         C{requireTransportSecurity}, as in Twisted).
     @ivar tls: the TLS record of the connection, once TLS is up.
+    @ivar autoContext: the opportunistic TLS context made for a client
+        without its own (see C{ESMTPClient.opportunisticTLS}).
     @ivar sessionEnd: when the session must end (clock seconds), when
         L{Timeouts.session} fixes a limit.
     @ivar bodyStart: when the current body began to be written.
@@ -228,7 +230,7 @@ class ClientState:
     __slots__ = (
         "replies", "transaction", "following", "deferredStart", "early",
         "encoding", "quitting", "inSASL", "failureReason", "clock",
-        "tlsPolicy", "tls", "sessionEnd", "bodyStart",
+        "tlsPolicy", "tls", "autoContext", "sessionEnd", "bodyStart",
         "bodySent", "saslChallenges",
     )
 
@@ -245,6 +247,7 @@ class ClientState:
         self.clock: Scheduler | None = None
         self.tlsPolicy: TLSPolicy | None = None
         self.tls: TLSRecord | None = None
+        self.autoContext: object = None
         self.sessionEnd: float | None = None
         self.bodyStart = 0.0
         self.bodySent = 0

@@ -42,7 +42,8 @@ PUBLIC_ADDITIONS: Dict[str, Set[str]] = {
     },
     "ESMTPClient": {
         "pipelining", "chunking", "pipelineMessages", "smtputf8", "mailOptions",
-        "allowCleartextAuthentication", "capabilities", "getMailOptions", "tlsRecord",
+        "allowCleartextAuthentication", "opportunisticTLS", "capabilities", "getMailOptions",
+        "tlsRecord",
     },
     "SMTPSenderFactory": {
         "settings", "reactor", "tlsRecord", "cancelRetry", "timeouts", "noisy",

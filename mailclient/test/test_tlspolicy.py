@@ -210,3 +210,97 @@ class VerifyWhenNamedTests(SynchronousTestCase):
         self.failureResultOf(d, smtp.SMTPConnectError)
         self.assertEqual(server.messages, [])
         self.assertNotIn(b"AUTH", b"".join(server.sessions[0].commands))
+
+
+class BareClientTests(SynchronousTestCase):
+    """
+    An C{ESMTPClient} subclass with no context (the cookbook's batch
+    recipes, the relayers) uses STARTTLS when the server offers it, at the
+    library's C{may} level; C{opportunisticTLS = False} gives Twisted's
+    behaviour back.
+    """
+
+    def send(self, server: SMTPTestServer, secret: Any = None, **attributes: Any) -> Any:
+        from mailclient.test.helpers import Message, recording
+
+        client = recording(smtp.ESMTPClient)(secret, None, b"client.example")
+        client.registerAuthenticator(smtp.PLAINAuthenticator(b"alice"))
+        for name, value in attributes.items():
+            setattr(client, name, value)
+        client.queue(Message("alice@corp.example", ["bob@corp.example"], BODY))
+        from twisted.internet.address import IPv4Address
+
+        from mailclient._testing.memory import MemoryConnection
+
+        # A remote address: the rules for credentials apply in full.
+        connection = MemoryConnection(server, client, MemoryReactorClock(),
+                                      IPv4Address("TCP", "192.0.2.25", 25))
+        for _ in range(50):
+            if not connection.pump():
+                break
+        return client
+
+    def server(self, **kw: Any) -> SMTPTestServer:
+        certificates = generateCertificates(HOST, selfSigned=True)
+        return SMTPTestServer(tlsCertificate=certificates.serverCertificate(), **kw)
+
+    def test_startTLSWhenOffered(self) -> None:
+        server = self.server(extensions=["STARTTLS"])
+        client = self.send(server)
+        self.assertEqual(len(client.delivered), 1)
+        self.assertTrue(server.sessions[0].tls)
+        self.assertEqual([m.data for m in server.messages], [BODY])
+        record = client.tlsRecord
+        self.assertEqual((record.level, record.encrypted, record.verified), (TLSLevel.MAY, True, False))
+        self.assertIsNone(client.context)
+
+    def test_switchBack(self) -> None:
+        server = self.server(extensions=["STARTTLS"])
+        client = self.send(server, opportunisticTLS=False)
+        self.assertEqual(len(client.delivered), 1)
+        self.assertFalse(server.sessions[0].tls)
+        self.assertNotIn(b"STARTTLS", b"".join(server.sessions[0].commands))
+
+    def test_notOffered(self) -> None:
+        server = self.server(extensions=[])
+        client = self.send(server)
+        self.assertEqual(len(client.delivered), 1)
+        self.assertFalse(server.sessions[0].tls)
+
+    def test_refusedGoesOnInClear(self) -> None:
+        """
+        A server that offers STARTTLS and then refuses it (454) gets the
+        mail in clear at level C{may}, as one that did not offer it would.
+        """
+        server = self.server(extensions=["STARTTLS"])
+        server.script("STARTTLS", 454)
+        client = self.send(server)
+        self.assertEqual(len(client.delivered), 1)
+        self.assertFalse(server.sessions[0].tls)
+        self.assertIn(b"STARTTLS", b"".join(server.sessions[0].commands))
+        self.assertFalse(client.tlsRecord.encrypted)
+
+    def test_refusedWithOwnContextFails(self) -> None:
+        """
+        With the caller's own context, a refused STARTTLS fails, as in
+        Twisted.
+        """
+        server = self.server(extensions=["STARTTLS"])
+        server.script("STARTTLS", 454)
+        client = self.send(server, context=server.clientTLSOptions(HOST))
+        self.assertEqual(client.delivered, [])
+        [error] = [c[1] for c in client.calls if c[0] == "sendError"]
+        self.assertIsInstance(error, smtp.TLSError)
+
+    def test_noCredentialsOverIt(self) -> None:
+        """
+        Credentials are not sent over opportunistic TLS whose certificate
+        did not verify (to a remote host).
+        """
+        server = self.server(extensions=["STARTTLS", "AUTH PLAIN"], credentials={"alice": "secret"})
+        client = self.send(server, b"secret", requireAuthentication=True)
+        self.assertTrue(server.sessions[0].tls)
+        self.assertNotIn(b"AUTH", b"".join(server.sessions[0].commands))
+        self.assertEqual(client.delivered, [])
+        [error] = [c[1] for c in client.calls if c[0] == "sendError"]
+        self.assertIsInstance(error, smtp.AUTHRequiredError)
