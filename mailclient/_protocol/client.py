@@ -106,6 +106,14 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
     #: C{timeout} is None.  (mailclient addition)
     timeouts: Timeouts | None = None
 
+    #: Send C{RSET} after every message and wait for its reply before the
+    #: next one, as Twisted does.  By default mailclient sends it only after
+    #: a message that failed: after one the server accepted the transaction
+    #: is over (RFC 5321 4.1.1.4, 4.1.1.5), and the round trip would be paid
+    #: for every message.  When no message follows a success, C{RSET} is
+    #: still sent before C{QUIT}, as by Twisted.  (mailclient addition)
+    resetAfterEveryMessage: bool = False
+
     mailFile: MessageFile | None = None
     toAddresses: Iterator[object] | None = None
     lastAddress: object = None
@@ -314,7 +322,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self._failresponse = self.smtpTransferFailed
         if self._from is None:
             # All messages have been sent, disconnect
-            self._disconnectFromServer()
+            noMoreMessages(self)
             return
         beginTransaction(self)
         try:
@@ -385,6 +393,15 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
         reportOutcome(self, code, resp)
+        state = self._mailclient
+        if code in SUCCESS and not self.resetAfterEveryMessage:
+            if state.quitting or self.transport is None or getattr(
+                    self.transport, "disconnecting", False):
+                # sentMail closed the connection: nothing follows.
+                return
+            state.resetOwed = True
+            self.smtpState_from(code, resp)
+            return
         self.sendLine(b"RSET")
         self._expected = SUCCESS
         self._okresponse = self.smtpState_from
@@ -656,11 +673,28 @@ def abortConnection(client: SMTPClient) -> None:
         transport.loseConnection()
 
 
+def noMoreMessages(client: SMTPClient) -> None:
+    """
+    C{getMailFrom} returned L{None}: end the session.  After a success
+    that no C{RSET} followed, one is sent first and C{QUIT} on its reply,
+    as on Twisted's wire.
+    """
+    state = client._mailclient
+    owed, state.resetOwed = state.resetOwed, False
+    if owed:
+        client.sendLine(b"RSET")
+        client._expected = range(0, 1000)
+        client._okresponse = client._failresponse = partial(_rsetFailed, client)
+        return
+    client._disconnectFromServer()
+
+
 def beginTransaction(client: SMTPClient) -> Transaction:
     """
     Start a new message attempt: its state, and Twisted's per-message
     attributes.
     """
+    client._mailclient.resetOwed = False
     txn = client._mailclient.transaction = Transaction()
     client.toAddressesResult = []
     client.successAddresses = []

@@ -34,6 +34,7 @@ from mailclient._protocol.client import (
     binaryFile,
     fail,
     invalidAddress,
+    noMoreMessages,
     recipientList,
     reportOutcome,
 )
@@ -547,7 +548,7 @@ class ESMTPClient(SMTPClient):
             if state.early:
                 state.deferredStart = (None, self._disconnectFromServer, None)
             else:
-                self._disconnectFromServer()
+                noMoreMessages(self)
             return
         txn = beginTransaction(self)
         try:

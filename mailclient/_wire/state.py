@@ -217,6 +217,9 @@ class ClientState:
         (L{None}: the client's own C{context} and
         C{requireTransportSecurity}, as in Twisted).
     @ivar tls: the TLS record of the connection, once TLS is up.
+    @ivar resetOwed: the last transaction succeeded and no C{RSET} followed
+        it (see C{SMTPClient.resetAfterEveryMessage}): one is sent before
+        C{QUIT}, as Twisted's wire has it, if no message follows.
     @ivar autoContext: the opportunistic TLS context made for a client
         without its own (see C{ESMTPClient.opportunisticTLS}).
     @ivar sessionEnd: when the session must end (clock seconds), when
@@ -230,7 +233,7 @@ class ClientState:
     __slots__ = (
         "replies", "transaction", "following", "deferredStart", "early",
         "encoding", "quitting", "inSASL", "failureReason", "clock",
-        "tlsPolicy", "tls", "autoContext", "sessionEnd", "bodyStart",
+        "tlsPolicy", "tls", "autoContext", "resetOwed", "sessionEnd", "bodyStart",
         "bodySent", "saslChallenges",
     )
 
@@ -248,6 +251,7 @@ class ClientState:
         self.tlsPolicy: TLSPolicy | None = None
         self.tls: TLSRecord | None = None
         self.autoContext: object = None
+        self.resetOwed = False
         self.sessionEnd: float | None = None
         self.bodyStart = 0.0
         self.bodySent = 0

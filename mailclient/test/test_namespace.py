@@ -39,6 +39,7 @@ from mailclient.testing import Reply, SMTPTestServer
 PUBLIC_ADDITIONS: Dict[str, Set[str]] = {
     "SMTPClient": {
         "timeouts", "quoteAddress", "mailFromParameters", "rcptToParameters",
+        "resetAfterEveryMessage",
     },
     "ESMTPClient": {
         "pipelining", "chunking", "pipelineMessages", "smtputf8", "mailOptions",
