@@ -167,15 +167,17 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         """
         Send a line to the server, recording it (credentials redacted).
         """
+        state = self._mailclient
         if self.debug:
-            self.log.append(b">>> " + redact(line, self._mailclient.inSASL))
+            self.log.append(b">>> " + redact(line, state.inSASL))
         # The deadline of the reply to this command, and the session's.
-        timeouts = phaseTimeouts(self)
+        timeouts = self.timeouts if self.timeout is None else None
         limit = timeouts.forCommand(line) if timeouts is not None else self.timeout
-        limit = _clampToSession(self, limit)
+        if state.sessionEnd is not None:
+            limit = _clampToSession(self, limit)
         if limit is not None:
             self.setTimeout(limit)
-        basic.LineReceiver.sendLine(self, line)
+        self.transport.write(line + self.delimiter)  # type: ignore[union-attr]
 
     def connectionMade(self) -> None:
         timeouts = phaseTimeouts(self)
@@ -369,9 +371,12 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             else:
                 self.smtpState_msgSent(code, b"No recipients accepted")
         else:
+            address = self.lastAddress
+            known = self._mailclient.transaction.quoted.get(id(address))
+            quoted = known[1] if known is not None and known[0] is address else None
             self.sendLine(
-                b"RCPT TO:" + self.quoteAddress(self.lastAddress)
-                + self.rcptToParameters(self.lastAddress)
+                b"RCPT TO:" + (quoted if quoted is not None else self.quoteAddress(address))
+                + self.rcptToParameters(address)
             )
         return None
 
@@ -576,13 +581,20 @@ def _limits(client: SMTPClient) -> Timeouts | None:
     return client.timeouts
 
 
+_globalReactor: list[Scheduler] = []
+
+
 def _clock(client: SMTPClient) -> Scheduler:
     clock = client._mailclient.clock
-    if clock is None:
+    if clock is not None:
+        return clock
+    if not _globalReactor:
+        # The global reactor, imported when first needed (importing it
+        # installs the default reactor).
         from twisted.internet import reactor
 
-        clock = cast(Scheduler, reactor)
-    return clock
+        _globalReactor.append(cast(Scheduler, reactor))
+    return _globalReactor[0]
 
 
 def _now(client: SMTPClient) -> float:
@@ -591,8 +603,8 @@ def _now(client: SMTPClient) -> float:
     or the clock whose C{callLater} a test installed on the client (the
     Twisted idiom: C{client.callLater = clock.callLater}).
     """
-    installed = getattr(vars(client).get("callLater"), "__self__", None)
-    if IReactorTime.providedBy(installed):
+    installed = getattr(client.__dict__.get("callLater"), "__self__", None)
+    if installed is not None and IReactorTime.providedBy(installed):
         return installed.seconds()
     return cast(IReactorTime, _clock(client)).seconds()
 
@@ -799,8 +811,9 @@ def recipientList(client: SMTPClient) -> list[object]:
         recipients = [given]
     else:
         recipients = list(cast(Iterable[object], given))
+    quoted = txn.quoted
     for address in recipients:
-        client.quoteAddress(address)
+        quoted[id(address)] = (address, client.quoteAddress(address))
     return recipients
 
 

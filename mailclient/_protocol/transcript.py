@@ -26,6 +26,8 @@ def redact(line: bytes, inSASL: bool) -> bytes:
     """
     if inSASL:
         return REDACTED
+    if line[:4].upper() != b"AUTH":
+        return line
     parts = line.split(None, 2)
     if len(parts) > 2 and parts[0].upper() == b"AUTH":
         return parts[0] + b" " + parts[1] + b" " + REDACTED

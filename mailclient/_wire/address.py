@@ -152,6 +152,15 @@ def _quote(addr: object, utf8: bool) -> bytes:
 
 _quoteCached = lru_cache(maxsize=512)(_quote)
 
+# Most addresses are plain ASCII dot-atoms: for them the checks above all
+# pass and the result is the address in angle brackets.  This pattern
+# accepts a subset of what they accept (no display name, no quoting, no
+# literal, no trailing dot, nothing to encode), so it gives the same result
+# in one match.
+_PLAIN = r"[%s.]+@[A-Za-z0-9_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*" % (_ATEXT,)
+_PLAIN_TEXT = re.compile(_PLAIN)
+_PLAIN_BYTES = re.compile(_PLAIN.encode("ascii"))
+
 
 def quoteaddr(addr: object, utf8: bool = False) -> bytes:
     """
@@ -164,7 +173,13 @@ def quoteaddr(addr: object, utf8: bool = False) -> bytes:
     @raise InvalidAddressError: if C{addr} is not exactly one valid address;
         nothing is silently dropped.
     """
-    if type(addr) is str or type(addr) is bytes:
+    if type(addr) is str:
+        if _PLAIN_TEXT.fullmatch(addr) is not None:
+            return b"<" + addr.encode("ascii") + b">"
+        return _quoteCached(addr, bool(utf8))
+    if type(addr) is bytes:
+        if _PLAIN_BYTES.fullmatch(addr) is not None:
+            return b"<" + addr + b">"
         return _quoteCached(addr, bool(utf8))
     if not isinstance(addr, (str, bytes, Address)):
         addr = str(addr)

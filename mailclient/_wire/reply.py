@@ -91,6 +91,14 @@ class ReplyAssembler:
             of one reply carry different codes, or if the reply grows beyond
             L{MAX_REPLY_LINES} lines or L{MAX_REPLY_BYTES} bytes.
         """
+        if (
+            self._count == 0 and line[3:4] == b" " and line[:3].isdigit()
+            and line[:1] != b"0" and len(line) <= MAX_REPLY_BYTES
+            and b"\r" not in line and b"\n" not in line
+        ):
+            # The common case, a whole one-line reply: the same checks as
+            # below, in one pass.
+            return Reply(int(line[:3]), [line[4:]])
         code = _parseCode(line)
         if b"\r" in line or b"\n" in line:
             # A line break inside a line: the two sides would not agree on

@@ -116,6 +116,9 @@ class Transaction:
         (SIZE, 8-bit detection, BDAT).
     @ivar pendingRecipients: the checked recipients, when they were asked
         for before MAIL.
+    @ivar quoted: each recipient and its C{<address>} form, by the
+        recipient's C{id}, made when they were checked (so that each is
+        quoted once).
     @ivar pipeline: the pipelined commands still awaiting a reply.
     @ivar pipelined: whether the envelope went out as one pipelined group.
     @ivar chunked: whether the body goes out with BDAT.
@@ -134,7 +137,7 @@ class Transaction:
 
     __slots__ = (
         "phase", "body", "chunks", "encoder", "pendingFile",
-        "pendingRecipients", "pipeline", "pipelined", "chunked",
+        "pendingRecipients", "quoted", "pipeline", "pipelined", "chunked",
         "allWritten", "mailReply", "bdatFailure", "options", "mailParams",
         "refuseEightBit", "ownError", "parked",
     )
@@ -146,6 +149,7 @@ class Transaction:
         self.encoder = DataEncoder()
         self.pendingFile: MessageFile | None = None
         self.pendingRecipients: list[object] | None = None
+        self.quoted: dict[int, tuple[object, bytes]] = {}
         self.pipeline: deque[PipelinedCommand] = deque()
         self.pipelined = False
         self.chunked = False

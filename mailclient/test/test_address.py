@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from twisted.mail import smtp as twsmtp
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailclient._wire import address
 from mailclient._wire.address import Address, checkAddress, extractAddress, quoteaddr
 from mailclient._wire.errors import AddressError, InvalidAddressError, SMTPClientError, SMTPError
 from mailclient._wire.host import getDNSName
@@ -309,6 +310,30 @@ class QuoteaddrTests(SynchronousTestCase):
         self.assertEqual(quoteaddr('"caf\xe9"@example.org', True), '<"caf\xe9"@example.org>'.encode())
         self.assertEqual(quoteaddr('"a b"@example.org'), b'<"a b"@example.org>')
 
+
+    @settings(max_examples=500)
+    @given(st.one_of(anyText, st.from_regex(address._PLAIN_TEXT, fullmatch=True)),
+           st.booleans())
+    def test_plainFastPathSameResult(self, text, utf8):
+        """
+        The fast path for plain addresses gives exactly what the full
+        checks give (or they refuse it too).
+        """
+        forms: list = [text]
+        try:
+            forms.append(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            pass
+        for given in forms:
+            try:
+                full = address._quote(given, utf8)
+            except InvalidAddressError:
+                full = None
+            try:
+                fast = quoteaddr(given, utf8)
+            except InvalidAddressError:
+                fast = None
+            self.assertEqual(fast, full, given)
 
     @given(anyText, st.booleans())
     @example("a\ud800@x.com", True)

@@ -27,6 +27,7 @@ from twisted.mail import smtp as twisted_smtp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailclient._protocol.body import BodySender
 from mailclient import smtp as mailclient_smtp
 from mailclient.test.helpers import describeError, lines, Message, recording, Session, twistedQuoted
 
@@ -34,7 +35,7 @@ Twisted = recording(twisted_smtp.SMTPClient)
 Ours = recording(mailclient_smtp.SMTPClient)
 
 IDENTITY = b"client.example"
-CHUNK = 2**14  # FileSender.CHUNK_SIZE: the body is read 16 KiB at a time.
+CHUNK = BodySender.CHUNK_SIZE  # the body is read this much at a time
 
 
 R = lines

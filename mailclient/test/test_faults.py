@@ -100,9 +100,10 @@ TIMEOUT = 30
 PASSWORD = "matrix-pa55word"
 SECRETS = [PASSWORD.encode(), base64.b64encode(b"\0alice\0" + PASSWORD.encode())]
 RECIPIENTS = ["first@example.com", "second@example.com"]
-#: About 40 KB of text: several producer chunks, dot-stuffing included.
+#: About 230 KB of text: several producer chunks (64 KiB each on the DATA
+#: path), dot-stuffing included.
 BODY = b"Subject: matrix\r\n\r\n" + b"".join(
-    b"line %05d .with a dot\r\n.leading dot\r\n" % (i,) for i in range(1000)
+    b"line %05d .with a dot\r\n.leading dot\r\n" % (i,) for i in range(6000)
 )
 #: The chunk size used on the CHUNKING path, so the body takes several BDATs.
 CHUNK = 8192
