@@ -36,7 +36,10 @@ class Workload:
     """
     One benchmark workload.
 
-    @ivar mode: how messages are sent: C{one} (one connection), C{separate}
+    @ivar mode: how messages are sent: C{one} (one connection), C{lockstep}
+        (one connection, and the Twisted clients are a bare C{SMTPClient}
+        subclass that says HELO and sends one command at a time, as most
+        existing Twisted code does), C{separate}
         (a connection per message, C{concurrency} at a time), C{pool}
         (C{concurrency} persistent connections) or C{large} (one big message
         streamed from a file).
@@ -64,6 +67,9 @@ class Workload:
     extensions: str = "PIPELINING,CHUNKING,8BITMIME,SIZE"
     #: At least this many rounds (short, noisy workloads get more).
     min_rounds: int = 1
+    #: Round trips a message needs at the least (for the latency bound):
+    #: 1 when pipelined, 4 in lock-step (MAIL, RCPT, DATA, end of data).
+    bound_rtts: int = 1
     clients: List[str] = field(
         default_factory=lambda: ["mailclient", "twisted", "aiosmtplib", "smtplib",
                                  "mailclient-serial"]
@@ -148,6 +154,36 @@ def workloads(quick: bool = False) -> List[Workload]:
             messages=q(25, 5),
             recipients=20,
             delay_ms=20,
+        ),
+        Workload(
+            "lockstep",
+            "1 KB messages, SMTPClient subclass (HELO, lock-step), one connection",
+            "lockstep",
+            messages=q(2000, 200),
+            extensions="",
+            min_rounds=q(5, 1),
+            clients=["mailclient", "twisted", "aiosmtplib", "smtplib", "raw-twisted"],
+        ),
+        Workload(
+            "lockstep-20ms",
+            "as lockstep, 20 ms reply latency",
+            "lockstep",
+            messages=q(200, 20),
+            extensions="",
+            delay_ms=20,
+            bound_rtts=4,
+            min_rounds=q(5, 1),
+            clients=["mailclient", "twisted", "aiosmtplib", "smtplib", "raw-twisted"],
+        ),
+        Workload(
+            "lockstep-many-recipients",
+            "1 KB messages, 20 recipients each, SMTPClient subclass, one connection",
+            "lockstep",
+            messages=q(500, 50),
+            recipients=20,
+            extensions="",
+            min_rounds=q(5, 1),
+            clients=["mailclient", "twisted", "aiosmtplib", "smtplib", "raw-twisted"],
         ),
         Workload(
             "pool",

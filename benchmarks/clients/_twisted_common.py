@@ -83,15 +83,57 @@ def bulkClientClass(smtp: Any, overlap: bool = True) -> Any:
     return BulkClient
 
 
+def lockstepClientClass(smtp: Any) -> Any:
+    """
+    A bare C{SMTPClient} subclass, as most Twisted code that sends several
+    messages over one connection is written: HELO, one command at a time,
+    nothing opted into.
+    """
+
+    class LockstepClient(smtp.SMTPClient):
+        def __init__(self, source: Iterator[common.Message], outcome: Outcome) -> None:
+            smtp.SMTPClient.__init__(self, common.IDENTITY)
+            self.source = source
+            self.outcome = outcome
+            self.current: Optional[common.Message] = None
+
+        def getMailFrom(self) -> Optional[str]:
+            self.current = next(self.source, None)
+            return None if self.current is None else self.current.sender
+
+        def getMailTo(self) -> List[str]:
+            assert self.current is not None
+            return self.current.recipients
+
+        def getMailData(self) -> Any:
+            assert self.current is not None
+            return io.BytesIO(self.current.data)
+
+        def sentMail(self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any) -> None:
+            assert self.current is not None
+            if code in smtp.SUCCESS and numOk == len(self.current.recipients):
+                self.outcome.sent += 1
+            else:
+                self.outcome.errors.append("message %d: %r %r" % (self.current.index, code, resp))
+
+        def sendError(self, exc: Exception) -> None:
+            self.outcome.errors.append("sendError (message %s): %s" % (
+                self.current and self.current.index, exc))
+            smtp.SMTPClient.sendError(self, exc)
+
+    return LockstepClient
+
+
 def connectPool(reactor: Any, smtp: Any, args: Any, source: Iterator[common.Message],
-                outcome: Outcome, size: int) -> Any:
+                outcome: Outcome, size: int, lockstep: bool = False) -> Any:
     """
     Open C{size} connections that share C{source}; the Deferred fires when
     all of them have closed.
     """
     from twisted.internet import defer, protocol
 
-    cls = bulkClientClass(smtp, overlap=args.variant != "serial")
+    cls = lockstepClientClass(smtp) if lockstep else bulkClientClass(
+        smtp, overlap=args.variant != "serial")
     done = []
     for _ in range(size):
         d: defer.Deferred = defer.Deferred()
@@ -154,8 +196,9 @@ def run(smtp: Any, library: str, version: str,
         if profiler is not None:
             # The profile covers what is timed, nothing before it.
             profiler.enable()
-        if w.mode in ("one", "pool"):
-            return connectPool(reactor, smtp, args, iter(msgs), outcome, w.concurrency)
+        if w.mode in ("one", "lockstep", "pool"):
+            return connectPool(reactor, smtp, args, iter(msgs), outcome, w.concurrency,
+                               lockstep=w.mode == "lockstep")
         if w.mode == "separate":
             sem = defer.DeferredSemaphore(w.concurrency)
             return defer.gatherResults([sem.run(sendOne, m) for m in msgs])

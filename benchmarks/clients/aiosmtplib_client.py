@@ -81,7 +81,7 @@ async def main() -> None:
     errors: List[str] = []
     measure = common.Measure()
     measure.start()
-    if w.mode in ("one", "pool"):
+    if w.mode in ("one", "lockstep", "pool"):
         source = iter(msgs)
         sent = sum(await asyncio.gather(*(worker(args, source, errors) for _ in range(w.concurrency))))
     elif w.mode == "separate":

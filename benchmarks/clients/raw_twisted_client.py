@@ -1,5 +1,6 @@
 """
-The floor of a Twisted client on separate connections: a bare protocol on
+The floor of a Twisted client on separate connections (and, for the
+lock-step workloads, on one connection, one command at a time): a bare protocol on
 Twisted's reactor that speaks the same conversation as the SMTP clients
 (greeting, EHLO, MAIL, RCPT and one ``BDAT LAST`` in one write, QUIT) from
 bytes prepared before the clock starts, and parses nothing but the end of
@@ -18,11 +19,94 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 
 
+def lockstepSteps(w: Any) -> List[bytes]:
+    """
+    What a lock-step client writes, one element per reply it waits for:
+    HELO, then for each message MAIL, each RCPT, DATA, and the body
+    (CRLF, dot-stuffed) with its terminator; then QUIT.  Prepared in
+    advance: no SMTP library can write less.
+    """
+    steps = [b"HELO " + common.IDENTITY.encode() + b"\r\n"]
+    for m in common.messages(w):
+        steps.append(b"MAIL FROM:<" + m.sender.encode() + b">\r\n")
+        steps.extend(b"RCPT TO:<" + r.encode() + b">\r\n" for r in m.recipients)
+        steps.append(b"DATA\r\n")
+        steps.append((b"\r\n" + m.wire_body).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n")
+    steps.append(b"QUIT\r\n")
+    return steps
+
+
+def lockstep(args: Any) -> None:
+    """
+    The floor of a lock-step client on one connection: every command
+    written from prepared bytes when the previous reply ends.
+    """
+    from twisted.internet import protocol, reactor
+
+    w = args.workload
+    steps = lockstepSteps(w)
+    perMessage = 3 + w.recipients
+    counts: dict = {"replies": 0, "errors": []}
+    measure = common.Measure()
+    result: dict = {}
+
+    class Bare(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)
+            self.buffer = b""
+            self.step = 0
+
+        def dataReceived(self, data: bytes) -> None:
+            self.buffer += data
+            while True:
+                end = self.buffer.find(b"\r\n")
+                if end < 0:
+                    return
+                line, self.buffer = self.buffer[:end], self.buffer[end + 2:]
+                if line[3:4] == b"-":
+                    continue
+                if line[:1] not in (b"2", b"3"):
+                    counts["errors"].append(line.decode("ascii", "replace"))
+                    self.transport.abortConnection()
+                    return
+                counts["replies"] += 1
+                if self.step < len(steps):
+                    self.transport.write(steps[self.step])
+                    self.step += 1
+
+        def connectionLost(self, reason: Any) -> None:
+            result.update(measure.stop())
+            reactor.stop()
+
+    class Factory(protocol.ClientFactory):
+        protocol = Bare
+
+        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+            counts["errors"].append(reason.getErrorMessage())
+            result.update(measure.stop())
+            reactor.stop()
+
+    def work() -> None:
+        measure.start()
+        reactor.connectTCP(args.host, args.port, Factory())
+
+    reactor.callWhenRunning(work)
+    reactor.run()
+    # Greeting, HELO, then each message's replies; QUIT's.
+    sent = max(0, (counts["replies"] - 2) // perMessage)
+    result.update(library="raw-twisted", version="bare protocol", sent=min(sent, w.messages),
+                  errors=counts["errors"][:20], error_count=len(counts["errors"]))
+    common.report(result)
+
+
 def main() -> None:
     args: Any = common.clientArgs()
     w = args.workload
+    if w.mode == "lockstep":
+        lockstep(args)
+        return
     if w.mode != "separate":
-        raise SystemExit("raw-twisted runs the separate-connections workload only")
+        raise SystemExit("raw-twisted runs the separate-connections and lock-step workloads only")
     from twisted.internet import defer, protocol, reactor
 
     ehlo = b"EHLO " + common.IDENTITY.encode() + b"\r\n"

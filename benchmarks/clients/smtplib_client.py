@@ -64,7 +64,7 @@ def main() -> None:
     errors: List[str] = []
     measure = common.Measure()
     measure.start()
-    if w.mode in ("one", "pool"):
+    if w.mode in ("one", "lockstep", "pool"):
         source = iter(items)
         lock = threading.Lock()
         if w.concurrency == 1:

@@ -683,6 +683,66 @@ class BrokenHookTests(SynchronousTestCase):
         self.assertRaises(OSError, s.pump)
 
 
+class BodyTurnsTests(SynchronousTestCase):
+    """
+    How many producer turns a body takes: a short read of an in-memory or
+    buffered file ends it in the same turn, so the end of data leaves with
+    the last chunk; any other file is read until it returns nothing, as by
+    Twisted.
+    """
+
+    def test_inMemoryBodyEndsInOneTurn(self) -> None:
+        s = connect(Ours, msg(b"hello\nworld\n"))
+        s.converse(UP_TO_DATA)
+        s.receive(b"354 go\r\n")
+        self.assertEqual(s.pump(), 1)
+        self.assertTrue(s.written().endswith(b"DATA\r\nhello\r\nworld\r\n.\r\n"))
+
+    def test_bufferedFileEndsInOneTurn(self) -> None:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"from a file\n")
+        body = open(path, "rb")
+        self.addCleanup(body.close)
+        s = connect(Ours, msg(lambda: body))
+        s.converse(UP_TO_DATA)
+        s.receive(b"354 go\r\n")
+        self.assertEqual(s.pump(), 1)
+        self.assertTrue(s.written().endswith(b"from a file\r\n.\r\n"))
+
+    def test_largeBodyChunks(self) -> None:
+        """
+        A body over one chunk takes one turn per chunk; the last, short,
+        one ends it.
+        """
+        body = b"x" * 99 + b"\n"
+        s = connect(Ours, msg(body * (CHUNK // 100 * 2 + 1)))
+        s.converse(UP_TO_DATA)
+        s.receive(b"354 go\r\n")
+        self.assertEqual(s.pump(), 3)
+        self.assertTrue(s.written().endswith(b"x\r\n.\r\n"))
+
+    def test_otherFilesUntilEmpty(self) -> None:
+        """
+        A file of another kind (whose short read may not be the end) is
+        read until it returns nothing: two turns, as with Twisted.
+        """
+
+        class Trickle:
+            def __init__(self) -> None:
+                self.parts = [b"a\n", b"b\n"]
+
+            def read(self, size: int = -1) -> bytes:
+                return self.parts.pop(0) if self.parts else b""
+
+        source = Trickle()
+        s = connect(Ours, msg(lambda: source))
+        s.converse(UP_TO_DATA)
+        s.receive(b"354 go\r\n")
+        self.assertEqual(s.pump(), 3)
+        self.assertTrue(s.written().endswith(b"DATA\r\na\r\nb\r\n.\r\n"))
+
+
 class TextFileTests(SynchronousTestCase):
     """
     A text-mode file is sent as UTF-8.
