@@ -1,30 +1,19 @@
 """
-C{mailclient demo} and C{mailclient sink}: the embedded test server at work.
+C{mailclient demo}: the embedded test server at work.
 """
 
 from __future__ import annotations
 
-import argparse
-import mailbox
 from collections.abc import Generator
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
 
 from mailclient._wire.errors import SMTPClientError
 from mailclient._protocol.transcript import redact
 from mailclient._protocol.sendmail import sendmail
-
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorCore, IReactorTime
-
-    class _SinkReactor(IReactorCore, IReactorTCP, IReactorTime):
-        """
-        The parts of the reactor C{mailclient sink} uses: a make-believe
-        interface, as Twisted types its global reactor.
-        """
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "correct horse battery staple"
@@ -134,63 +123,3 @@ def runDemo(
            "TLS" if server.sessions[0].tls else "cleartext")
     )
     return 0 if ok else 1
-
-
-def runSink(
-    reactor: _SinkReactor, args: argparse.Namespace, out: TextIO
-) -> defer.Deferred[None]:
-    """
-    Run the embedded server as a local catch-all until interrupted, printing
-    each message or storing it in a Maildir.
-    """
-    done: defer.Deferred[None] = defer.Deferred()
-    # Start once the reactor runs: its signal handlers are installed by then,
-    # so whoever reads the "listening" line may signal us at once.
-    reactor.callWhenRunning(_startSink, reactor, args, out, done)
-    return done
-
-
-def _startSink(reactor: _SinkReactor, args: argparse.Namespace, out: TextIO,
-               done: defer.Deferred[None]) -> None:
-    from mailclient.testing import SMTPTestServer
-
-    server = SMTPTestServer(
-        hostname="localhost", extensions=["PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 0"]
-    )
-    try:
-        server.listenTCP(reactor, interface=args.interface, port=args.port)
-    except Exception as e:
-        out.write("mailclient sink: cannot listen: %s\n" % (e,))
-        done.errback(SystemExit(1))
-        return
-    box = mailbox.Maildir(args.maildir, create=True) if args.maildir else None
-    seen = [0]
-
-    def drain() -> None:
-        messages = server.messages
-        for message in messages[seen[0]:]:
-            if box is not None:
-                key = box.add(message.data)
-                out.write("stored %s from <%s> for %s\n" % (
-                    key, message.mailFrom.decode("utf-8", "replace"),
-                    ", ".join("<%s>" % r.decode("utf-8", "replace") for r in message.rcptTo)))
-            else:
-                out.write("== from <%s> to %s\n%s\n" % (
-                    message.mailFrom.decode("utf-8", "replace"),
-                    ", ".join("<%s>" % r.decode("utf-8", "replace") for r in message.rcptTo),
-                    message.data.decode("utf-8", "replace")))
-            out.flush()
-        seen[0] = len(messages)
-
-    loop = task.LoopingCall(drain)
-    loop.clock = reactor
-    loop.start(0.2)
-
-    def shutdown() -> defer.Deferred[None]:
-        loop.stop()
-        drain()
-        return server.stopListening()
-
-    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
-    out.write("mailclient sink listening on %s:%d\n" % (args.interface, server.portNumber))
-    out.flush()

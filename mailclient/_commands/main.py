@@ -1,363 +1,416 @@
 """
 The C{mailclient} command: C{send}, C{demo}, C{sink} and C{migrate}.
+
+Every input is checked before the reactor starts; every failure is one line
+on standard error and an exit code of C{sysexits.h} (the table is in
+L{mailclient._commands.common} and C{docs/cli.rst}); an exception nobody
+expected is one line naming it and exit code 70, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import email.parser
-import email.policy
 import io
-import os
 import sys
 from collections.abc import Generator
-from email.headerregistry import BaseHeader
-from email.message import EmailMessage
 from typing import IO, TYPE_CHECKING, Any, NoReturn, Sequence, TextIO, TypeAlias, cast
 
-from twisted.internet import defer, task
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTCP
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTCP
 
-from mailclient._wire.types import RecipientResult, SendResult
-from mailclient._wire.errors import SMTPClientError, SMTPDeliveryError
-from mailclient._protocol.transcript import redact
+import mailclient
+from mailclient._commands.common import (
+    EX_DATAERR,
+    EX_FAILED,
+    EX_IOERR,
+    EX_NOHOST,
+    EX_NOPERM,
+    EX_OK,
+    EX_PROTOCOL,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    MIGRATE_EXIT_CODES,
+    SEND_EXIT_CODES,
+    SINK_EXIT_CODES,
+    CommandError,
+    exitCodeHelp,
+    fail,
+    hostPort,
+    internalErrorLine,
+    lastResort,
+    runReactor,
+)
+from mailclient._commands.inputs import PASSWORD_ENV, Job, prepare
 from mailclient._protocol.sender import ESMTPSender, ESMTPSenderFactory
 from mailclient._protocol.sendmail import sendmail
+from mailclient._protocol.transcript import redact
+from mailclient._wire.errors import (
+    AUTHDeclinedError,
+    AuthenticationError,
+    AUTHRequiredError,
+    CannotSendError,
+    EHLORequiredError,
+    InvalidAddressError,
+    MessageReadError,
+    SMTPClientError,
+    SMTPConnectError,
+    SMTPDeliveryError,
+    SMTPProtocolError,
+    SMTPTimeoutError,
+    SMTPTLSError,
+    TLSRequiredError,
+)
+from mailclient._wire.types import RecipientResult, SendResult
 
 if TYPE_CHECKING:
-    from twisted.internet.ssl import Certificate
+    pass
+
+__all__ = ["main"]
 
 #: What the server said to one recipient: C{(address, code, reply)}.
 _Outcome: TypeAlias = RecipientResult
 #: What sendmail's Deferred fires with: C{(numOk, outcomes)}.
 _Sent: TypeAlias = SendResult
 
-EX_OK = 0
-EX_FAILED = 1
-EX_USAGE = 64
-EX_TEMPFAIL = 75
+PROG = "mailclient"
 
-PASSWORD_ENV = "MAILCLIENT_PASSWORD"
+# -- Sending ---------------------------------------------------------------
 
-
-def _splitHeaders(raw: IO[bytes]) -> tuple[bytes, IO[bytes]]:
+class _Tracker:
     """
-    Read the header block of a message (up to and including the empty line)
-    and return it with the file positioned at the body.
-    """
-    header = bytearray()
-    while True:
-        line = raw.readline()
-        header += line
-        if not line or line in (b"\n", b"\r\n") or len(header) > 1 << 20:
-            return bytes(header), raw
-
-
-def _stripBcc(header: bytes) -> bytes:
-    out: list[bytes] = []
-    skipping = False
-    for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and skipping:
-            continue
-        skipping = line[:4].lower() == b"bcc:"
-        if not skipping:
-            out.append(line)
-    return b"".join(out)
-
-
-def _isSeekable(f: IO[bytes]) -> bool:
-    """
-    Whether C{f} can be rewound (C{SpooledTemporaryFile} has no
-    C{seekable()} before Python 3.11).
-    """
-    seekable = getattr(f, "seekable", None)
-    if seekable is not None:
-        return bool(seekable())
-    try:
-        f.tell()
-    except (AttributeError, OSError, ValueError):
-        return False
-    return True
-
-
-class _Chain(io.RawIOBase):
-    """
-    A read-only file made of a bytes prefix followed by another file.
+    What the client sent and the server replied, so that a failure is told
+    with the server's own reply, and only with one it really sent, and a
+    timeout names the reply it was waiting for (pipelined commands are
+    answered in order).
     """
 
-    def __init__(self, prefix: bytes, rest: IO[bytes]) -> None:
-        self._prefix = prefix
-        self._rest = rest
-        self._restStart = rest.tell() if _isSeekable(rest) else 0
-        self._pos = 0
+    def __init__(self) -> None:
+        self.replies: list[tuple[int, bytes]] = []
+        self._lines: list[bytes] = []
+        self.pending: list[str] = ["the greeting"]
 
-    def readable(self) -> bool:
-        return True
+    def sent(self, line: bytes, inSASL: bool) -> None:
+        stripped = line.strip()
+        if inSASL:
+            name = "the login"
+        elif stripped == b".":
+            name = "the end of the message"
+        else:
+            verb = stripped.split(b" ", 1)[0].upper()
+            if verb in (b"MAIL", b"RCPT"):
+                verb = b" ".join(stripped.split(b":", 1)[0].split()).upper()
+            name = "the reply to " + verb.decode("ascii", "replace")
+        self.pending.append(name)
 
-    def seekable(self) -> bool:
-        return _isSeekable(self._rest)
+    def received(self, line: bytes) -> None:
+        if len(line) < 3 or not line[:3].isdigit():
+            return
+        self._lines.append(line[4:])
+        if line[3:4] != b"-":
+            self.replies.append((int(line[:3]), b"\n".join(self._lines)))
+            self._lines = []
+            if self.pending:
+                del self.pending[0]
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if offset != 0 or whence != 0:
-            raise io.UnsupportedOperation("can only rewind")
-        self._rest.seek(self._restStart)
-        self._pos = 0
-        return 0
+    @property
+    def waitingFor(self) -> str:
+        """
+        What the server has yet to answer first.
+        """
+        return self.pending[0] if self.pending else "a reply"
 
-    def read(self, size: int = -1) -> bytes:
-        if self._pos < len(self._prefix):
-            end = len(self._prefix) if size < 0 else self._pos + size
-            data = self._prefix[self._pos:end]
-            self._pos += len(data)
-            return data
-        return self._rest.read(size)
-
-
-class _Progress(io.RawIOBase):
-    """
-    Reports on stderr how much of a large message has been read.
-    """
-
-    STEP = 8 << 20
-
-    def __init__(self, inner: io.RawIOBase, total: int | None, out: TextIO) -> None:
-        self._inner = inner
-        self._total = total
-        self._out = out
-        self._done = 0
-        self._next = self.STEP
-
-    def readable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._done = 0
-        self._next = self.STEP
-        return self._inner.seek(offset, whence)
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self._done += len(data)
-        if self._done >= self._next:
-            self._next += self.STEP
-            total = " of %d MiB" % (self._total >> 20) if self._total else ""
-            self._out.write("sent %d MiB%s\n" % (self._done >> 20, total))
-        return data
+    def reply(self, code: int, resp: bytes) -> str | None:
+        """
+        C{"code text"} if the server sent this reply, else L{None}.
+        """
+        wanted = b" ".join(resp.split())
+        for got, text in reversed(self.replies):
+            if got == code and b" ".join(text.split()) == wanted:
+                return ("%03d %s" % (code, " ".join(
+                    text.decode("utf-8", "replace").split()))).strip()
+        return None
 
 
-def _verboseFactory(out: TextIO) -> type[ESMTPSenderFactory]:
-    class VerboseSender(ESMTPSender):
-        _logsize = 0
-
+def _factoryFor(tracker: _Tracker, transcript: TextIO | None) -> type[ESMTPSenderFactory]:
+    class Sender(ESMTPSender):
         def sendLine(self, line: bytes) -> None:
-            # The end-of-data line may start with the CRLF that ends the body.
-            shown = redact(line, self._mailclient.inSASL).replace(b"\r\n", b"")
-            out.write("C: %s\n" % shown.decode("utf-8", "replace"))
+            inSASL = self._mailclient.inSASL
+            tracker.sent(line, inSASL)
+            if transcript is not None:
+                # The end-of-data line may start with the CRLF that ends
+                # the body.
+                shown = redact(line, inSASL).replace(b"\r\n", b"")
+                transcript.write("C: %s\n" % shown.decode("utf-8", "replace"))
             ESMTPSender.sendLine(self, line)
 
         def lineReceived(self, line: bytes) -> Any:
-            out.write("S: %s\n" % line.decode("utf-8", "replace"))
+            tracker.received(line)
+            if transcript is not None:
+                transcript.write("S: %s\n" % line.decode("utf-8", "replace"))
             return ESMTPSender.lineReceived(self, line)
 
-    class VerboseFactory(ESMTPSenderFactory):
-        protocol = VerboseSender
+    class Factory(ESMTPSenderFactory):
+        protocol = Sender
 
-    return VerboseFactory
+    return Factory
 
 
-class _UsageError(Exception):
+def _text(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(value.split())
+
+
+def _report(out: TextIO, addresses: Sequence[_Outcome],
+            exc: SMTPClientError | None) -> None:
     """
-    The command line cannot be acted on; the message says why.
+    One line per recipient: C{OK} or C{FAILED}, the address, the server's
+    reply (to its RCPT, or to the command that failed the message).
     """
-
-
-def _readPassword(args: argparse.Namespace) -> bytes | None:
-    if args.user is None:
-        return None
-    if args.password_file:
-        try:
-            with open(args.password_file, "rb") as f:
-                return f.read().rstrip(b"\r\n")
-        except OSError as e:
-            raise _UsageError(
-                "cannot read --password-file %s: %s" % (args.password_file, e.strerror))
-    value = os.environ.get(args.password_env)
-    if value is None:
-        raise _UsageError(
-            "--user given but no password: set $%s or use --password-file"
-            % (args.password_env,))
-    return value.encode("utf-8")
-
-
-def _unique(addresses: Sequence[str]) -> list[str]:
-    # sendmail -t sends once to an address named in several fields; the
-    # domain is compared without case, the local part exactly.
-    seen = set()
-    out = []
-    for address in addresses:
-        local, at, domain = address.rpartition("@")
-        key = (local, domain.lower()) if at else (address, "")
-        if key not in seen:
-            seen.add(key)
-            out.append(address)
-    return out
-
-
-def _trustRoot(cafile: str | None) -> Certificate | None:
-    if cafile is None:
-        return None
-    from twisted.internet.ssl import Certificate, optionsForClientTLS  # noqa: F401
-
-    with open(cafile, "rb") as f:
-        return Certificate.loadPEM(f.read())
-
-
-def _contextFor(
-    host: str, cafile: str | None, tlsName: str | None
-) -> IOpenSSLClientConnectionCreator | None:
-    if cafile is None and tlsName is None:
-        return None
-    from twisted.internet.ssl import optionsForClientTLS
-
-    return optionsForClientTLS(tlsName or host, trustRoot=_trustRoot(cafile))
-
-
-def _parseHeader(header: bytes) -> EmailMessage:
-    # The RFC 5322 parser of email.policy.default (which, unlike
-    # email.utils.parseaddr since Python 3.13, keeps domain literals).
-    return email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(header)
-
-
-def _addresses(value: BaseHeader) -> list[str]:
-    return [a.addr_spec for a in getattr(value, "addresses", ()) if a.addr_spec not in ("", "<>")]
-
-
-def _recipientsFromHeaders(header: bytes) -> list[str]:
-    parsed = _parseHeader(header)
-    recipients: list[str] = []
-    for name in ("to", "cc", "bcc"):
-        for value in parsed.get_all(name, []):
-            recipients.extend(_addresses(value))
-    return recipients
-
-
-def _senderFromHeaders(header: bytes) -> str | None:
-    value = _parseHeader(header).get("from")
-    if value is None:
-        return None
-    found = _addresses(value)
-    return found[0] if found else None
-
-
-def _openMessage(path: str) -> IO[bytes]:
-    if path == "-":
-        import tempfile
-
-        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
-        while True:
-            chunk = sys.stdin.buffer.read(1 << 16)
-            if not chunk:
-                break
-            spool.write(chunk)
-        spool.seek(0)
-        return spool
-    return open(path, "rb")
-
-
-@defer.inlineCallbacks
-def _send(
-    reactor: IReactorTCP, args: argparse.Namespace, out: TextIO, err: TextIO
-) -> Generator[defer.Deferred[int], int, int]:
-    try:
-        password = _readPassword(args)
-        raw = _openMessage(args.file)
-    except _UsageError as e:
-        err.write("mailclient: %s\n" % (e,))
-        return EX_USAGE
-    except OSError as e:
-        err.write("mailclient: cannot read %s: %s\n" % (args.file, e.strerror))
-        return EX_USAGE
-    try:
-        return (yield _sendOpened(reactor, args, raw, password, out, err))
-    finally:
-        raw.close()
-
-
-@defer.inlineCallbacks
-def _sendOpened(
-    reactor: IReactorTCP, args: argparse.Namespace, raw: IO[bytes],
-    password: bytes | None, out: TextIO, err: TextIO,
-) -> Generator[defer.Deferred[_Sent], _Sent, int]:
-    header, body = _splitHeaders(raw)
-    recipients = list(args.recipients)
-    if args.t:
-        recipients += _recipientsFromHeaders(header)
-        header = _stripBcc(header)
-    recipients = _unique(recipients)
-    if not recipients:
-        err.write("mailclient: no recipients (give addresses or -t)\n")
-        return EX_USAGE
-    sender = args.sender or _senderFromHeaders(header) or ""
-    message: io.RawIOBase = _Chain(header, body)
-    try:
-        size: int | None = os.fstat(raw.fileno()).st_size
-    except Exception:
-        size = None
-    if size is not None and size > _Progress.STEP:
-        message = _Progress(message, size, err)
-    tls = args.tls_mode
-    try:
-        result = yield sendmail(
-            args.host,
-            sender,
-            recipients,
-            message,
-            senderDomainName=args.helo,
-            port=args.port or (465 if tls == "tls" else 25),
-            reactor=reactor,
-            username=args.user,
-            password=password,
-            requireTransportSecurity=tls in ("starttls", "tls"),
-            requireAuthentication=args.user is not None,
-            **({} if args.timeout is None else {"timeout": args.timeout}),
-            implicitTLS=tls == "tls",
-            contextFactory=_contextFor(args.host, args.cafile, args.tls_name),
-            allowCleartextAuthentication=args.allow_cleartext_auth,
-            retries=0,
-            tls=tls != "none",
-            _factoryClass=_verboseFactory(err) if args.verbose else ESMTPSenderFactory,
-        )
-    except SMTPDeliveryError as e:
-        # SMTPDeliveryError types addresses as object: sendmail's errors
-        # carry its per-recipient list there, or None.
-        addresses = list(cast("list[_Outcome] | None", e.addresses) or [])
-        if not addresses:
-            # Refused before any RCPT (at MAIL, say): every recipient failed.
-            addresses = [(r, e.code, e.resp) for r in recipients]
-        _report(out, addresses, e)
-        return EX_TEMPFAIL if 400 <= e.code < 500 else EX_FAILED
-    except SMTPClientError as e:
-        out.write("FAILED %s\n" % (str(e).splitlines()[0] if str(e) else repr(e),))
-        return EX_TEMPFAIL if e.retry or 400 <= e.code < 500 else EX_FAILED
-    numOk, addresses = result
-    _report(out, addresses, None)
-    return EX_OK if numOk == len(addresses) else EX_FAILED
-
-
-def _report(
-    out: TextIO, addresses: Sequence[_Outcome], exc: SMTPClientError | None
-) -> None:
     for addr, code, resp in addresses:
         if isinstance(addr, bytes):
             addr = addr.decode("utf-8", "replace")
         status = "OK" if 200 <= code < 300 and exc is None else "FAILED"
         if exc is not None and 200 <= code < 300:
-            status = "FAILED"
             code, resp = exc.code, exc.resp
-        out.write(
-            "%s %s %03d %s\n"
-            % (status, addr, code, resp.decode("utf-8", "replace").replace("\n", " "))
+        out.write("%s %s %03d %s\n" % (status, addr, code, _text(resp)))
+
+
+_NOT_TLS = ("wrong version number", "unknown protocol", "packet length too long",
+            "record layer failure", "http request", "wrong_version_number")
+
+
+def _connectFailure(e: SMTPConnectError, where: str) -> tuple[int, str]:
+    from twisted.internet import error
+
+    cause = e.__cause__
+    if isinstance(cause, error.DNSLookupError):
+        return EX_NOHOST, "cannot connect to %s: host name not found" % (where,)
+    if isinstance(cause, error.ConnectionRefusedError):
+        return EX_TEMPFAIL, "cannot connect to %s: connection refused" % (where,)
+    if isinstance(cause, (error.TCPTimedOutError, error.TimeoutError)):
+        return EX_TEMPFAIL, "cannot connect to %s: timed out" % (where,)
+    if isinstance(cause, error.NoRouteError):
+        return EX_TEMPFAIL, "cannot connect to %s: no route to host" % (where,)
+    if isinstance(cause, error.ConnectError):
+        reason = cause.osError if isinstance(cause.osError, str) else None
+        return EX_TEMPFAIL, "cannot connect to %s: %s" % (
+            where, reason or _text(str(cause)) or type(cause).__name__)
+    text = _text(e.resp)
+    prefix = "Connection to the SMTP server was lost: "
+    if text.startswith(prefix):
+        return EX_TEMPFAIL, "lost the connection to %s (%s)" % (where, text[len(prefix):])
+    return EX_TEMPFAIL, "%s: %s" % (where, text)
+
+
+def _explain(e: SMTPClientError, job: Job, tracker: _Tracker,
+             out: TextIO) -> tuple[int, str]:
+    """
+    Print the recipient lines the failure has, and return the exit code
+    and the line that says why.
+    """
+    where = hostPort(job.host, job.port)
+    reply = tracker.reply(e.code, e.resp) if e.code > 0 else None
+    temporary = 400 <= e.code < 500 and reply is not None
+    if isinstance(e, CannotSendError):
+        return EX_DATAERR, "%s cannot take this message: %s" % (where, _text(e.resp))
+    if isinstance(e, SMTPDeliveryError):
+        addresses = list(cast("list[_Outcome] | None", e.addresses) or [])
+        if not addresses:
+            # Refused before any RCPT (at MAIL): every recipient failed.
+            _report(out, [(r, e.code, e.resp) for r in job.recipients], e)
+            return (EX_TEMPFAIL if 400 <= e.code < 500 else EX_FAILED,
+                    "the server refused the sender <%s>%s"
+                    % (job.sender, ": " + reply if reply else ""))
+        _report(out, addresses, e)
+        if not any(200 <= code < 300 for _, code, _ in addresses):
+            allTemporary = all(400 <= code < 500 for _, code, _ in addresses)
+            return (EX_TEMPFAIL if allTemporary else EX_FAILED,
+                    "the server refused every recipient")
+        return (EX_TEMPFAIL if 400 <= e.code < 500 else EX_FAILED,
+                "the server refused the message%s" % (": " + reply if reply else "",))
+    if isinstance(e, SMTPTLSError):
+        text = _text(e.resp)
+        if reply is not None:
+            return (EX_TEMPFAIL if temporary else EX_FAILED,
+                    "the server refused STARTTLS: %s" % (reply,))
+        if "certificate" in text:
+            return EX_FAILED, "%s (--cafile trusts a private CA; --tls-name sets the " \
+                              "name to check)" % (text,)
+        if job.tlsMode == "tls" and any(s in text.lower() for s in _NOT_TLS):
+            return EX_PROTOCOL, "%s does not speak TLS (%s); try --starttls" % (where, text)
+        return EX_PROTOCOL, "TLS with %s failed: %s" % (where, text)
+    if isinstance(e, TLSRequiredError):
+        if b"not installed" in e.resp:
+            return EX_UNAVAILABLE, "TLS support is not installed: pip install " \
+                                   "'mailclient[tls]'"
+        return EX_UNAVAILABLE, "%s does not offer STARTTLS, which --starttls requires; " \
+                               "nothing was sent" % (where,)
+    if isinstance(e, AUTHDeclinedError):
+        return (EX_TEMPFAIL if temporary else EX_NOPERM,
+                "the server refused the login as %s%s"
+                % (job.user, ": " + reply if reply else ""))
+    if isinstance(e, AUTHRequiredError):
+        if b"unencrypted" in e.resp:
+            return EX_UNAVAILABLE, "not sending the password in cleartext: %s did " \
+                "not offer STARTTLS (--starttls to require it, --allow-cleartext-auth " \
+                "to send the password anyway)" % (where,)
+        if b"Client Authentication schemes" in e.resp:
+            return EX_UNAVAILABLE, "%s offers no login mechanism mailclient has " \
+                                   "(CRAM-MD5, LOGIN, PLAIN)" % (where,)
+        return EX_UNAVAILABLE, "cannot log in: %s" % (_text(e.resp),)
+    if isinstance(e, AuthenticationError):
+        if reply is not None:
+            return (EX_TEMPFAIL if temporary else EX_NOPERM,
+                    "the login as %s failed: %s" % (job.user, reply))
+        return EX_PROTOCOL, "the login as %s failed: %s" % (job.user, _text(e.resp))
+    if isinstance(e, EHLORequiredError):
+        return EX_UNAVAILABLE, "%s does not support EHLO, which STARTTLS and AUTH " \
+                               "need" % (where,)
+    if isinstance(e, SMTPTimeoutError):
+        if b"Timeout waiting" in e.resp:
+            return EX_TEMPFAIL, "timed out waiting for %s from %s" % (
+                tracker.waitingFor, where)
+        return EX_TEMPFAIL, "%s: %s" % (where, _text(e.resp))
+    if isinstance(e, SMTPConnectError):
+        if reply is not None:
+            return (EX_TEMPFAIL if temporary else EX_UNAVAILABLE,
+                    "%s refused the connection: %s" % (where, reply))
+        return _connectFailure(e, where)
+    if isinstance(e, SMTPProtocolError):
+        return EX_PROTOCOL, "%s broke the protocol: %s" % (where, _text(e.resp))
+    if isinstance(e, MessageReadError):
+        return EX_IOERR, _text(e.resp)
+    if isinstance(e, InvalidAddressError):
+        return EX_DATAERR, _text(e.resp)
+    if reply is not None:
+        return EX_TEMPFAIL if temporary else EX_FAILED, reply
+    return EX_FAILED, _text(str(e).splitlines()[0] if str(e) else repr(e))
+
+
+@defer.inlineCallbacks
+def _deliver(
+    reactor: IReactorTCP, job: Job, out: TextIO, err: TextIO
+) -> Generator[defer.Deferred[_Sent], _Sent, int]:
+    """
+    Send the message of C{job}, print the outcome, and return the exit
+    code.
+    """
+    tracker = _Tracker()
+    tls = job.tlsMode
+    try:
+        result = yield sendmail(
+            job.host,
+            job.sender,
+            job.recipients,
+            job.message,
+            senderDomainName=job.helo,
+            port=job.port,
+            reactor=reactor,
+            username=job.user,
+            password=job.password,
+            requireTransportSecurity=tls in ("starttls", "tls"),
+            requireAuthentication=job.user is not None,
+            **({} if job.timeout is None else {"timeout": job.timeout}),
+            implicitTLS=tls == "tls",
+            contextFactory=job.context,
+            allowCleartextAuthentication=job.allowCleartextAuth,
+            retries=0,
+            tls=tls != "none",
+            _factoryClass=_factoryFor(tracker, err if job.verbose else None),
         )
+    except SMTPClientError as e:
+        code, line = _explain(e, job, tracker, out)
+        fail(err, PROG, line)
+        return code
+    numOk, addresses = result
+    _report(out, addresses, None)
+    if numOk == len(addresses):
+        return EX_OK
+    fail(err, PROG, "%d of %d recipients refused; the others were sent the message"
+         % (len(addresses) - numOk, len(addresses)))
+    return EX_FAILED
+
+
+def _send(
+    reactor: IReactorTCP, args: argparse.Namespace, out: TextIO, err: TextIO,
+    stdin: IO[bytes] | None = None,
+) -> defer.Deferred[int]:
+    """
+    C{mailclient send}, on C{reactor}: check, send, report.  Fires with the
+    exit code; never fails.
+    """
+    try:
+        job = prepare(args, stdin, err)
+    except CommandError as e:
+        fail(err, PROG, e.message)
+        return defer.succeed(e.code)
+    except Exception as e:
+        fail(err, PROG, internalErrorLine(e))
+        return defer.succeed(EX_SOFTWARE)
+
+    def internal(reason: Any) -> int:
+        fail(err, PROG, internalErrorLine(reason.value))
+        return EX_SOFTWARE
+
+    def close(result: object) -> object:
+        job.close()
+        return result
+
+    d = defer.maybeDeferred(_deliver, reactor, job, out, err)
+    return d.addErrback(internal).addBoth(close)  # type: ignore[return-value]
+
+
+# -- The command line ------------------------------------------------------
+
+SEND_EXAMPLES = """\
+examples:
+  # To a local server on port 25, recipients on the command line.
+  mailclient send -f report.eml ops@example.com
+
+  # Through a submission server, recipients taken from the header,
+  # logging in with a password from the environment.
+  export MAILCLIENT_PASSWORD='...'
+  mailclient send --host smtp.example.com --port 587 --starttls \\
+      --user alice@example.com -t < report.eml
+
+  # Implicit TLS (SMTPS) on port 465, password read from a file.
+  mailclient send --host smtp.example.com --tls \\
+      --user alice@example.com --password-file ~/.config/smtp-password \\
+      -t -f report.eml
+
+  # To a development sink (mailclient sink), showing the conversation.
+  mailclient send --host 127.0.0.1 --port 2525 --no-tls -v -t -f report.eml
+"""
+
+SINK_EXAMPLES = """\
+examples:
+  # Print every message sent to 127.0.0.1:2525.
+  mailclient sink
+
+  # Store them in a Maildir; any free port, printed on the first line.
+  mailclient sink --port 0 --maildir /tmp/Maildir
+
+  # Try login and TLS locally: the sink requires both.
+  mailclient sink --auth alice:secret --starttls --write-ca /tmp/sink-ca.pem
+  MAILCLIENT_PASSWORD=secret mailclient send --host 127.0.0.1 --port 2525 \\
+      --starttls --cafile /tmp/sink-ca.pem --user alice -t -f report.eml
+"""
+
+MAIN_EPILOG = """\
+examples:
+  mailclient demo
+  mailclient send --host smtp.example.com --port 587 --starttls \\
+      --user alice@example.com -t -f report.eml
+  mailclient sink --port 2525 --maildir /tmp/Maildir
+  mailclient migrate --write myapp/
+
+'mailclient COMMAND --help' lists the options and the exit codes of COMMAND.
+Exit codes follow sysexits.h: 0 success, 64 usage error, 70 internal error;
+see each command for the others.
+"""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -367,77 +420,204 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EX_USAGE, "%s: error: %s\n" % (self.prog, message))
 
 
+class _TopParser(_ArgumentParser):
+    """
+    The C{mailclient} parser: an unknown option is reported with the usage
+    of the subcommand it was given to, not the top-level usage.
+    """
+
+    subcommands: dict[str, argparse.ArgumentParser]
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self.subcommands.get(getattr(parsed, "command", None) or "", self)
+            parser.error("unrecognized arguments: %s" % (" ".join(extras),))
+        return parsed
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
-        prog="mailclient", description="Send mail with mailclient, or try it."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _TopParser(
+        prog=PROG, description="Send mail with mailclient, or try it.",
+        epilog=MAIN_EPILOG, formatter_class=formatter, allow_abbrev=False)
+    parser.add_argument("--version", action="version",
+                        version="mailclient %s" % (mailclient.__version__,),
+                        help="print the version of mailclient and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_ArgumentParser)
 
-    send = sub.add_parser("send", help="send an RFC 5322 message (sendmail-style)")
-    send.add_argument("recipients", nargs="*", help="envelope recipients")
-    send.add_argument("--from", dest="sender", help="envelope sender (default: From:)")
-    send.add_argument("-t", action="store_true", help="read recipients from To/Cc/Bcc and remove Bcc")
-    send.add_argument("-f", "--file", default="-", help="message file (default: stdin)")
-    send.add_argument("--host", default="localhost")
-    send.add_argument("--port", type=int, default=None, help="default 25, or 465 with --tls")
+    def add(name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        import textwrap
+
+        return sub.add_parser(name, help=help, description=textwrap.fill(description, 78),
+                              epilog=epilog, formatter_class=formatter, allow_abbrev=False)
+
+    send = add("send", "send an RFC 5322 message (sendmail-style)",
+               "Send one message (header, empty line, body) from a file or standard "
+               "input through one SMTP server.",
+               SEND_EXAMPLES + "\n" + exitCodeHelp(SEND_EXIT_CODES))
+    send.add_argument("recipients", nargs="*", metavar="RECIPIENT",
+                      help="envelope recipients (default: none; see -t)")
+    send.add_argument("--from", dest="sender", metavar="ADDRESS",
+                      help="envelope sender, where bounces go; '' or '<>' for the null "
+                           "sender (default: the Sender or From address of the message)")
+    send.add_argument("-t", action="store_true",
+                      help="also send to the To, Cc and Bcc addresses of the message, and "
+                           "remove its Bcc fields (default: off)")
+    send.add_argument("-f", "--file", default="-", metavar="FILE",
+                      help="the message file (default: -, standard input)")
+    send.add_argument("--host", default="localhost",
+                      help="the SMTP server: a host name or an IP address, IPv6 without "
+                           "brackets (default: localhost)")
+    send.add_argument("--port", default=None,
+                      help="the server's port (default: 25, or 465 with --tls)")
     mode = send.add_mutually_exclusive_group()
-    mode.add_argument("--starttls", dest="tls_mode", action="store_const", const="starttls", help="require STARTTLS")
-    mode.add_argument("--tls", dest="tls_mode", action="store_const", const="tls", help="implicit TLS (SMTPS)")
-    mode.add_argument("--no-tls", dest="tls_mode", action="store_const", const="none", help="never use TLS")
+    mode.add_argument("--starttls", dest="tls_mode", action="store_const", const="starttls",
+                      help="require STARTTLS; nothing goes in cleartext (default: use "
+                           "STARTTLS if offered)")
+    mode.add_argument("--tls", dest="tls_mode", action="store_const", const="tls",
+                      help="implicit TLS (SMTPS) from the first byte (default: off)")
+    mode.add_argument("--no-tls", dest="tls_mode", action="store_const", const="none",
+                      help="never use TLS, for test servers and sinks (default: off)")
     send.set_defaults(tls_mode="opportunistic")
-    send.add_argument("--cafile", help="PEM file of CA certificates to trust instead of the system's")
-    send.add_argument("--tls-name", help="host name the certificate must match (default: --host)")
-    send.add_argument("--user", help="user name for AUTH")
-    send.add_argument("--password-env", default=PASSWORD_ENV, help="environment variable holding the password (default $%s)" % PASSWORD_ENV)
-    send.add_argument("--password-file", help="file holding the password")
-    send.add_argument("--allow-cleartext-auth", action="store_true", help="allow AUTH without TLS to a remote host")
-    send.add_argument("--helo", help="name to give in EHLO/HELO")
-    send.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds to wait for each reply (default: RFC 5321's limit for each phase)",
-    )
-    send.add_argument("-v", "--verbose", action="store_true", help="print the (redacted) transcript on stderr")
+    send.add_argument("--cafile", metavar="FILE",
+                      help="trust the CA certificates in this PEM file, all of them "
+                           "(default: the system's trust store)")
+    send.add_argument("--tls-name", metavar="NAME",
+                      help="the name the server's certificate must be valid for "
+                           "(default: --host)")
+    send.add_argument("--helo", metavar="NAME",
+                      help="the name given in EHLO/HELO (default: this host's name)")
+    send.add_argument("--timeout", metavar="SECONDS",
+                      help="how long to wait for each reply (default: RFC 5321's limit "
+                           "for each phase, 2 to 10 minutes)")
+    send.add_argument("--user", metavar="NAME",
+                      help="log in (AUTH) with this user name (default: no login)")
+    send.add_argument("--password-file", metavar="FILE",
+                      help="read the password from this file, which only you may read "
+                           "(default: $%s)" % (PASSWORD_ENV,))
+    send.add_argument("--password-env", default=PASSWORD_ENV, metavar="NAME",
+                      help="the environment variable holding the password (default: "
+                           "%s)" % (PASSWORD_ENV,))
+    send.add_argument("--insecure-password-file", action="store_true",
+                      help="accept a --password-file that others can read (default: "
+                           "refuse it)")
+    send.add_argument("--allow-cleartext-auth", action="store_true",
+                      help="allow sending the password without TLS to a host that is "
+                           "not this machine (default: refuse)")
+    send.add_argument("-v", "--verbose", action="store_true",
+                      help="print the SMTP conversation on standard error, credentials "
+                           "redacted (default: off)")
 
-    demo = sub.add_parser("demo", help="send a sample message to an embedded server and show it")
-    demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    demo = add("demo", "send a sample message to an embedded server and show it",
+               "Start the embedded test server on loopback, send a sample message "
+               "through STARTTLS and AUTH, and show what the server received.",
+               "exit codes:\n  0   the demo worked\n  1   it did not\n"
+               "  64  usage error\n  70  internal error (a bug in mailclient)")
+    demo.add_argument("--quiet", action="store_true",
+                      help="print only the recipient lines and the summary (default: "
+                           "print the transcript and the message too)")
 
-    sink = sub.add_parser("sink", help="run a local catch-all SMTP server")
-    sink.add_argument("--port", type=int, default=2525)
-    sink.add_argument("--interface", default="127.0.0.1")
-    sink.add_argument("--maildir", help="store messages in this Maildir instead of printing them")
+    sink = add("sink", "run a local catch-all SMTP server",
+               "Accept every message for every recipient on a local port and print "
+               "it or store it in a Maildir, until Ctrl-C or SIGTERM.",
+               SINK_EXAMPLES + "\n" + exitCodeHelp(SINK_EXIT_CODES))
+    sink.add_argument("--port", default="2525",
+                      help="the port to listen on; 0 picks a free one (default: 2525)")
+    sink.add_argument("--interface", default="127.0.0.1", metavar="ADDRESS",
+                      help="the IP address to listen on (default: 127.0.0.1, this "
+                           "machine only)")
+    sink.add_argument("--maildir", metavar="DIR",
+                      help="store messages in this Maildir, created if needed (default: "
+                           "print them)")
+    sink.add_argument("--auth", metavar="USER:PASSWORD",
+                      help="require AUTH PLAIN or LOGIN with these credentials (default: "
+                           "no login)")
+    sink.add_argument("--starttls", action="store_true",
+                      help="offer and require STARTTLS, with a certificate for "
+                           "localhost, 127.0.0.1 and ::1 (default: no TLS)")
+    sink.add_argument("--write-ca", metavar="FILE",
+                      help="with --starttls, write the certificate of the CA that signed "
+                           "the sink's certificate to FILE, for send --cafile (default: a "
+                           "temporary file, named on the second line of output)")
 
-    migrate = sub.add_parser("migrate", help="rewrite twisted.mail SMTP client imports to mailclient")
-    migrate.add_argument("--write", action="store_true", help="rewrite the files (default: print a diff; exit 1 if changes are needed)")
-    migrate.add_argument("paths", nargs="+", metavar="PATH", help="Python files or directories")
+    migrate = add("migrate", "rewrite twisted.mail SMTP client imports to mailclient",
+                  "Rewrite the twisted.mail.smtp, .relay and .relaymanager imports of "
+                  "Python files, or of every .py file under a directory, to mailclient.",
+                  exitCodeHelp(MIGRATE_EXIT_CODES))
+    migrate.add_argument("--write", action="store_true",
+                         help="rewrite the files in place (default: print a unified "
+                              "diff)")
+    migrate.add_argument("paths", nargs="+", metavar="PATH",
+                         help="Python files or directories (no default)")
+
+    parser.subcommands = {"send": send, "demo": demo, "sink": sink, "migrate": migrate}
     return parser
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "send":
+        job = prepare(args)
+        # Ctrl-C or SIGTERM close the connection as the reactor stops: the
+        # interruption is what gets reported, not the lost connection.
+        err = _Gate(sys.stderr)
+        try:
+            return runReactor(
+                lambda reactor: _deliver(reactor, job, sys.stdout, cast(TextIO, err)),
+                sys.stderr, PROG, interrupted=(EX_TEMPFAIL, _INTERRUPTED),
+                onInterrupt=err.close)
+        finally:
+            job.close()
+    if args.command == "demo":
+        from mailclient._commands.demo import runDemo
+
+        return runReactor(lambda reactor: runDemo(reactor, sys.stdout, args.quiet),
+                          sys.stderr, PROG, interrupted=(EX_FAILED, "interrupted"))
+    if args.command == "sink":
+        from mailclient._commands.sink import prepareSink
+
+        sink = prepareSink(args, sys.stdout, sys.stderr)
+        try:
+            return runReactor(sink.start, sys.stderr, PROG)
+        finally:
+            sink.close()
+    from mailclient._commands.migrate import migratePaths
+
+    return migratePaths(args.paths, args.write, sys.stdout, sys.stderr)
+
+
+_INTERRUPTED = ("interrupted before the server confirmed delivery; the message may "
+                "not have been sent")
+
+
+class _Gate(io.TextIOBase):
+    """
+    Standard error until the command is interrupted: then the one line
+    that says so is all that is printed.
+    """
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.isOpen = True
+
+    def write(self, text: str) -> int:
+        if self.isOpen:
+            self.inner.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.isOpen = False
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
-    Entry point of the C{mailclient} command.
+    Entry point of the C{mailclient} command: exits (L{SystemExit}) with
+    the code of the subcommand; never returns.
     """
-    args = _parser().parse_args(argv)
-    if args.command == "send":
-        task.react(lambda reactor: _exitWith(_send(reactor, args, sys.stdout, sys.stderr)))
-    elif args.command == "demo":
-        from mailclient._commands.demo import runDemo
-
-        task.react(lambda reactor: _exitWith(runDemo(reactor, sys.stdout, args.quiet)))
-    elif args.command == "sink":
-        from mailclient._commands.demo import runSink
-
-        task.react(lambda reactor: runSink(reactor, args, sys.stdout))
-    elif args.command == "migrate":
-        from mailclient._commands.migrate import migratePaths
-
-        raise SystemExit(migratePaths(args.paths, args.write, sys.stdout, sys.stderr))
-
-
-def _exitWith(d: defer.Deferred[int]) -> defer.Deferred[None]:
-    def check(code: int) -> None:
-        if code:
-            raise SystemExit(code)
-
-    return d.addCallback(check)
+    raise SystemExit(lastResort(lambda: _run(argv)))

@@ -85,11 +85,18 @@ class Migration:
     @ivar warnings: C{(line, message)} for each thing that was left alone
         and may need a person's attention.
     @ivar changed: Whether C{source} differs from the original.
+    @ivar unresolved: The warnings (also in C{warnings}) about what is left
+        for a person to change: a star import, a module kept on Twisted
+        although client names are used through it, a name the rewrite left
+        unbound, a string that names a client object by its Twisted path,
+        a file that mentions C{twisted.mail} and cannot be parsed.  The
+        source is not fully migrated while any remain.
     """
 
     source: str
     warnings: list[tuple[int, str]] = field(default_factory=list)
     changed: bool = False
+    unresolved: list[tuple[int, str]] = field(default_factory=list)
 
 
 class _Lines:
@@ -193,6 +200,7 @@ class _Rewriter:
         self.lines = _Lines(source)
         self.edits: list[tuple[int, int, str]] = []
         self.warnings: list[tuple[int, str]] = []
+        self.unresolved: list[tuple[int, str]] = []
         # name bound to a whole Twisted module -> Twisted module name
         self.boundModules: dict[str, str] = {}
         # bound name -> [(attribute, Attribute node)]
@@ -204,6 +212,13 @@ class _Rewriter:
 
     def warn(self, node: ast.AST, message: str) -> None:
         self.warnings.append((getattr(node, "lineno", 0), message))
+
+    def needsHand(self, node: ast.AST, message: str) -> None:
+        """
+        Warn about something left for a person to change.
+        """
+        self.warn(node, message)
+        self.unresolved.append((getattr(node, "lineno", 0), message))
 
     def edit(self, start: int, end: int, text: str) -> None:
         self.edits.append((start, end, text))
@@ -305,8 +320,9 @@ class _Rewriter:
         assert module is not None
         target, provided = MODULES[module]
         if any(a.name == "*" for a in node.names):
-            self.warn(node, "'from %s import *' left alone: import the names you use "
-                            "from %s (server-side names stay in %s)" % (module, target, module))
+            self.needsHand(node, "'from %s import *' left alone: import the names you "
+                                 "use from %s (server-side names stay in %s)"
+                           % (module, target, module))
             return
         ours = [a for a in node.names if a.name in provided]
         theirs = [a for a in node.names if a.name not in provided]
@@ -331,9 +347,14 @@ class _Rewriter:
             used = [name for name, _ in self.uses.get(bound, [])]
             missing = self.unsupported(module, used)
             if missing:
-                self.warn(node, "'%s' left importing from Twisted: it is used for %s, "
-                                "which mailclient does not provide"
-                          % (alias.name, ", ".join(missing)))
+                message = ("'%s' left importing from Twisted: it is used for %s, "
+                           "which mailclient does not provide" % (alias.name, ", ".join(missing)))
+                if set(used) - set(missing):
+                    # Client names still come from Twisted through it.
+                    self.needsHand(node, message + "; import the client names from "
+                                                   "mailclient separately")
+                else:
+                    self.warn(node, message)
                 theirs.append(alias)
             else:
                 ours.append(alias)
@@ -356,9 +377,14 @@ class _Rewriter:
                 used = [name for name, _ in self.uses.get(alias.asname, [])]
                 missing = self.unsupported(alias.name, used)
                 if missing:
-                    self.warn(node, "'import %s as %s' left alone: it is used for %s, "
-                                    "which mailclient does not provide"
-                              % (alias.name, alias.asname, ", ".join(missing)))
+                    message = ("'import %s as %s' left alone: it is used for %s, which "
+                               "mailclient does not provide"
+                               % (alias.name, alias.asname, ", ".join(missing)))
+                    if set(used) - set(missing):
+                        self.needsHand(node, message + "; import the client names from "
+                                                       "mailclient separately")
+                    else:
+                        self.warn(node, message)
                     aliases.append(_aliasText(alias.name, alias.asname))
                 else:
                     aliases.append(_aliasText(target, alias.asname))
@@ -413,8 +439,8 @@ class _Rewriter:
                     break
             dotted = _dotted(top) or "twisted"
             if not any(dotted == m or dotted.startswith(m + ".") for m in MODULES):
-                self.warn(node, "the name 'twisted' was bound by this import and is "
-                                "still used (%s): add 'import twisted'" % (dotted,))
+                self.needsHand(node, "the name 'twisted' was bound by this import and "
+                                     "is still used (%s): add 'import twisted'" % (dotted,))
                 return
 
     def strings(self) -> None:
@@ -426,7 +452,15 @@ class _Rewriter:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 for module in MODULES:
                     if module in node.value:
-                        self.warn(node, "string mentions %s; not rewritten" % (module,))
+                        message = "string mentions %s; not rewritten" % (module,)
+                        name = node.value.strip()[len(module) + 1:]
+                        if node.value.strip().startswith(module + ".") and \
+                                name.split(".")[0] in PROVIDED[module]:
+                            # A dotted path to a client object (a mock.patch
+                            # target): it would still point at Twisted.
+                            self.needsHand(node, message)
+                        else:
+                            self.warn(node, message)
                         break
 
     def result(self) -> str:
@@ -455,12 +489,16 @@ def migrateSource(source: str) -> Migration:
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
-        return Migration(source, [(e.lineno or 0, "cannot parse: %s" % (e.msg,))])
+        warning = (e.lineno or 0, "cannot parse: %s" % (e.msg,))
+        # Not migrated if it may hold twisted.mail imports.
+        mentions = re.search(r"twisted[\s\\]*\.[\s\\]*mail|from\s+twisted\s+import[^\n]*\bmail\b",
+                             source)
+        return Migration(source, [warning], False, [warning] if mentions else [])
     rewriter = _Rewriter(source, tree)
     rewriter.run()
     new = rewriter.result()
     warnings = sorted(set(rewriter.warnings))
-    return Migration(new, warnings, new != source)
+    return Migration(new, warnings, new != source, sorted(set(rewriter.unresolved)))
 
 
 def _pythonFiles(paths: Sequence[str]) -> Iterator[str]:
@@ -501,12 +539,18 @@ def migratePaths(paths: Sequence[str], write: bool = False,
     C{*.py} files): print a unified diff of the changes, or, if C{write},
     make them.
 
-    @return: The exit code: 0 when nothing needs to change (or it was
-        written), 1 when changes are needed and C{write} is false, 2 when a
-        path cannot be read.
+    Warnings go to C{err} as C{path:line: warning: ...}; what must be
+    changed by hand (L{Migration.unresolved}) as C{path:line: not migrated:
+    ...}, followed by a count.
+
+    @return: The exit code: 0 when nothing is left to migrate (or it was
+        written), 1 when changes are needed and C{write} is false or when
+        something that must be changed by hand remains (with or without
+        C{write}), 2 when a path cannot be read or written.
     """
     needed = False
     failed = False
+    unresolved = 0
     for path in _pythonFiles(paths):
         try:
             source, encoding = _readSource(path)
@@ -515,17 +559,29 @@ def migratePaths(paths: Sequence[str], write: bool = False,
             failed = True
             continue
         migration = migrateSource(source)
+        byHand = set(migration.unresolved)
         for line, message in migration.warnings:
-            err.write("%s:%d: warning: %s\n" % (path, line, message))
+            kind = "not migrated" if (line, message) in byHand else "warning"
+            err.write("%s:%d: %s: %s\n" % (path, line, kind, message))
+        unresolved += len(byHand)
         if not migration.changed:
             continue
         needed = True
         if write:
-            with open(path, "w", encoding=encoding, newline="") as f:
-                f.write(migration.source)
+            try:
+                with open(path, "w", encoding=encoding, newline="") as f:
+                    f.write(migration.source)
+            except OSError as e:
+                err.write("%s: cannot write: %s\n" % (path, e.strerror or e))
+                failed = True
+                continue
             err.write("rewrote %s\n" % (path,))
         else:
             out.writelines(_diff(source, migration.source, path))
     if failed:
         return 2
+    if unresolved:
+        err.write("mailclient migrate: %d place%s must be changed by hand (the 'not "
+                  "migrated' lines above)\n" % (unresolved, "" if unresolved == 1 else "s"))
+        return 1
     return 1 if needed and not write else 0
