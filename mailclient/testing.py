@@ -13,8 +13,10 @@ memory (L{SMTPTestServer.connectInMemory}, with real TLS).
     connection.pump()
     [message] = server.messages
 
-See C{docs/testing.rst} for a guide.  This module never imports
-C{twisted.mail}.
+STARTTLS presents a certificate for the server's host name signed by a CA
+made for the test run (L{SMTPTestServer.clientTLSOptions} trusts it);
+C{SMTPTestServer(starttls=False)} offers none.  See C{docs/testing.rst} for
+a guide.  This module never imports C{twisted.mail}.
 """
 
 from mailclient._testing.certs import LocalCertificates, generateCertificates, localCertificates

@@ -103,6 +103,10 @@ def runDemo(
     except SMTPClientError as e:
         out.write("demo FAILED: %s\n" % (e,))
         return 1
+    except Exception as e:
+        # Whatever went wrong, one line: the demo never ends in a traceback.
+        out.write("demo FAILED: %s: %s\n" % (type(e).__name__, e))
+        return 1
     finally:
         yield server.stopListening()
     if not quiet:

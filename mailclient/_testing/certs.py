@@ -1,12 +1,21 @@
+# -*- test-case-name: mailclient.test.test_testing -*-
 """
 Throwaway TLS certificates for L{mailclient.testing}.
 
-A private certificate authority and a server certificate for C{localhost},
-C{127.0.0.1} and C{::1} are made with C{cryptography} the first time they are
-asked for and then kept for the rest of the process.  Tests trust the CA
+One private certificate authority is made with C{cryptography} the first
+time it is needed and kept for the rest of the process; it signs a server
+certificate for each host name a test server asks for (always valid for
+C{localhost}, C{127.0.0.1} and C{::1} as well).  Tests trust the CA
 certificate, so client code is exercised with full verification, exactly as
-against a real server.  Needs C{cryptography} and pyOpenSSL (Twisted's C{tls}
-extra).
+against a real server.
+
+Keys and certificates are handed to OpenSSL as C{cryptography} objects, not
+as pyOpenSSL's C{X509} and C{PKey} (which pyOpenSSL deprecates), so a test
+suite running with C{-W error::DeprecationWarning} is not disturbed.  An
+old pyOpenSSL that does not take them gets its own objects instead.
+
+Needs C{cryptography} and pyOpenSSL, which mailclient depends on (through
+Twisted's C{tls} extra); they are imported when first needed.
 """
 
 from __future__ import annotations
@@ -14,13 +23,23 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import threading
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from twisted.internet import ssl
 
-# cryptography and pyOpenSSL (Twisted's "tls" extra) are imported when first
-# needed, so that mailclient.testing works without them when TLS is unused.
+
+def tlsAvailable() -> bool:
+    """
+    Whether C{cryptography} and pyOpenSSL can be imported, so that test
+    certificates can be made and STARTTLS offered.
+    """
+    try:
+        import cryptography.x509  # noqa: F401
+        import OpenSSL.SSL  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class LocalCertificates:
@@ -56,7 +75,12 @@ class LocalCertificates:
 
     def serverCertificate(self) -> ssl.PrivateCertificate:
         """
-        Return the server certificate and key as an L{ssl.PrivateCertificate}.
+        Return the server certificate and key as an L{ssl.PrivateCertificate},
+        for example to pass as C{tlsCertificate} to
+        L{mailclient.testing.SMTPTestServer}, which presents it without
+        deprecated calls.  (Its own C{options()} hands pyOpenSSL's C{X509}
+        and C{PKey} objects to OpenSSL, which pyOpenSSL now deprecates: use
+        L{serverOptions} for server options.)
         """
         from twisted.internet import ssl
 
@@ -66,9 +90,15 @@ class LocalCertificates:
 
     def serverOptions(self) -> ssl.CertificateOptions:
         """
-        Return server-side TLS options that present the server certificate.
+        Return server-side TLS options (an L{ssl.CertificateOptions}) that
+        present the server certificate.
         """
-        return self.serverCertificate().options()
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(self.serverKeyPEM, password=None)
+        certificate = x509.load_pem_x509_certificate(self.serverCertificatePEM)
+        return certificateOptions(key, certificate)
 
     def clientOptions(self, hostname: Optional[str] = None) -> Any:
         """
@@ -84,34 +114,81 @@ class LocalCertificates:
         )
 
 
-def generateCertificates(
-    hostname: str = "localhost",
-    ipAddresses: Sequence[str] = ("127.0.0.1", "::1"),
-    selfSigned: bool = False,
-) -> LocalCertificates:
+def certificateOptions(key: Any, certificate: Any) -> ssl.CertificateOptions:
     """
-    Make a new CA and a server certificate for C{hostname} and
-    C{ipAddresses}, valid from yesterday for a year.
+    Server-side L{ssl.CertificateOptions} presenting C{certificate} (a
+    C{cryptography} certificate) with C{key} (its C{cryptography} private
+    key), given to OpenSSL in the form the installed pyOpenSSL takes without
+    a deprecation warning.
+    """
+    from twisted.internet import ssl
 
-    Elliptic-curve keys are used because they are made in microseconds.
+    if not _takesCryptographyObjects():
+        from OpenSSL import crypto
 
-    @param selfSigned: make the server certificate sign itself (it is then
-        its own C{caCertificatePEM}), as on many internal relays.
+        key = crypto.PKey.from_cryptography_key(key)
+        certificate = crypto.X509.from_cryptography(certificate)
+    # Twisted passes both straight to pyOpenSSL's Context.use_privatekey and
+    # use_certificate (23.10 and later alike); its annotations still say
+    # PKey and X509.
+    return ssl.CertificateOptions(privateKey=key, certificate=certificate)
+
+
+def privateCertificateOptions(certificate: ssl.PrivateCertificate) -> ssl.CertificateOptions:
+    """
+    Server-side options presenting a Twisted L{ssl.PrivateCertificate}, as its
+    own C{options()} would, but handing OpenSSL C{cryptography} objects.
+    """
+    return certificateOptions(
+        certificate.privateKey.original.to_cryptography_key(),
+        certificate.original.to_cryptography(),
+    )
+
+
+_takes: Optional[bool] = None
+
+
+def _takesCryptographyObjects() -> bool:
+    """
+    Whether the installed pyOpenSSL's C{Context.use_certificate} and
+    C{use_privatekey} accept C{cryptography} objects (pyOpenSSL 24.3 and
+    later; the releases that deprecate passing their own objects all do).
+    """
+    global _takes
+    if _takes is None:
+        from OpenSSL import SSL
+
+        key, certificate = _authority()[:2]
+        context = SSL.Context(SSL.TLS_METHOD)
+        try:
+            context.use_certificate(certificate)
+            context.use_privatekey(key)
+        except TypeError:
+            _takes = False
+        else:
+            _takes = True
+    return _takes
+
+
+def _validity() -> Tuple[datetime.datetime, datetime.datetime]:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now - datetime.timedelta(days=1), now + datetime.timedelta(days=365)
+
+
+def _newAuthority() -> Tuple[Any, Any]:
+    """
+    A new CA: its private key and self-signed certificate.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
-    notBefore = now - datetime.timedelta(days=1)
-    notAfter = now + datetime.timedelta(days=365)
-
+    notBefore, notAfter = _validity()
     caKey = ec.generate_private_key(ec.SECP256R1())
     caName = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, "mailclient.testing CA")]
     )
-    caSKI = x509.SubjectKeyIdentifier.from_public_key(caKey.public_key())
     caCert = (
         x509.CertificateBuilder()
         .subject_name(caName)
@@ -135,23 +212,77 @@ def generateCertificates(
             ),
             critical=True,
         )
-        .add_extension(caSKI, critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()),
+            critical=False,
+        )
         .sign(caKey, hashes.SHA256())
     )
+    return caKey, caCert
 
+
+def _subjectAltNames(hostname: str, ipAddresses: Sequence[str]) -> list:
+    """
+    The subject alternative names of a server certificate: C{hostname} (as
+    an IP address if it is one) and each of C{ipAddresses}, once each.
+    """
+    from cryptography import x509
+
+    names: list = []
+    addresses = list(ipAddresses)
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        names.append(x509.DNSName(hostname))
+    else:
+        addresses.insert(0, hostname)
+    seen = set()
+    for ip in addresses:
+        address = ipaddress.ip_address(ip)
+        if address not in seen:
+            seen.add(address)
+            names.append(x509.IPAddress(address))
+    return names
+
+
+def _issue(
+    caKey: Any,
+    caCert: Any,
+    hostnames: Sequence[str],
+    ipAddresses: Sequence[str],
+    selfSigned: bool = False,
+) -> Tuple[Any, Any]:
+    """
+    A server key and a certificate for C{hostnames} (the first is its
+    common name) and C{ipAddresses}, signed by the CA, or by itself.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    notBefore, notAfter = _validity()
     serverKey = ec.generate_private_key(ec.SECP256R1())
-    altNames: "list[x509.GeneralName]" = [x509.DNSName(hostname)]
-    altNames += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ipAddresses]
-    serverCert = (
+    altNames: list = []
+    for i, name in enumerate(hostnames):
+        altNames += [n for n in _subjectAltNames(name, ipAddresses if i == 0 else ())
+                     if n not in altNames]
+    serverName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-        .issuer_name(caName)
+        .subject_name(serverName)
         .public_key(serverKey.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(notBefore)
         .not_valid_after(notAfter)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(altNames), critical=False)
+    )
+    if selfSigned:
+        return serverKey, builder.issuer_name(serverName).sign(serverKey, hashes.SHA256())
+    caSKI = caCert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    serverCert = (
+        builder.issuer_name(caCert.subject)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
@@ -165,20 +296,11 @@ def generateCertificates(
         )
         .sign(caKey, hashes.SHA256())
     )
-    if selfSigned:
-        serverName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-        serverCert = (
-            x509.CertificateBuilder()
-            .subject_name(serverName)
-            .issuer_name(serverName)
-            .public_key(serverKey.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(notBefore)
-            .not_valid_after(notAfter)
-            .add_extension(x509.SubjectAlternativeName(altNames), critical=False)
-            .sign(serverKey, hashes.SHA256())
-        )
-        caCert = serverCert
+    return serverKey, serverCert
+
+
+def _pem(caCert: Any, serverKey: Any, serverCert: Any, hostname: str) -> LocalCertificates:
+    from cryptography.hazmat.primitives import serialization
 
     pem = serialization.Encoding.PEM
     return LocalCertificates(
@@ -193,17 +315,60 @@ def generateCertificates(
     )
 
 
-_cached: Optional[LocalCertificates] = None
+def generateCertificates(
+    hostname: str = "localhost",
+    ipAddresses: Sequence[str] = ("127.0.0.1", "::1"),
+    selfSigned: bool = False,
+) -> LocalCertificates:
+    """
+    Make a new CA and a server certificate for C{hostname} and
+    C{ipAddresses}, valid from yesterday for a year.
+
+    Elliptic-curve keys are used because they are made in microseconds.
+
+    @param selfSigned: make the server certificate sign itself (it is then
+        its own C{caCertificatePEM}), as on many internal relays.
+    """
+    if selfSigned:
+        serverKey, serverCert = _issue(None, None, [hostname], ipAddresses, selfSigned=True)
+        return _pem(serverCert, serverKey, serverCert, hostname)
+    caKey, caCert = _newAuthority()
+    serverKey, serverCert = _issue(caKey, caCert, [hostname], ipAddresses)
+    return _pem(caCert, serverKey, serverCert, hostname)
+
+
 _lock = threading.Lock()
+_authorityCache: Optional[Tuple[Any, Any]] = None
+_byHostname: dict = {}
 
 
-def localCertificates() -> LocalCertificates:
+def _authority() -> Tuple[Any, Any]:
     """
-    Return this process's certificates for C{localhost}, making them on the
-    first call.
+    This process's CA (private key, certificate), made on the first call.
     """
-    global _cached
+    global _authorityCache
     with _lock:
-        if _cached is None:
-            _cached = generateCertificates()
-        return _cached
+        if _authorityCache is None:
+            _authorityCache = _newAuthority()
+        return _authorityCache
+
+
+def localCertificates(hostname: str = "localhost") -> LocalCertificates:
+    """
+    Return this process's certificates for C{hostname}, making them on the
+    first call for that name.  All are signed by the same CA (so their
+    C{caCertificatePEM} is the same), and each is also valid for
+    C{localhost}, C{127.0.0.1} and C{::1}.
+
+    @raise ValueError: if C{hostname} cannot be put in a certificate (a
+        name that is not ASCII, for example: give its IDNA form).
+    """
+    hostname = hostname.lower()
+    caKey, caCert = _authority()
+    with _lock:
+        found = _byHostname.get(hostname)
+        if found is None:
+            names = [hostname] if hostname == "localhost" else [hostname, "localhost"]
+            serverKey, serverCert = _issue(caKey, caCert, names, ("127.0.0.1", "::1"))
+            found = _byHostname[hostname] = _pem(caCert, serverKey, serverCert, hostname)
+        return found

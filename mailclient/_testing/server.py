@@ -32,7 +32,12 @@ from mailclient._testing.actions import (
     _asAction,
     _toAction,
 )
-from mailclient._testing.certs import localCertificates
+from mailclient._testing.certs import (
+    LocalCertificates,
+    localCertificates,
+    privateCertificateOptions,
+    tlsAvailable,
+)
 from mailclient._testing.memory import MemoryConnection
 from mailclient._testing.protocol import _SMTPServerProtocol
 from mailclient._testing.records import ReceivedMessage, Session
@@ -76,19 +81,25 @@ class SMTPTestServer(protocol.ServerFactory):
         maxSize: int | None = None,
         starttlsInjection: bytes = b"",
         reactor: IReactorTime | None = None,
+        starttls: bool | None = None,
     ) -> None:
         """
         @param extensions: the EHLO lines to advertise, such as
             C{["PIPELINING", "STARTTLS", "AUTH PLAIN LOGIN", "SIZE 1000",
             "8BITMIME", "SMTPUTF8", "DSN", "CHUNKING", "ENHANCEDSTATUSCODES",
             "BINARYMIME"]} or any other line.  L{None} advertises
-            PIPELINING, 8BITMIME, STARTTLS, then C{AUTH PLAIN LOGIN CRAM-MD5
-            XOAUTH2} if C{credentials} are given and C{SIZE maxSize} if
-            C{maxSize} is.  AUTH and MAIL/RCPT parameters are accepted only if
-            advertised.
+            PIPELINING, 8BITMIME, STARTTLS (if C{cryptography} and pyOpenSSL
+            are installed), then C{AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2} if
+            C{credentials} are given and C{SIZE maxSize} if C{maxSize} is.
+            AUTH and MAIL/RCPT parameters are accepted only if advertised.
+        @param starttls: C{True} to advertise STARTTLS (added to
+            C{extensions} if they lack it), C{False} never to (removed from
+            them), L{None} as C{extensions} say.  (The C{smtp_server} pytest
+            fixture passes C{False} unless asked.)
         @param credentials: user name to password (for XOAUTH2, the token).
         @param tlsCertificate: what STARTTLS presents: L{None} for a
-            certificate for C{localhost} signed by L{caCertificatePEM}, an
+            certificate for C{hostname} (and C{localhost}, C{127.0.0.1} and
+            C{::1}) signed by L{caCertificatePEM}, an
             L{twisted.internet.ssl.PrivateCertificate}, or server TLS options
             (for example L{twisted.internet.ssl.CertificateOptions}).
         @param reactor: the clock for L{Delay}s on loopback connections
@@ -96,17 +107,27 @@ class SMTPTestServer(protocol.ServerFactory):
         """
         self.hostname = hostname
         if extensions is None:
-            extensions = ["PIPELINING", "8BITMIME", "STARTTLS"]
+            extensions = ["PIPELINING", "8BITMIME"]
+            if starttls or (starttls is None and tlsAvailable()):
+                extensions.append("STARTTLS")
             if credentials:
                 extensions.append("AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2")
             if maxSize is not None:
                 extensions.append(f"SIZE {maxSize}")
         self.extensions: list[str] = list(extensions)
+        if starttls is not None:
+            offered = [line for line in self.extensions if _isSTARTTLS(line)]
+            if starttls and not offered:
+                self.extensions.append("STARTTLS")
+            elif not starttls:
+                self.extensions = [line for line in self.extensions
+                                   if not _isSTARTTLS(line)]
         self.esmtp = esmtp
         self._passwords = {_b(k): _b(v) for k, v in (credentials or {}).items()}
         self.requireAuth = requireAuth
         self.requireTLS = requireTLS
         self._tlsCertificate = tlsCertificate
+        self._tlsOptions: tuple[str, Any] | None = None
         self.maxSize = maxSize
         self.starttlsInjection = starttlsInjection
         self.reactor = reactor
@@ -165,14 +186,31 @@ class SMTPTestServer(protocol.ServerFactory):
             return entry.pop(0) if entry else None
         return entry
 
+    @property
+    def starttls(self) -> bool:
+        """
+        Whether STARTTLS is advertised.
+        """
+        return any(_isSTARTTLS(line) for line in self.extensions)
+
     def _ehloLines(self, tls: bool) -> list[str]:
         return [line for line in self.extensions
-                if not (tls and line.split()[:1] == ["STARTTLS"])]
+                if not (tls and _isSTARTTLS(line))]
 
     def _offered(self, tls: bool) -> dict[str, list[str]]:
         return _parseEHLO(line.encode("utf-8") for line in self._ehloLines(tls))
 
     # TLS.
+
+    def _certificates(self) -> LocalCertificates:
+        """
+        The generated certificates STARTTLS presents: for L{hostname} if a
+        certificate can name it, else for C{localhost}.
+        """
+        try:
+            return localCertificates(self.hostname)
+        except ValueError:
+            return localCertificates()
 
     @property
     def tlsOptions(self) -> Any:
@@ -180,27 +218,38 @@ class SMTPTestServer(protocol.ServerFactory):
         The server TLS options STARTTLS uses.
         """
         cert = self._tlsCertificate
-        if cert is None:
-            return localCertificates().serverOptions()
-        if hasattr(cert, "options") and hasattr(cert, "privateKey"):
-            return cert.options()
-        return cert
+        if cert is not None and not (hasattr(cert, "options") and hasattr(cert, "privateKey")):
+            return cert
+        # Made once (per host name, which a test may change).
+        if self._tlsOptions is None or self._tlsOptions[0] != self.hostname:
+            if cert is None:
+                options = self._certificates().serverOptions()
+            else:
+                options = privateCertificateOptions(cert)
+            self._tlsOptions = (self.hostname, options)
+        return self._tlsOptions[1]
 
     @property
     def caCertificatePEM(self) -> bytes:
         """
-        The PEM certificate of the CA that signed the default server
-        certificate; trust it in the client under test.
+        The PEM certificate of the CA that signed the generated server
+        certificates (the same for every server of the process); trust it in
+        the client under test.
         """
-        return localCertificates().caCertificatePEM
+        return self._certificates().caCertificatePEM
 
-    def clientTLSOptions(self, hostname: str = "localhost") -> IOpenSSLClientConnectionCreator:
+    def clientTLSOptions(self, hostname: str | None = None) -> IOpenSSLClientConnectionCreator:
         """
         Client TLS options that trust only L{caCertificatePEM} and check the
         server is C{hostname}: the same as
         C{optionsForClientTLS(hostname, trustRoot=Certificate.loadPEM(pem))}.
+
+        @param hostname: the name to verify; by default the server's
+            L{hostname}, which the generated certificate is for (as it is for
+            C{localhost}, C{127.0.0.1} and C{::1}).
         """
-        return localCertificates().clientOptions(hostname)
+        certificates = self._certificates()
+        return certificates.clientOptions(hostname or certificates.hostname)
 
     # Records.
 
@@ -323,3 +372,7 @@ class SMTPTestServer(protocol.ServerFactory):
                                       IPv4Address("TCP", host, port), announce=False)
         connection.pump()
         return connection
+
+
+def _isSTARTTLS(line: str) -> bool:
+    return [word.upper() for word in line.split()[:1]] == ["STARTTLS"]

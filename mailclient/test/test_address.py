@@ -324,16 +324,16 @@ class QuoteaddrTests(SynchronousTestCase):
             forms.append(text.encode("utf-8"))
         except UnicodeEncodeError:
             pass
-        for given in forms:
+        for form in forms:
             try:
-                full = address._quote(given, utf8)
+                full = address._quote(form, utf8)
             except InvalidAddressError:
                 full = None
             try:
-                fast = quoteaddr(given, utf8)
+                fast = quoteaddr(form, utf8)
             except InvalidAddressError:
                 fast = None
-            self.assertEqual(fast, full, given)
+            self.assertEqual(fast, full, form)
 
     @given(anyText, st.booleans())
     @example("a\ud800@x.com", True)

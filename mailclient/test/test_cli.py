@@ -1631,6 +1631,27 @@ class DemoTests(unittest.TestCase):
         self.assertIn("demo OK", out.getvalue())
 
 
+class DemoFailureTests(unittest.TestCase):
+    """
+    Whatever breaks inside the demo, it ends with one "demo FAILED" line
+    and exit status 1, never a traceback.
+    """
+
+    @defer.inlineCallbacks
+    def test_unexpectedError(self) -> Any:
+        from mailclient._commands import demo
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise ModuleNotFoundError("No module named 'cryptography'")
+
+        self.patch(demo, "sendmail", broken)
+        out = io.StringIO()
+        code = yield runDemo(reactor, out)
+        self.assertEqual(code, 1)
+        self.assertEqual(out.getvalue().splitlines(),
+                         ["demo FAILED: ModuleNotFoundError: No module named 'cryptography'"])
+
+
 class RedactTranscriptTests(unittest.TestCase):
     """
     L{redactTranscript} hides SASL responses in a server-side transcript.

@@ -43,6 +43,7 @@ from mailclient.smtp import (
     AUTHRequiredError,
     CannotSendError,
     SMTPTimeoutError,
+    TLSRequiredError,
     XOAUTH2Authenticator,
     sendmail,
 )
@@ -418,23 +419,39 @@ def publicDocstrings() -> List[Tuple[str, str]]:
 # The cookbook
 # ---------------------------------------------------------------------------
 
-_RECIPE = re.compile(
-    r"^\.\. recipe: (\S+)\n\n\.\. code-block:: python\n\n((?:(?:    .*)?\n)+)", re.M)
+#: A code block marked as a file (see .ci/docexamples.py).
+_FILE = re.compile(
+    r"^\.\. file: (\S+)\n\n\.\. code-block:: python\n\n((?:(?:    .*)?\n)+)", re.M)
 
-#: Every recipe of docs/cookbook.rst has a test below.
-RECIPES = {"sendmail", "submission", "implicit-tls", "oauth2", "large-file", "batch",
-           "overlapping-batch", "dsn", "timeouts", "relay-queue", "testing"}
+#: Every file of docs/cookbook.rst, by the name the tests below use.
+RECIPES = {
+    "send-hello": "send_hello.py",
+    "sendmail": "recipe_sendmail.py",
+    "submission": "recipe_submission.py",
+    "implicit-tls": "recipe_implicit_tls.py",
+    "oauth2": "recipe_oauth2.py",
+    "large-file": "recipe_large_file.py",
+    "batch": "recipe_batch.py",
+    "overlapping-batch": "recipe_overlapping_batch.py",
+    "dsn": "recipe_dsn.py",
+    "timeouts": "recipe_timeouts.py",
+    "relay-queue": "recipe_relay_queue.py",
+    "testing": "test_alerts.py",
+}
 
 MESSAGE = b"From: app@example.com\r\nSubject: test\r\n\r\nHello from the cookbook.\r\n"
 
 
 def cookbookRecipes(testCase: SynchronousTestCase) -> Dict[str, str]:
+    """
+    The files of C{docs/cookbook.rst}: file name to code.
+    """
     text = readDoc(testCase, "cookbook.rst")
     found = {}
-    for match in _RECIPE.finditer(text):
+    for match in _FILE.finditer(text):
         code = "\n".join(line[4:] for line in match.group(2).splitlines())
-        testCase.assertNotIn(match.group(1), found, "duplicate recipe name")
-        found[match.group(1)] = code + "\n"
+        testCase.assertNotIn(match.group(1), found, "duplicate file name")
+        found[match.group(1)] = code.rstrip("\n") + "\n"
     return found
 
 
@@ -447,13 +464,69 @@ class CookbookTests(SMTPTestCaseMixin, TestCase):
 
     def recipe(self, name: str) -> Dict[str, Any]:
         recipes = cookbookRecipes(self)
-        self.assertIn(name, recipes)
-        namespace: Dict[str, Any] = {"__name__": "cookbook_" + name.replace("-", "_")}
-        exec(compile(recipes[name], "docs/cookbook.rst[%s]" % (name,), "exec"), namespace)
+        fileName = RECIPES[name]
+        self.assertIn(fileName, recipes)
+        namespace: Dict[str, Any] = {"__name__": "cookbook_" + fileName[:-3]}
+        exec(compile(recipes[fileName], "docs/cookbook.rst[%s]" % (fileName,), "exec"),
+             namespace)
         return namespace
 
     def test_everyRecipeTested(self) -> None:
-        self.assertEqual(set(cookbookRecipes(self)), RECIPES)
+        self.assertEqual(set(cookbookRecipes(self)), set(RECIPES.values()))
+
+    def sendHello(self, host: str, port: int) -> Tuple[Any, List[str]]:
+        """
+        Run the first example's C{main} against C{host} and C{port}; return
+        its Deferred and what it printed.
+        """
+        namespace = self.recipe("send-hello")
+        printed: List[str] = []
+        namespace["print"] = lambda *args, **kw: printed.append(" ".join(map(str, args)))
+        return namespace["main"](reactor, host, str(port)), printed
+
+    @defer.inlineCallbacks
+    def test_sendHello(self) -> Any:
+        """
+        The first example is complete: it sends over TLS verified against
+        the system's trust roots (here the test CA) for the host it names.
+        """
+        from mailclient.test.helpers import trustCA
+
+        server = self.startSMTPServer()
+        trustCA(self, server.caCertificatePEM)
+        d, printed = self.sendHello("localhost", server.portNumber)
+        yield d
+        self.assertEqual(printed[0].split()[:2], ["alice@example.net", "250"])
+        self.assertTrue(server.sessions[0].tls)
+        self.assertDelivered(server, to="alice@example.net", containing=b"Hello from mailclient.")
+
+    @defer.inlineCallbacks
+    def test_sendHelloUnverified(self) -> Any:
+        """
+        A certificate the system does not trust: nothing is sent, the
+        example says why and exits with 1.
+        """
+        server = self.startSMTPServer()
+        d, printed = self.sendHello("localhost", server.portNumber)
+        failure = yield self.assertFailure(d, SystemExit)
+        self.assertEqual(failure.code, 1)
+        self.assertTrue(printed[0].startswith("not sent:"), printed)
+        self.assertNothingDelivered(server)
+
+    @defer.inlineCallbacks
+    def test_sendHelloUnreachable(self) -> Any:
+        """
+        An unreachable host fails the example at once: no retries, which
+        would take 31 seconds.
+        """
+        server = self.startSMTPServer()
+        port = server.portNumber
+        yield server.stopListening()
+        started = reactor.seconds()
+        d, printed = self.sendHello("127.0.0.1", port)
+        yield self.assertFailure(d, SystemExit)
+        self.assertLess(reactor.seconds() - started, 5)
+        self.assertIn("not sent:", printed[0])
 
     @defer.inlineCallbacks
     def test_sendmail(self) -> Any:
@@ -467,6 +540,19 @@ class CookbookTests(SMTPTestCaseMixin, TestCase):
                                        containing=b"Hello, and welcome!")
         self.assertIn(b"Subject: Welcome aboard =?utf-8?b?4pyT?=\r\n", message.data)
         self.assertTrue(server.sessions[0].tls)
+
+    @defer.inlineCallbacks
+    def test_sendmailNeverInClear(self) -> Any:
+        """
+        The recipe requires TLS: a server that does not offer STARTTLS gets
+        nothing.
+        """
+        server = self.startSMTPServer(starttls=False)
+        sendWelcome = self.recipe("sendmail")["sendWelcome"]
+        d = sendWelcome("alice@example.net", "127.0.0.1", server.portNumber,
+                        server.clientTLSOptions())
+        yield self.assertFailure(d, TLSRequiredError)
+        self.assertNothingDelivered(server)
 
     @defer.inlineCallbacks
     def test_submission(self) -> Any:
@@ -648,6 +734,31 @@ class CookbookTests(SMTPTestCaseMixin, TestCase):
         self.assertEqual([m.rcptTo for m in server.messages], [[b"a@example.net"]])
 
     @defer.inlineCallbacks
+    def test_batchVerifies(self) -> Any:
+        """
+        Without a context of its own the recipe verifies the certificate
+        against the system's trust roots: the test server's is not trusted,
+        so nothing is sent; nor is anything to a server without STARTTLS.
+        """
+        sendBatch = self.recipe("batch")["sendBatch"]
+        messages = [("app@example.com", ["a@example.net"], b"Subject: x\r\n\r\nx\r\n")]
+        for server in (self.startSMTPServer(), self.startSMTPServer(starttls=False)):
+            results = yield sendBatch(reactor, list(messages), host="127.0.0.1",
+                                      port=server.portNumber)
+            self.assertEqual(len(results), 1)
+            self.assertNothingDelivered(server)
+            self.assertNotIn(b"AUTH", b"".join(server.sessions[0].commands))
+
+    @defer.inlineCallbacks
+    def test_overlappingBatchVerifies(self) -> Any:
+        send = self.recipe("overlapping-batch")["sendOverlappingBatch"]
+        server = self.startSMTPServer(
+            extensions=["PIPELINING", "CHUNKING", "8BITMIME", "STARTTLS"])
+        messages = [("app@example.com", ["a@example.net"], b"Subject: x\r\n\r\nx\r\n")]
+        yield send(reactor, messages, host="127.0.0.1", port=server.portNumber)
+        self.assertNothingDelivered(server)
+
+    @defer.inlineCallbacks
     def test_overlappingBatch(self) -> Any:
         """
         With CHUNKING, each message after the first goes out behind an RSET
@@ -771,6 +882,40 @@ class CookbookTests(SMTPTestCaseMixin, TestCase):
         # No message is left: only the relaying lock the manager held.
         self.assertEqual(os.listdir(directory), [".relaying.lock"])
 
+    @defer.inlineCallbacks
+    def test_relayQueueVerifies(self) -> Any:
+        """
+        Without a context of its own the recipe verifies the smart host's
+        certificate: one the system does not trust gets nothing, and the
+        message stays in the queue for the next attempt.
+        """
+        server = self.startSMTPServer()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        relayQueue = self.recipe("relay-queue")["relayQueue"]
+        yield relayQueue(directory, host="127.0.0.1", port=server.portNumber,
+                         reactor=reactor)
+        self.assertNothingDelivered(server)
+        self.assertTrue(server.sessions[0].tls)
+        queued = mailclient.relaymanager.Queue(directory)
+        queued.readDirectory()
+        self.assertEqual(len(queued.getWaiting()), 1)
+
+    @defer.inlineCallbacks
+    def test_relayQueueWithoutSTARTTLS(self) -> Any:
+        """
+        What the recipe says: a smart host that offers no STARTTLS still
+        gets the message, in clear.
+        """
+        server = self.startSMTPServer(starttls=False)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        relayQueue = self.recipe("relay-queue")["relayQueue"]
+        yield relayQueue(directory, host="127.0.0.1", port=server.portNumber,
+                         reactor=reactor)
+        self.assertDelivered(server, to="alice@example.net")
+        self.assertFalse(server.sessions[0].tls)
+
     def test_testing(self) -> None:
         """
         The example test case passes; and it fails if the code under test
@@ -787,6 +932,102 @@ class CookbookTests(SMTPTestCaseMixin, TestCase):
         result = reporter.TestResult()
         namespace["AlertTests"]("test_sent").run(result)
         self.assertEqual(len(result.failures), 1)
+
+
+# ---------------------------------------------------------------------------
+# The upgrading page
+# ---------------------------------------------------------------------------
+
+
+class UpgradingTests(SynchronousTestCase):
+    """
+    C{docs/upgrading.rst} states the defaults that differ from Twisted's and
+    the switches that restore its behaviour: the defaults are those of the
+    code, and each switch is accepted and delivers.
+    """
+
+    def test_inToctree(self) -> None:
+        self.assertIn("\n   upgrading\n", readDoc(self, "index.rst"))
+        text = readDoc(self, "upgrading.rst")
+        for switch in ("opportunisticTLS = False", "tls=False", "allowCleartextAuthentication=True",
+                       "timeout=None", "minimumRate=None", "resetAfterEveryMessage = True",
+                       "retry=RetryPolicy(retries=5, immediate=5, deadline=None)",
+                       "maxQueueLifetime = None", "noisy = True", "pipelining=False",
+                       "chunking=False", "allowEightBitWithout8BITMIME=True",
+                       "TLSPolicy(TLSLevel.NONE)", ".relaying.lock", "starttls=True"):
+            self.assertIn(switch, " ".join(text.split()), switch)
+
+    def test_defaults(self) -> None:
+        """
+        The numbers the page gives.
+        """
+        from mailclient.relaymanager import ESMTPManagedRelayer, SmartHostESMTPRelayingManager
+        from mailclient.smtp import ESMTPClient, ESMTPSenderFactory, RetryPolicy, Timeouts
+
+        self.assertTrue(ESMTPClient.opportunisticTLS)
+        self.assertFalse(ESMTPClient.allowCleartextAuthentication)
+        self.assertFalse(ESMTPClient.resetAfterEveryMessage)
+        self.assertTrue(ESMTPClient.pipelining and ESMTPClient.chunking)
+        self.assertFalse(ESMTPSenderFactory.noisy)
+        self.assertEqual(ESMTPManagedRelayer.timeout, 600)
+        limits = Timeouts()
+        self.assertEqual((limits.greeting, limits.mail, limits.rcpt, limits.dataInit,
+                          limits.dataBlock, limits.dataTermination),
+                         (300, 300, 300, 120, 180, 600))
+        self.assertEqual((limits.minimumRate, limits.rateGrace), (1024, 60))
+        retry = RetryPolicy()
+        self.assertEqual((retry.retries, retry.immediate, retry.delay, retry.factor,
+                          retry.maxDelay, retry.deadline), (5, 1, 1, 2, 60, 300))
+        manager = SmartHostESMTPRelayingManager
+        self.assertEqual((manager.backoffDelay, manager.backoffFactor, manager.maxBackoffDelay,
+                          manager.maxQueueLifetime, manager.maxAddresses),
+                         (30, 2, 3600, 5 * 24 * 60 * 60, 5))
+
+    def test_switchesAccepted(self) -> None:
+        """
+        Each option the page gives is accepted by C{sendmail}, and the mail
+        still goes.
+        """
+        from mailclient.smtp import MailOptions, RetryPolicy, Timeouts, TLSLevel, TLSPolicy
+
+        allOptions: List[Dict[str, Any]] = [
+            {"tls": False},
+            {"tlsPolicy": TLSPolicy(TLSLevel.NONE)},
+            {"tlsPolicy": TLSPolicy(TLSLevel.ENCRYPT)},
+            {"allowCleartextAuthentication": True},
+            {"timeout": None},
+            {"timeouts": Timeouts(minimumRate=None)},
+            {"retry": RetryPolicy(retries=5, immediate=5, deadline=None)},
+            {"retries": 0},
+            {"pipelining": False, "chunking": False},
+            {"mailOptions": MailOptions(allowEightBitWithout8BITMIME=True)},
+        ]
+        for options in allOptions:
+            tlsOptions = "tls" in options or "tlsPolicy" in options
+            # A server offering STARTTLS for the TLS switches (its test
+            # certificate would not verify for sendmail otherwise).
+            server = SMTPTestServer(extensions=["PIPELINING", "CHUNKING"], starttls=tlsOptions)
+            clock = MemoryReactorClock()
+            results: List[Any] = []
+            sendmail("mail.example.com", "a@example.com", ["b@example.com"], MESSAGE,
+                     reactor=clock, **options).addBoth(results.append)
+            server.connectPending(clock)
+            self.assertEqual(len(results), 1, options)
+            self.assertEqual(results[0][0], 1, (options, results[0]))
+            tls = server.sessions[0].tls
+            self.assertEqual(tls, "tlsPolicy" in options and options["tlsPolicy"].level
+                             is TLSLevel.ENCRYPT, options)
+
+    def test_twistedOrderOfRetries(self) -> None:
+        """
+        C{RetryPolicy(retries=5, immediate=5, deadline=None)} retries at
+        once every time, as Twisted does.
+        """
+        from mailclient.smtp import RetryPolicy
+
+        policy = RetryPolicy(retries=5, immediate=5, deadline=None)
+        self.assertEqual([policy.nextDelay(n, elapsed=1000) for n in range(1, 7)],
+                         [0, 0, 0, 0, 0, None])
 
 
 # ---------------------------------------------------------------------------

@@ -236,3 +236,122 @@ class PackageAsModuleTests(SynchronousTestCase):
             self.assertTrue(hasattr(mailclient, name), name)
         self.assertIn(250, mailclient.SUCCESS)
         self.assertEqual(mailclient.DNSNAME, mailclient.smtp.DNSNAME)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _checkoutFile(testCase: SynchronousTestCase, name: str) -> str:
+    path = os.path.join(ROOT, name)
+    if not os.path.exists(path):
+        testCase.skipTest("%s is only in a checkout" % (name,))
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+class ReadmeTests(SynchronousTestCase):
+    """
+    The README starts with its title, then the two commands: install and
+    run the demo, install and run the test suite.
+    """
+
+    def test_titleThenTwoCommands(self) -> None:
+        lines = _checkoutFile(self, "README.rst").splitlines()
+        self.assertEqual(lines[:3], ["mailclient", "==========", ""])
+        self.assertEqual(lines[3:5], [".. code-block:: sh", ""])
+        commands = []
+        for line in lines[5:]:
+            if not line.strip():
+                break
+            commands.append(line.strip())
+        self.assertEqual(len(commands), 2, commands)
+        demo, tests = commands
+        # The demo needs no extra: TLS is a dependency.
+        self.assertEqual(demo, "python3 -m venv .venv && .venv/bin/pip install -q . "
+                               "&& .venv/bin/mailclient demo")
+        self.assertEqual(tests, "python3 -m venv .venv && .venv/bin/pip install -q '.[test]' "
+                                "&& .venv/bin/python -m pytest mailclient")
+
+
+class DependencyTests(SynchronousTestCase):
+    """
+    What C{setup.cfg} installs.
+    """
+
+    def setUp(self) -> None:
+        import configparser
+
+        self.config = configparser.ConfigParser()
+        self.config.read_string(_checkoutFile(self, "setup.cfg"))
+
+    def requirements(self, section: str, key: str) -> List[str]:
+        return [line.split("#")[0].strip() for line in self.config[section][key].splitlines()
+                if line.split("#")[0].strip()]
+
+    def test_tlsIsADependency(self) -> None:
+        """
+        TLS support (Twisted's C{tls} extra) comes without an extra; the
+        C{tls} extra stays, so that C{mailclient[tls]} still installs.
+        """
+        self.assertIn("twisted[tls]>=23.10", self.requirements("options", "install_requires"))
+        self.assertIn("tls", self.config["options.extras_require"])
+
+    def test_docsTheme(self) -> None:
+        for extra in ("docs", "dev"):
+            requirements = self.requirements("options.extras_require", extra)
+            for name in ("sphinx", "furo", "sphinx-copybutton", "towncrier"):
+                self.assertIn(name, requirements, extra)
+
+    def test_tlsImportable(self) -> None:
+        """
+        What the dependency brings is importable where mailclient is.
+        """
+        for module in ("OpenSSL.SSL", "cryptography.x509", "service_identity", "idna"):
+            importlib.import_module(module)
+
+
+class WarningFilterTests(SynchronousTestCase):
+    """
+    The C{filterwarnings} of C{pyproject.toml}: DeprecationWarnings from
+    mailclient's code are errors, whether the warning names its module or
+    (re-emitted by trial after a test) its file; other packages' are not.
+    """
+
+    def filters(self) -> List[str]:
+        text = _checkoutFile(self, "pyproject.toml")
+        try:
+            import tomllib
+        except ImportError:
+            self.skipTest("tomllib needs Python 3.11")
+        return list(tomllib.loads(text)["tool"]["pytest"]["ini_options"]["filterwarnings"])
+
+    def test_moduleFilter(self) -> None:
+        import re
+
+        [moduleFilter] = [f for f in self.filters() if f.startswith("error::DeprecationWarning:")]
+        pattern = re.compile(moduleFilter.split(":", 3)[3])
+        for module in ("mailclient", "mailclient._testing.certs", "mailclient.test.test_esmtp",
+                       "/work/main/mailclient/_protocol/esmtp",
+                       "/venv/lib/python3.11/site-packages/mailclient/_testing/certs",
+                       "C:\\venv\\Lib\\site-packages\\mailclient\\smtp"):
+            self.assertTrue(pattern.match(module), module)
+        for module in ("OpenSSL.SSL", "twisted.mail.test.test_smtp", "mailclientx",
+                       "/src/mailclient/.venv/lib/python3.11/site-packages/OpenSSL/SSL",
+                       "/venv/lib/python3.11/site-packages/twisted/internet/_sslverify"):
+            self.assertFalse(pattern.match(module), module)
+
+    def test_pyOpenSSLObjects(self) -> None:
+        self.assertIn("error:Passing pyOpenSSL:DeprecationWarning", self.filters())
+
+    def test_trialUsesTheSameFilters(self) -> None:
+        """
+        C{.ci/trial.py} reads the same list.
+        """
+        path = os.path.join(ROOT, ".ci", "trial.py")
+        if not os.path.exists(path):
+            self.skipTest(".ci/trial.py is only in a checkout")
+        spec = importlib.util.spec_from_file_location("_mailclient_ci_trial", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.assertEqual(module.pytestFilters(), self.filters())

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 from io import BytesIO
 from typing import Any, Callable, Dict, List, Optional
 
@@ -1104,48 +1105,307 @@ class LoopbackTests(SMTPTestCaseMixin, TestCase):
 
 class DocumentationTests(SynchronousTestCase):
     """
-    The runnable examples in C{docs/testing.rst} run, under trial and under
-    pytest with the plugin.
+    The test files of C{docs/testing.rst} run, under trial and under pytest
+    with the plugin, with DeprecationWarnings as errors.
     """
 
     def examples(self) -> Dict[str, str]:
         path = os.path.join(ROOT, "docs", "testing.rst")
         if not os.path.exists(path):
             self.skipTest("docs/testing.rst is not available")
-        text = open(path, encoding="utf-8").read()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
         found = {}
-        for match in re.finditer(r"^\.\. example: (\S+)\n\n\.\. code-block:: python\n\n"
+        for match in re.finditer(r"^\.\. file: (\S+)\n\n\.\. code-block:: python\n\n"
                                  r"((?:(?:    .*)?\n)+)", text, re.M):
             code = "\n".join(line[4:] for line in match.group(2).splitlines())
-            found[match.group(1)] = code + "\n"
+            found[match.group(1)] = code.rstrip("\n") + "\n"
         return found
 
-    def run_(self, name: str, *command: str) -> str:
-        examples = self.examples()
-        self.assertIn(name, examples)
-        with tempfile.TemporaryDirectory() as tmp:
-            with open(os.path.join(tmp, name), "w") as f:
-                f.write(examples[name])
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, tmp]))
-            result = subprocess.run([sys.executable, *command], cwd=tmp, env=env,
-                                    capture_output=True, timeout=120)
-        output = result.stdout.decode() + result.stderr.decode()
-        self.assertEqual(result.returncode, 0, output)
-        return output
+    def test_files(self) -> None:
+        self.assertEqual(set(self.examples()), {
+            "test_trial_example.py", "test_pytest_example.py", "test_pytest_loopback.py"})
+
+    def run_(self, name: str, *command: str, source: Optional[str] = None) -> str:
+        if source is None:
+            examples = self.examples()
+            self.assertIn(name, examples)
+            source = examples[name]
+        return runFile(self, name, source, *command)
+
+    def pytest(self, name: str, source: Optional[str] = None) -> str:
+        if source is None:
+            source = self.examples()[name]
+        return runPytest(self, name, source)
 
     def test_trialExample(self) -> None:
         output = self.run_("test_trial_example.py", "-m", "twisted.trial",
                            "test_trial_example")
-        self.assertIn("PASSED (successes=", output)
+        self.assertIn("PASSED (successes=3)", output)
 
     def test_pytestExample(self) -> None:
-        from importlib.metadata import entry_points
+        output = self.pytest("test_pytest_example.py")
+        self.assertRegex(output, r"\b4 passed")
 
-        plugin = "mailclient.pytest_plugin"
-        eps: Any = entry_points()
-        group = eps.select(group="pytest11") if hasattr(eps, "select") else eps.get("pytest11", ())
-        registered = any(ep.value == plugin for ep in group)
-        load = [] if registered else ["-p", plugin]
-        output = self.run_("test_pytest_example.py", "-m", "pytest", *load, "-q",
-                           "-p", "no:cacheprovider", "test_pytest_example.py")
-        self.assertRegex(output, r"\b[1-9]\d* passed")
+    def test_pytestExampleFailsWithSTARTTLS(self) -> None:
+        """
+        What the page says: a server offering STARTTLS makes code that names
+        its host, with no context of its own, fail (so the fixture offers
+        none unless asked); the example's tests can fail.
+        """
+        source = self.examples()["test_pytest_example.py"].replace(
+            "def test_welcome(smtp_server):",
+            "@pytest.mark.smtp_server(starttls=True)\ndef test_welcome(smtp_server):")
+        with self.assertRaises(self.failureException) as caught:
+            self.pytest("test_pytest_example.py", source)
+        self.assertIn("FAILED test_pytest_example.py::test_welcome", str(caught.exception))
+        self.assertIn("SMTPTLSError", str(caught.exception))
+
+    def test_pytestLoopbackExample(self) -> None:
+        """
+        The pytest-twisted example (CI runs it in a fresh environment; here
+        only if pytest-twisted is installed).
+        """
+        try:
+            import pytest_twisted  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        except ImportError:
+            raise SkipTest("pytest-twisted is not installed")
+        output = self.pytest("test_pytest_loopback.py")
+        self.assertRegex(output, r"\b3 passed")
+
+
+def runFile(testCase: SynchronousTestCase, name: str, source: str, *command: str) -> str:
+    """
+    Write C{source} as C{name} in a new directory and run this Python there
+    with C{command} and DeprecationWarnings as errors; fail C{testCase}
+    unless it exits with 0; return its output.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write(source)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, tmp]))
+        env.pop("PYTHONWARNINGS", None)
+        result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", *command],
+                                cwd=tmp, env=env, capture_output=True, timeout=120)
+    output = result.stdout.decode() + result.stderr.decode()
+    testCase.assertEqual(result.returncode, 0, output)
+    return output
+
+
+def runPytest(testCase: SynchronousTestCase, name: str, source: str) -> str:
+    """
+    L{runFile} under pytest, with mailclient's plugin.
+    """
+    return runFile(testCase, name, source, "-m", "pytest", *pluginOptions(), "-q",
+                   "-p", "no:cacheprovider", "-W", "error::DeprecationWarning", name)
+
+
+def pluginOptions() -> List[str]:
+    """
+    The pytest options that load mailclient's plugin, if its entry point is
+    not registered (a checkout on the path, not installed).
+    """
+    from importlib.metadata import entry_points
+
+    plugin = "mailclient.pytest_plugin"
+    eps: Any = entry_points()
+    group = eps.select(group="pytest11") if hasattr(eps, "select") else eps.get("pytest11", ())
+    registered = any(ep.value == plugin for ep in group)
+    return [] if registered else ["-p", plugin]
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The C{smtp_server} fixture of C{mailclient.pytest_plugin}.
+    """
+
+    def test_noSTARTTLSUnlessAsked(self) -> None:
+        from mailclient.pytest_plugin import _serverConfig
+
+        self.assertEqual(_serverConfig({}), {"starttls": False})
+        self.assertEqual(_serverConfig({"hostname": "mx"}), {"hostname": "mx", "starttls": False})
+        self.assertEqual(_serverConfig({"starttls": True}), {"starttls": True})
+        self.assertEqual(_serverConfig({"requireTLS": True}),
+                         {"requireTLS": True, "starttls": True})
+        self.assertEqual(_serverConfig({"extensions": ["STARTTLS"]}), {"extensions": ["STARTTLS"]})
+
+    def test_fixture(self) -> None:
+        """
+        Run by pytest: the fixture's server follows its marker, and offers
+        STARTTLS only when asked.
+        """
+        source = textwrap.dedent("""
+            import pytest
+
+            def test_default(smtp_server):
+                assert not smtp_server.starttls
+                assert smtp_server.extensions == ["PIPELINING", "8BITMIME"]
+
+            @pytest.mark.smtp_server(starttls=True, hostname="mx.example")
+            def test_asked(smtp_server):
+                assert smtp_server.starttls and smtp_server.hostname == "mx.example"
+
+            @pytest.mark.smtp_server(requireTLS=True, credentials={"a": "b"})
+            def test_requireTLS(smtp_server):
+                assert smtp_server.starttls and smtp_server.requireTLS
+
+            @pytest.mark.smtp_server(extensions=["STARTTLS", "CHUNKING"])
+            def test_extensions(smtp_server):
+                assert smtp_server.extensions == ["STARTTLS", "CHUNKING"]
+
+            def test_fresh(smtp_server):
+                assert smtp_server.sessions == []
+            """)
+        output = runPytest(self, "test_fixture.py", source)
+        self.assertRegex(output, r"\b5 passed")
+
+
+class TLSMaterialTests(SynchronousTestCase):
+    """
+    The test server's certificates: made with current APIs (no pyOpenSSL
+    deprecation warning), for the server's host name, from one CA.
+    """
+
+    def handshake(self, server: SMTPTestServer, clientOptions: Any) -> testing.MemoryConnection:
+        c = connect(server)
+        converse(c, b"EHLO me\r\nSTARTTLS\r\n")
+        c.client.transport.startTLS(clientOptions)
+        c.pump()
+        return c
+
+    def assertHandshake(self, server: SMTPTestServer, clientOptions: Any) -> None:
+        c = self.handshake(server, clientOptions)
+        self.assertTrue(c.connected, server.transcript())
+        self.assertEqual(codes(converse(c, b"EHLO me\r\n")), [250])
+        self.assertIsNotNone(c.clientTransport.getPeerCertificate())
+
+    def assertNoDeprecation(self, f: Callable[[], Any]) -> Any:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = f()
+        self.assertEqual([str(w.message) for w in caught
+                          if issubclass(w.category, DeprecationWarning)], [])
+        return result
+
+    def test_noDeprecationWarnings(self) -> None:
+        """
+        Making the server's TLS context and shaking hands, with the generated
+        certificate, a custom L{PrivateCertificate} and L{serverOptions},
+        raises no DeprecationWarning (pyOpenSSL warns when handed its own
+        X509 and PKey objects).
+        """
+        other = testing.generateCertificates("mx.example")
+        servers = [
+            (SMTPTestServer(hostname="fresh-%d.example" % (id(self),)), None),
+            (SMTPTestServer(tlsCertificate=other.serverCertificate()), other.clientOptions()),
+            (SMTPTestServer(tlsCertificate=other.serverOptions()), other.clientOptions()),
+        ]
+        for server, clientOptions in servers:
+            options = self.assertNoDeprecation(lambda: server.tlsOptions)
+            self.assertNoDeprecation(options.getContext)
+            self.assertNoDeprecation(
+                lambda: self.assertHandshake(server, clientOptions or server.clientTLSOptions()))
+
+    def test_oldPyOpenSSL(self) -> None:
+        """
+        A pyOpenSSL that does not take C{cryptography} objects is given its
+        own.
+        """
+        import warnings
+
+        from mailclient._testing import certs
+
+        self.patch(certs, "_takes", False)
+        server = SMTPTestServer(hostname="old-%d.example" % (id(self),))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.assertHandshake(server, server.clientTLSOptions())
+
+    def test_certificateForHostname(self) -> None:
+        """
+        A server's generated certificate is for its C{hostname} (and
+        C{localhost} and the loopback addresses), signed by the one CA of the
+        process; L{clientTLSOptions} verifies the server's name by default.
+        """
+        from cryptography import x509
+
+        server = SMTPTestServer(hostname="mail.example.com")
+        self.assertEqual(server.caCertificatePEM, SMTPTestServer().caCertificatePEM)
+        self.assertEqual(server.caCertificatePEM, testing.localCertificates().caCertificatePEM)
+        certs = testing.localCertificates("mail.example.com")
+        self.assertIs(certs, testing.localCertificates("MAIL.example.com"))
+        cert = x509.load_pem_x509_certificate(certs.serverCertificatePEM)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual(names.get_values_for_type(x509.DNSName), ["mail.example.com", "localhost"])
+        self.assertEqual([str(ip) for ip in names.get_values_for_type(x509.IPAddress)],
+                         ["127.0.0.1", "::1"])
+        for clientOptions in (server.clientTLSOptions(),
+                              server.clientTLSOptions("mail.example.com"),
+                              server.clientTLSOptions("localhost")):
+            self.assertHandshake(server, clientOptions)
+        c = self.handshake(server, server.clientTLSOptions("other.example.com"))
+        self.assertFalse(c.connected)
+
+    def test_ipAddressHostname(self) -> None:
+        server = SMTPTestServer(hostname="192.0.2.7")
+        self.assertHandshake(server, server.clientTLSOptions())
+
+    def test_unusableHostname(self) -> None:
+        """
+        A host name no certificate can hold gets the C{localhost} one.
+        """
+        server = SMTPTestServer(hostname="bücher.example")
+        self.assertRaises(ValueError, testing.localCertificates, "bücher.example")
+        self.assertHandshake(server, server.clientTLSOptions())
+
+    def test_hostnameChanged(self) -> None:
+        server = SMTPTestServer()
+        self.assertHandshake(server, server.clientTLSOptions())
+        server.hostname = "changed.example"
+        self.assertHandshake(server, server.clientTLSOptions("changed.example"))
+
+
+class STARTTLSOptionTests(SynchronousTestCase):
+    """
+    L{SMTPTestServer}'s C{starttls} option.
+    """
+
+    def test_default(self) -> None:
+        self.assertTrue(SMTPTestServer().starttls)
+        self.assertIn("STARTTLS", SMTPTestServer().extensions)
+
+    def test_off(self) -> None:
+        server = SMTPTestServer(starttls=False, credentials={"a": "b"})
+        self.assertFalse(server.starttls)
+        self.assertEqual(server.extensions,
+                         ["PIPELINING", "8BITMIME", "AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2"])
+        c = connect(server)
+        self.assertEqual(codes(converse(c, b"EHLO me\r\nSTARTTLS\r\n")), [250, 502])
+
+    def test_offRemovesFromExtensions(self) -> None:
+        server = SMTPTestServer(extensions=["starttls", "CHUNKING"], starttls=False)
+        self.assertEqual(server.extensions, ["CHUNKING"])
+
+    def test_onAddsToExtensions(self) -> None:
+        server = SMTPTestServer(extensions=["CHUNKING"], starttls=True)
+        self.assertEqual(server.extensions, ["CHUNKING", "STARTTLS"])
+        server = SMTPTestServer(extensions=["STARTTLS"], starttls=True)
+        self.assertEqual(server.extensions, ["STARTTLS"])
+
+    def test_noTLSLibraries(self) -> None:
+        """
+        Without cryptography and pyOpenSSL the default server offers no
+        STARTTLS (it could not start TLS).
+        """
+        from mailclient._testing import server as serverModule
+
+        self.patch(serverModule, "tlsAvailable", lambda: False)
+        self.assertNotIn("STARTTLS", SMTPTestServer().extensions)
+        self.assertIn("STARTTLS", SMTPTestServer(starttls=True).extensions)
+
+    def test_tlsAvailable(self) -> None:
+        from mailclient._testing.certs import tlsAvailable
+
+        self.assertTrue(tlsAvailable())
