@@ -27,6 +27,9 @@ Where this differs from Twisted: C{docs/compatibility.rst}, "Relaying".
 from __future__ import annotations
 
 from mailclient._relaying.attempt import _AttemptManager  # noqa: F401 - Twisted's name
+
+from mailclient._relaying.attempt import DeliveryOutcome, DeliveryReport
+from mailclient._wire.tlspolicy import TLSPolicyMap
 from mailclient._relaying.managed import (
     ESMTPManagedRelayer,
     ESMTPManagedRelayerFactory,
@@ -35,9 +38,11 @@ from mailclient._relaying.managed import (
     SMTPManagedRelayerFactory,
 )
 from mailclient._relaying.manager import (
-    RelayStateHelper,
     SmartHostESMTPRelayingManager,
     SmartHostSMTPRelayingManager,
+)
+from mailclient._relaying.service import (
+    RelayStateHelper,
     _checkState,  # noqa: F401 - Twisted's name
 )
 from mailclient._relaying.mx import (
@@ -50,6 +55,9 @@ from mailclient._relaying.queue import Queue
 from mailclient._wire.util import publicPath
 
 __all__ = [
+    "DeliveryOutcome",
+    "DeliveryReport",
+    "TLSPolicyMap",
     "ManagedRelayerMixin",
     "SMTPManagedRelayer",
     "ESMTPManagedRelayer",

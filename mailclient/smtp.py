@@ -29,6 +29,7 @@ from mailclient._protocol.sender import (
     SMTPSenderFactory,
 )
 from mailclient._protocol.sendmail import sendmail
+from mailclient._protocol.connect import connectSender
 from mailclient._wire.errors import (
     AddressError,
     AUTHDeclinedError,
@@ -81,6 +82,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CannotSendError",
+    "connectSender",
     "ClientSettings",
     "MailOptions",
     "RetryPolicy",

@@ -49,7 +49,7 @@ _SMTP: frozenset[str] = frozenset("""
     SMTPBadSender SMTPClient SMTPClientError SMTPConnectError
     SMTPDeliveryError SMTPError SMTPProtocolError SMTPSender
     SMTPSenderFactory SMTPServerError SMTPTimeoutError SUCCESS SenderMixin
-    TLSError TLSLevel TLSPolicy TLSRecord TLSRequiredError Timeouts XOAUTH2Authenticator idGenerator
+    TLSError TLSLevel TLSPolicy TLSRecord TLSRequiredError Timeouts XOAUTH2Authenticator connectSender idGenerator
     messageid quoteaddr rfc822date sendmail xtextStreamReader
     xtextStreamWriter xtext_codec xtext_decode xtext_encode
 """.split())
@@ -59,7 +59,7 @@ _RELAYMANAGER: frozenset[str] = frozenset("""
     ESMTPManagedRelayerFactory MXCalculator ManagedRelayerMixin Queue
     RelayStateHelper SMTPManagedRelayer SMTPManagedRelayerFactory
     SmartHostESMTPRelayingManager SmartHostSMTPRelayingManager
-    UndeliverableDomain
+    UndeliverableDomain DeliveryOutcome DeliveryReport TLSPolicyMap
 """.split())
 
 #: Twisted module -> (mailclient module, the names mailclient provides).

@@ -23,9 +23,18 @@ from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall, IRea
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.util import LineLog
+from zope.interface import implementer
 
 from mailclient._wire.address import Address, checkAddress, extractAddress
 from mailclient._protocol.client import SUCCESS, SMTPClient
+from mailclient._protocol.connect import (
+    IAttemptAware,
+    claimConnection,
+    failedThrough,
+    lostThrough,
+    refusedProtocol,
+    startedThrough,
+)
 from mailclient._wire.errors import InvalidAddressError, SMTPConnectError, SMTPDeliveryError
 from mailclient._protocol.esmtp import ESMTPClient, tlsRecordOf
 from mailclient._wire.host import getDNSName
@@ -188,9 +197,15 @@ def _setting(name: str, doc: str) -> property:
     return property(get, set, doc=doc)
 
 
+@implementer(IAttemptAware)
 class SMTPSenderFactory(protocol.ClientFactory):
     """
     Utility factory for sending one email.
+
+    Connect it with C{reactor.connectTCP}, as with Twisted, or with
+    L{mailclient.smtp.connectSender} to try every IPv6 and IPv4 address of
+    a host name (happy eyeballs); it then sees one outcome, whatever the
+    number of addresses tried.
 
     @ivar currentProtocol: The protocol made by L{buildProtocol} for the
         current attempt, or L{None}.
@@ -297,16 +312,27 @@ class SMTPSenderFactory(protocol.ClientFactory):
             call.cancel()
 
     def startedConnecting(self, connector: IConnector) -> None:
+        # (Each address connectSender tries starts; only the first start is
+        # the factory's.)
+        outer = startedThrough(self, connector)
+        if outer is None:
+            return
         state = self._mailclient
-        state.connectHost = getattr(connector.getDestination(), "host", None)
+        state.connectHost = getattr(outer.getDestination(), "host", None)
         if state.firstAttempt is None:
             state.firstAttempt = _clock(self).seconds()
 
     def clientConnectionFailed(self, connector: IConnector, err: Failure) -> None:
-        self._processConnectionError(connector, err)
+        # (Only the failure of the last address connectSender tries is the
+        # factory's.)
+        outer = failedThrough(self, connector, err)
+        if outer is not None:
+            self._processConnectionError(outer, err)
 
     def clientConnectionLost(self, connector: IConnector, err: Failure) -> None:
-        self._processConnectionError(connector, err)
+        outer = lostThrough(self, connector, err)
+        if outer is not None:
+            self._processConnectionError(outer, err)
 
     def _processConnectionError(self, connector: IConnector, err: Failure) -> None:
         if not isinstance(err, Failure):
@@ -333,6 +359,9 @@ class SMTPSenderFactory(protocol.ClientFactory):
         finish(self, Failure(exn))
 
     def buildProtocol(self, addr: IAddress | None) -> SMTPClient | None:
+        if not claimConnection(self, addr):
+            # Another address connected first (happy eyeballs).
+            return cast(SMTPClient, refusedProtocol())
         try:
             p = self.protocol(self.domain, self.nEmails * 2 + 2)
         except ValueError as e:
@@ -560,6 +589,9 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         Build an L{ESMTPSender} configured by the factory's settings; this
         sets L{currentProtocol} too.
         """
+        if not claimConnection(self, addr):
+            # Another address connected first (happy eyeballs).
+            return cast(SMTPClient, refusedProtocol())
         settings = self._mailclient.settings
         connectHost = self._mailclient.connectHost
         policy = settings.tlsPolicyFor(connectHost)

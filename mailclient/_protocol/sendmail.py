@@ -12,12 +12,12 @@ from typing import Any, cast
 from twisted.internet import defer
 from twisted.internet.interfaces import (
     IConnector,
-    IReactorSSL,
     IReactorTCP,
     ITCPTransport,
 )
 
 from mailclient._protocol.client import checkIdentity
+from mailclient._protocol.connect import connectSender
 from mailclient._wire.errors import InvalidAddressError, TLSRequiredError
 from mailclient._protocol.sender import ESMTPSenderFactory
 from mailclient._wire.timeouts import Timeouts
@@ -84,6 +84,11 @@ def sendmail(
     verifying the certificate for C{smtphost}, and authenticates when a
     password is given.
 
+    A host name is resolved for IPv6 and IPv4 at once and its addresses
+    tried in turn, the next one 250 ms after the previous unless that one
+    failed sooner, the first connection made winning (happy eyeballs, RFC
+    8305: see L{connectSender}); an IP address is connected to directly.
+
     @param smtphost: The host the message should be sent to.
     @param from_addr: The (envelope) address sending this mail.
     @param to_addrs: A list of addresses to send this mail to; a string is
@@ -115,7 +120,9 @@ def sendmail(
     @param options: (keyword only) any option of L{ClientSettings}:
         C{timeouts}, C{contextFactory}, C{tls}, C{tlsPolicy},
         C{allowCleartextAuthentication}, C{authenticators}, C{pipelining},
-        C{chunking}, C{mailOptions}, C{retry}.
+        C{chunking}, C{mailOptions}, C{retry}, C{connectTimeout} (seconds
+        for each address to connect, default 30), C{bindAddress} (the
+        local C{(address, port)} to connect from, or one per family).
 
     @return: A cancellable Deferred that fires with C{(numOk, addresses)}
         when the server accepted the message for at least one recipient,
@@ -197,10 +204,7 @@ def sendmail(
                 )
             )
             return d
-        # (Twisted's connectSSL takes a client connection creator too,
-        # whatever its annotation says.)
-        connectSSL: Any = cast(IReactorSSL, reactor).connectSSL
-        connector = connectSSL(tlsHostname, port, factory, context)
+        connector = connectSender(reactor, tlsHostname, port, factory, contextFactory=context)
     else:
-        connector = reactor.connectTCP(tlsHostname, port, factory)
+        connector = connectSender(reactor, tlsHostname, port, factory)
     return d

@@ -120,7 +120,7 @@ def describeTLSFailure(reason: Failure) -> bytes | None:
         if reason.check(VerificationError):
             return (
                 b"TLS certificate does not match the server host name: "
-                + str(reason.value).encode("utf-8", "replace")
+                + _safeVerificationText(reason.value).encode("utf-8", "replace")
             )
     try:
         from OpenSSL.SSL import Error as SSLError
@@ -132,6 +132,36 @@ def describeTLSFailure(reason: Failure) -> bytes | None:
             return b"TLS certificate verification failed (untrusted or invalid certificate): " + text.encode("utf-8", "replace")
         return b"TLS handshake failed: " + text.encode("utf-8", "replace")
     return None
+
+
+def _safeVerificationText(error: BaseException | None) -> str:
+    # (The class name stays: Twisted's callers and tests look for it.)
+    try:
+        return "%s: %s" % (type(error).__name__, _verificationText(error))
+    except Exception:
+        return str(error)
+
+
+def _verificationText(error: BaseException | None) -> str:
+    """
+    What a C{service_identity} verification error says, for people: the
+    names the certificate is not valid for.
+    """
+    errors = getattr(error, "errors", None)
+    if not isinstance(errors, (list, tuple)) or not errors:
+        return str(error)
+    texts = []
+    for item in errors:
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        wanted = getattr(item, "mismatched_id", None)
+        name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        texts.append("certificate is not valid for %s" % (name,) if name is not None
+                     else str(item))
+    return "; ".join(texts)
 
 
 # Opportunistic TLS (level "may"): check, record, never fail on the check.
@@ -151,20 +181,30 @@ _VERIFY_ERRORS = {
 class _CertificateCheck:
     """
     What the chain check of one TLS connection found.
+
+    @ivar names: the names the certificate may be valid for (empty: the
+        host name).
+    @ivar enforce: whether a failed check stops the handshake (level
+        C{verify}) instead of being recorded.
     """
 
-    __slots__ = ("errors", "hostname")
+    __slots__ = ("errors", "hostname", "names", "enforce", "identityChecked")
 
-    def __init__(self, hostname: str | None) -> None:
+    def __init__(self, hostname: str | None, names: tuple[str, ...] = (),
+                 enforce: bool = False) -> None:
         self.errors: list[str] = []
         self.hostname = hostname
+        self.names = names
+        self.enforce = enforce
+        self.identityChecked = False
 
     def callback(self, connection: object, certificate: object, errno: int, depth: int, ok: int) -> bool:
         if not ok:
             reason = _VERIFY_ERRORS.get(errno, "verification error %d" % (errno,))
             self.errors.append("%s (depth %d)" % (reason, depth))
         # Opportunistic: go on whatever the check found; it is recorded.
-        return True
+        # Enforced: a chain that does not verify stops the handshake.
+        return bool(ok) if self.enforce else True
 
 
 #: The checks of the opportunistic connections still alive.
@@ -180,14 +220,31 @@ def _isName(hostname: str | None) -> bool:
 @implementer(IOpenSSLClientConnectionCreator)
 class RecordingTLS:
     """
-    Client TLS for the C{may} level: the server's certificate is checked
-    against the system trust store, and the result is recorded (see
-    L{tlsRecord}) instead of failing the handshake.  Sends C{hostname} as
-    SNI when it is a name.
+    Client TLS that checks the server's certificate against a trust store
+    (the system's, or the trust anchors given) and the names allowed (the
+    host name, or C{matchNames}), sending C{hostname} as SNI when it is a
+    name.
+
+    Without C{enforce} (levels C{may} and C{encrypt}) the result is
+    recorded (see L{tlsRecord}) and never fails the handshake; with it
+    (level C{verify} with trust anchors or names of its own), a certificate
+    that does not verify fails the handshake, as Twisted's own verifying
+    options do.
     """
 
-    def __init__(self, hostname: str | None) -> None:
+    def __init__(
+        self,
+        hostname: str | None,
+        caFile: str | None = None,
+        caCertificates: tuple[bytes, ...] = (),
+        matchNames: tuple[str, ...] = (),
+        enforce: bool = False,
+    ) -> None:
         self.hostname = hostname
+        self.caFile = caFile
+        self.caCertificates = caCertificates
+        self.matchNames = matchNames
+        self.enforce = enforce
         self._context: SSL.Context | None = None
 
     def _getContext(self) -> SSL.Context:
@@ -195,13 +252,22 @@ class RecordingTLS:
             from OpenSSL import SSL
 
             context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-            context.set_default_verify_paths()
+            if self.caFile is None and not self.caCertificates:
+                context.set_default_verify_paths()
+            else:
+                # Trust anchors of the policy's own replace the system's
+                # (as Postfix's smtp_tls_CAfile does by default).
+                if self.caFile is not None:
+                    context.load_verify_locations(self.caFile)
+                _addCertificates(context, self.caCertificates)
             # No SSLv3, no compression, no renegotiation: as Twisted's own
             # client options.
             context.set_options(
                 SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_NO_COMPRESSION
                 | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
             )
+            if self.enforce:
+                context.set_info_callback(_checkIdentityWhenDone)
             self._context = context
         return self._context
 
@@ -213,16 +279,86 @@ class RecordingTLS:
         hostname = self.hostname
         if hostname is not None and _isName(hostname):
             connection.set_tlsext_host_name(hostname.encode("idna"))
-        check = _CertificateCheck(self.hostname)
+        check = _CertificateCheck(self.hostname, self.matchNames, self.enforce)
         _checks[connection] = check
         connection.set_verify(SSL.VERIFY_PEER, check.callback)
         return connection
 
 
+def _addCertificates(context: SSL.Context, pems: tuple[bytes, ...]) -> None:
+    """
+    Trust the PEM certificates C{pems} in C{context}.
+    """
+    if not pems:
+        return
+    from cryptography import x509
+    from OpenSSL import crypto
+
+    store = context.get_cert_store()
+    assert store is not None
+    for pem in pems:
+        for certificate in x509.load_pem_x509_certificates(pem):
+            store.add_cert(crypto.X509.from_cryptography(certificate))
+
+
+def _checkIdentityWhenDone(connection: SSL.Connection, where: int, ret: int) -> None:
+    """
+    The info callback of enforcing L{RecordingTLS} contexts: once the
+    handshake is done, fail the connection unless the certificate is valid
+    for one of the names allowed (as Twisted's C{ClientTLSOptions} does for
+    its one host name).
+    """
+    from OpenSSL import SSL
+
+    if not where & SSL.SSL_CB_HANDSHAKE_DONE:
+        return
+    try:
+        check = _checks.get(connection)
+        if check is None or not check.enforce or check.identityChecked:
+            return
+        check.identityChecked = True
+        problem = _identityProblem(connection, check.hostname, check.names)
+        if problem is None:
+            return
+        from service_identity import VerificationError
+
+        check.errors.append(problem)
+        # (service_identity's errors are its mismatch objects; a text says
+        # as much here.)
+        error = VerificationError(errors=[problem])  # type: ignore[list-item]
+        connection.get_app_data().failVerification(Failure(error))
+    except Exception:
+        # Never raise into OpenSSL; a check that cannot be made fails the
+        # connection rather than letting it through.
+        try:
+            connection.get_app_data().failVerification(Failure())
+        except Exception:
+            pass
+
+
 @lru_cache(maxsize=64)
-def _recordingFor(hostname: str | None, trustStore: tuple[object, ...]) -> RecordingTLS:
-    # Kept per host name and trust store, as verifyingContext's options.
-    return RecordingTLS(hostname)
+def _recordingFor(
+    hostname: str | None,
+    trustStore: tuple[object, ...],
+    caFile: str | None = None,
+    caCertificates: tuple[bytes, ...] = (),
+    matchNames: tuple[str, ...] = (),
+    enforce: bool = False,
+) -> RecordingTLS:
+    # Kept per host name, trust store and names, as verifyingContext's
+    # options.
+    return RecordingTLS(hostname, caFile, caCertificates, matchNames, enforce)
+
+
+def _fileVersion(path: str) -> tuple[object, ...]:
+    """
+    What identifies the contents of the CA file C{path} now.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return (path, None)
+    return (path, st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> object | None:
@@ -232,9 +368,13 @@ def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> objec
     a certificate against).
 
       - the caller's own context, when the policy has one;
-      - a verifying context for the policy's host name (or C{connectHost})
-        when a certificate that does not verify must stop the delivery;
+      - when a certificate that does not verify must stop the delivery: a
+        verifying context for the policy's host name (or C{connectHost}),
+        against the system trust store, or, when the policy names trust
+        anchors or names of its own, an enforcing L{RecordingTLS};
       - otherwise a L{RecordingTLS}, which checks and records.
+
+    SNI is the policy's host name, else C{connectHost}, when it is a name.
     """
     if policy.level is TLSLevel.NONE:
         return None
@@ -243,9 +383,15 @@ def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> objec
     if not tlsAvailable():
         return None
     hostname = policy.hostname or connectHost
-    if policy.verifies:
+    own = policy.hasTrustAnchors or bool(policy.matchNames)
+    if policy.verifies and not own:
         return verifyingContext(hostname) if hostname is not None else None
-    return _recordingFor(hostname, _trustStoreVersion())
+    if policy.verifies and hostname is None and not policy.matchNames:
+        return None
+    trustStore = (_fileVersion(policy.caFile) if policy.caFile is not None
+                  else () if policy.caCertificates else _trustStoreVersion())
+    return _recordingFor(hostname, trustStore, policy.caFile, policy.caCertificates,
+                         policy.matchNames, policy.verifies)
 
 
 def _tlsConnection(transport: object) -> SSL.Connection | None:
@@ -292,7 +438,7 @@ def tlsRecord(transport: object, policy: TLSPolicy | None, encrypted: bool) -> T
         # name is checked now.
         errors = list(check.errors)
         if not errors:
-            problem = _identityProblem(connection, check.hostname)
+            problem = _identityProblem(connection, check.hostname, check.names)
             if problem is not None:
                 errors.append(problem)
         return TLSRecord(
@@ -304,11 +450,20 @@ def tlsRecord(transport: object, policy: TLSPolicy | None, encrypted: bool) -> T
     return TLSRecord(level, protocol, cipher, verified=None, hostname=hostname)
 
 
-def _identityProblem(connection: SSL.Connection, hostname: str | None) -> str | None:
+def _identityProblem(
+    connection: SSL.Connection, hostname: str | None, names: tuple[str, ...] = ()
+) -> str | None:
     """
     Why the server's certificate is not valid for C{hostname} (a name or
-    an IP address), or L{None}.
+    an IP address), or, when C{names} are given, for any of them (a name
+    starting with a dot stands for any name under it); L{None} when it is.
     """
+    if names:
+        for name in names:
+            if (_suffixMatch(connection, name) if name.startswith(".")
+                    else _identityProblem(connection, name) is None):
+                return None
+        return "certificate is not valid for %s" % (" or ".join(names),)
     if not hostname:
         return "no host name to check the certificate against"
     try:
@@ -326,3 +481,25 @@ def _identityProblem(connection: SSL.Connection, hostname: str | None) -> str | 
     except Exception as e:
         return "the certificate could not be checked for %s: %s" % (hostname, e)
     return None
+
+
+def _suffixMatch(connection: SSL.Connection, suffix: str) -> bool:
+    """
+    Whether the server's certificate names (in its subject alternative
+    names) a host under C{suffix} (C{".example.com"}), wildcards included.
+    """
+    from cryptography import x509
+
+    peer = connection.get_peer_certificate()
+    if peer is None:
+        return False
+    try:
+        san = peer.to_cryptography().extensions.get_extension_for_class(
+            x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return False
+    for name in san.value.get_values_for_type(x509.DNSName):
+        name = name.lower().rstrip(".")
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return True
+    return False

@@ -6,7 +6,9 @@ name Twisted gives it), and what it asks of its relaying manager
 
 from __future__ import annotations
 
+import enum
 import os
+from dataclasses import dataclass
 from typing import Any
 from collections.abc import Mapping, Sequence
 
@@ -18,11 +20,88 @@ from zope.interface import implementer
 from mailclient._relaying.bounce import DeliveryFailure
 from mailclient._relaying.returning import returnToSender
 from mailclient._wire.host import getDNSName
+from mailclient._wire.tlspolicy import TLSRecord
 from mailclient.interfaces import IAttemptManager, IDeliveryProgress, IRelayManagerHooks
 
 _log = Logger()
 
 Exchange = tuple
+
+
+class DeliveryOutcome(str, enum.Enum):
+    """
+    What became of a message after one relaying attempt.
+    """
+
+    #: The server accepted it; it left the queue.
+    DELIVERED = "delivered"
+    #: It failed for good and was returned to its sender (a message from the
+    #: null sender is dropped instead).
+    BOUNCED = "bounced"
+    #: It failed for now; it waits to be tried again.
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """
+    The outcome of one message in one relaying attempt, as the relaying
+    manager reports it (to its C{deliveryObservers}, and in its log).
+
+    @ivar message: The base name of the queued message.
+    @ivar outcome: A L{DeliveryOutcome}.
+    @ivar nextHop: The recipient domain, or L{None} for a smart host.
+    @ivar exchange: The host name of the mail exchange (or smart host) that
+        answered or was tried last, if any.
+    @ivar address: The IP address connected to, if a connection was made.
+    @ivar tls: The L{TLSRecord} of that connection (L{None}: no connection
+        was made).
+    @ivar status: The RFC 3463 status of a failure (C{"4.4.1"}, ...).
+    @ivar reason: Why, for people, when it was not delivered.
+    """
+
+    message: str
+    outcome: DeliveryOutcome
+    nextHop: str | None = None
+    exchange: str | None = None
+    address: str | None = None
+    tls: TLSRecord | None = None
+    status: str | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        """
+        One line for the log: C{"msg-1 to example.org via mx.example.org
+        [192.0.2.1]: delivered; TLS: TLSv1.3 ..., verified (level may)"}.
+        """
+        where = self.nextHop or "the smart host"
+        if self.exchange is not None:
+            where += " via %s" % (self.exchange,)
+        if self.address is not None and self.address != self.exchange:
+            where += " [%s]" % (self.address,)
+        text = "%s to %s: %s" % (self.message, where, self.outcome.value)
+        if self.status or self.reason:
+            text += " (%s)" % (" ".join(p for p in (self.status, self.reason) if p),)
+        tls = self.tls.describe() if self.tls is not None else "no connection"
+        if (self.tls is not None and self.tls.reason and not self.tls.encrypted
+                and self.tls.reason not in self.reason):
+            tls += ": " + self.tls.reason
+        return text + "; TLS: " + tls
+
+
+def annotate(failure: DeliveryFailure, relay: Any, nextHop: str | None = None) -> DeliveryFailure:
+    """
+    Note on C{failure} where the connection of C{relay} (a managed relayer
+    factory) went, and the TLS it got.
+    """
+    if failure.address is None:
+        failure.address = getattr(relay, "peerAddress", None)
+    if failure.tls is None:
+        failure.tls = getattr(relay, "tlsRecord", None)
+    if failure.nextHop is None:
+        failure.nextHop = nextHop if nextHop is not None else getattr(relay, "nextHop", None)
+    return failure
+
 
 @implementer(IAttemptManager, IDeliveryProgress)
 class _AttemptManager:
@@ -81,6 +160,10 @@ class _AttemptManager:
         self.exchange = self.exchanges.pop(0)
         self._answered = False
         self._sending = set()
+        # What the last exchange's connection got is not this one's.
+        for name in ("tlsRecord", "peerAddress", "connectionError"):
+            if getattr(relay, name, None) is not None:
+                setattr(relay, name, None)
         pending = self.manager.managed.get(relay, [])
         relay.messages = [self.manager.queue.getPath(m) for m in pending]
         host, port = self.exchange
@@ -113,6 +196,7 @@ class _AttemptManager:
         self._answered = True
         if self.exchange is not None:
             self._hooks.exchangeWorked(self.exchange[0])
+        self._report(relay, message, DeliveryOutcome.DELIVERED)
         self._finish(relay, message)
 
     def notifyFailure(self, relay: Any, message: str) -> None:
@@ -127,9 +211,13 @@ class _AttemptManager:
         if failure is None:
             failure = DeliveryFailure("", "5.0.0", reason="delivery failed")
         remoteMTA = failure.remoteMTA or (self.exchange and self.exchange[0])
-        if self._hooks.returnToSender(
+        returned = self._hooks.returnToSender(
             message, failure.status, failure.diagnostic, remoteMTA, failure.reason
-        ):
+        )
+        self._report(relay, message,
+                     DeliveryOutcome.BOUNCED if returned else DeliveryOutcome.DEFERRED,
+                     failure.status, failure.reason or _diagnosticText(failure.diagnostic))
+        if returned:
             self._finish(relay, message)
 
     def notifySending(self, relay: Any, message: str) -> None:
@@ -151,7 +239,7 @@ class _AttemptManager:
             name = os.path.basename(message)
             if failure.remoteMTA is None and self.exchange is not None:
                 failure.remoteMTA = self.exchange[0]
-            self._temporary[name] = failure
+            self._temporary[name] = annotate(failure, relay)
 
     def forget(self, relay: Any, message: str) -> None:
         """
@@ -174,7 +262,7 @@ class _AttemptManager:
         if self._completionDeferreds is None:
             return
         pending = self.manager.managed.get(relay)
-        if pending and not self._answered and self.exchanges:
+        if pending and not self._answered and self.exchanges and self._addressesLeft():
             # Nothing was answered: the session failed, not a message.
             if not self._failingOver and self.exchange is not None:
                 self._hooks.exchangeFailed(self.exchange[0])
@@ -195,7 +283,8 @@ class _AttemptManager:
             host = self.exchange[0] if self.exchange is not None else "the server"
             failures = {
                 m: self._temporary.get(m)
-                or DeliveryFailure("", "4.4.2", None, host, "connection to %s lost" % (host,))
+                or annotate(DeliveryFailure("", "4.4.2", None, host, _lostReason(relay, host)),
+                            relay)
                 for m in tried
             }
             self._hooks.deferMessages(tried, failures)
@@ -217,7 +306,11 @@ class _AttemptManager:
             return
         if self.exchange is not None:
             self._hooks.exchangeFailed(self.exchange[0])
-        if self.exchanges:
+            error = getattr(relay, "connectionError", None)
+            if error:
+                _log.info("Cannot connect to {host}: {error}", host=self.exchange[0],
+                          error=error)
+        if self.exchanges and self._addressesLeft():
             self._failingOver = True
             return
         if self.noisy:
@@ -225,11 +318,51 @@ class _AttemptManager:
         host = self.exchange[0] if self.exchange is not None else None
         reason = "cannot connect to %s" % (host,) if host else "cannot connect"
         failures = {
-            m: self._temporary.get(m) or DeliveryFailure("", "4.4.1", None, host, reason)
+            m: self._temporary.get(m)
+            or annotate(DeliveryFailure("", "4.4.1", None, host, reason), relay)
             for m in pending
         }
         del self.manager.managed[relay]
         self._hooks.deferMessages(pending, failures)
+
+
+    def _addressesLeft(self) -> bool:
+        """
+        Whether another exchange may be tried: the manager's cap on
+        addresses per attempt (C{maxAddresses}) is not reached.
+        """
+        left = getattr(self._hooks, "addressesLeft", None)
+        return left is None or left() > 0
+
+    def _report(
+        self, relay: Any, message: str, outcome: DeliveryOutcome, status: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """
+        Report a message's outcome to the manager, if it takes reports.
+        """
+        report = getattr(self._hooks, "reportDelivery", None)
+        if report is None:
+            return
+        exchange = self.exchange[0] if self.exchange is not None else None
+        report(DeliveryReport(
+            os.path.basename(message), outcome, getattr(relay, "nextHop", None), exchange,
+            getattr(relay, "peerAddress", None), getattr(relay, "tlsRecord", None),
+            status, reason,
+        ))
+
+
+def _diagnosticText(diagnostic: bytes | None) -> str:
+    if not diagnostic:
+        return ""
+    return diagnostic.decode("utf-8", "replace").strip()[:300]
+
+
+def _lostReason(relay: Any, host: str) -> str:
+    tls = getattr(relay, "tlsRecord", None)
+    if tls is not None and not tls.encrypted and tls.reason:
+        return "connection to %s failed: %s" % (host, tls.reason)
+    return "connection to %s lost" % (host,)
 
 
 @implementer(IRelayManagerHooks)

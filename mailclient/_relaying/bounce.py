@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import IO, Union
+from typing import Any, IO, Union
 from collections.abc import Sequence
 
 from mailclient._wire.status import parseEnhancedStatus
@@ -39,7 +39,16 @@ class DeliveryFailure:
         user"}), or L{None} when the failure was found locally.
     @ivar remoteMTA: The host that gave the reply, if any.
     @ivar reason: A short explanation for people.
+    @ivar nextHop: The destination (recipient domain, or L{None} for a smart
+        host), when known.
+    @ivar address: The IP address of C{remoteMTA} connected to, when known.
+    @ivar tls: The TLS record of that connection (a C{TLSRecord}), when
+        known.
     """
+
+    nextHop: str | None = None
+    address: str | None = None
+    tls: Any = None
 
     def __init__(
         self,

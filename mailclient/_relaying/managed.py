@@ -11,14 +11,30 @@ from collections.abc import Callable, Sequence
 from twisted.internet import protocol
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailclient._protocol.client import SUCCESS
+from mailclient._protocol.connect import (
+    IAttemptAware,
+    claimConnection,
+    failedThrough,
+    lostThrough,
+    refusedProtocol,
+)
+from mailclient._protocol.esmtp import ESMTPClient, tlsRecordOf
+from mailclient._protocol.tls import contextForPolicy
 from mailclient._relaying.bounce import DeliveryFailure, statusFromReply
 from mailclient._relaying.relayer import ESMTPRelayer, RelayerMixin, SMTPRelayer, dropCurrent
 from mailclient._wire.address import extractAddress
-from mailclient._wire.errors import CannotSendError, InvalidAddressError
+from mailclient._wire.errors import (
+    CannotSendError,
+    InvalidAddressError,
+    TLSError,
+    TLSRequiredError,
+)
 from mailclient._wire.host import getDNSName
 from mailclient._wire.text import displayText, envelopeText
+from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 from mailclient.interfaces import IDeliveryProgress
 
 if TYPE_CHECKING:
@@ -90,6 +106,7 @@ class ManagedRelayerMixin(_RelayerBase):
         Report the server's answer to the current message to the manager.
         """
         message = self.names[0]
+        _noteTLS(self)
         if code in SUCCESS:
             dropCurrent(self)
             self.manager.notifySuccess(self.factory, message)
@@ -116,6 +133,7 @@ class ManagedRelayerMixin(_RelayerBase):
         limit, 8-bit data without C{8BITMIME}), fails its message for good;
         any other error leaves it queued.
         """
+        _noteTLS(self, exc)
         if isinstance(exc, CannotSendError) and self.names:
             message = self.names[0]
             reason = displayText(exc.resp).strip() or "the server cannot take this message"
@@ -146,6 +164,34 @@ class ManagedRelayerMixin(_RelayerBase):
                 parent(reason)
         finally:
             self.manager.notifyDone(self.factory)
+
+
+def _noteTLS(relayer: Any, exc: Exception | None = None) -> None:
+    """
+    Keep the TLS C{relayer}'s connection got (a L{TLSRecord}) on its
+    factory, for the report of each delivery; C{exc}, when TLS failed,
+    says why.
+    """
+    factory = relayer.factory
+    if factory is None or not hasattr(factory, "tlsRecord"):
+        return
+    policy = getattr(factory, "tlsPolicy", None)
+    level = policy.level if policy is not None else TLSLevel.NONE
+    hostname = policy.hostname if policy is not None else None
+    if isinstance(exc, TLSRequiredError):
+        factory.tlsRecord = TLSRecord(
+            level, hostname=hostname, reason=displayText(exc.resp).strip() or None)
+    elif isinstance(exc, TLSError):
+        # The handshake failed (or STARTTLS was refused): no TLS to read
+        # anything from.
+        factory.tlsRecord = TLSRecord(
+            level, verified=False, hostname=hostname,
+            reason=displayText(exc.resp).strip() or "TLS failed")
+    elif isinstance(relayer, ESMTPClient):
+        if exc is None or relayer._tlsMode:
+            factory.tlsRecord = tlsRecordOf(relayer)
+    elif exc is None:
+        factory.tlsRecord = TLSRecord(TLSLevel.NONE)
 
 
 def _replyText(code: int, resp: bytes | None) -> bytes:
@@ -213,6 +259,7 @@ class ESMTPManagedRelayer(ManagedRelayerMixin, ESMTPRelayer):
         ESMTPRelayer.__init__(self, messages, *args, **kw)
 
 
+@implementer(IAttemptAware)
 class SMTPManagedRelayerFactory(protocol.ClientFactory):
     """
     Makes an L{SMTPManagedRelayer} for a set of messages.
@@ -223,9 +270,25 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
     @ivar pKwArgs: Keyword arguments for the relayer's client.
     @ivar failures: Why messages were refused (for good, or for now), by
         base path, for the manager's bounce.  (mailclient addition)
+    @ivar nextHop: The recipient domain of the messages, or L{None} for a
+        smart host (set by the relaying manager).  (mailclient addition)
+    @ivar tlsPolicy: The L{TLSPolicy} of the exchange being tried (set by
+        the relaying manager for each one), or L{None}: the context given,
+        as Twisted does.  (mailclient addition)
+    @ivar tlsRecord: The L{TLSRecord} of the last connection, once it
+        answered a message or failed.  (mailclient addition)
+    @ivar peerAddress: The address of the last connection made.
+        (mailclient addition)
+    @ivar connectionError: Why the last connection could not be made.
+        (mailclient addition)
     """
 
     protocol: type[Any] = SMTPManagedRelayer
+    nextHop: str | None = None
+    tlsPolicy: TLSPolicy | None = None
+    tlsRecord: TLSRecord | None = None
+    peerAddress: str | None = None
+    connectionError: str | None = None
 
     def __init__(self, messages: list[str], manager: Any, *args: Any, **kw: Any) -> None:
         """
@@ -244,16 +307,40 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
         """
         Make a relayer for the messages.
         """
+        if not claimConnection(self, addr):
+            # Another address of the exchange connected first.
+            return refusedProtocol()
+        _noteConnection(self, addr)
         relayer = self.protocol(self.messages, self.manager, *self.pArgs, **self.pKwArgs)
         relayer.factory = self
         return relayer
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         """
-        Tell the attempt manager that the server could not be reached.
+        Tell the attempt manager that the server could not be reached (at
+        any of its addresses).
         """
+        if failedThrough(self, connector, reason) is None:
+            # One address failed; others are still being tried.
+            return
+        self.connectionError = reason.getErrorMessage()
         self.manager.notifyNoConnection(self)
         self.manager.notifyDone(self)
+
+    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+        """
+        The connection is over (the relayer tells the attempt manager).
+        """
+        lostThrough(self, connector, reason)
+
+
+def _noteConnection(factory: Any, addr: Any) -> None:
+    """
+    A connection was made: forget what the last one got.
+    """
+    factory.peerAddress = getattr(addr, "host", None)
+    factory.tlsRecord = None
+    factory.connectionError = None
 
 
 class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
@@ -293,18 +380,44 @@ class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         """
-        Make a relayer for the messages.
+        Make a relayer for the messages, with the TLS policy of the exchange
+        (L{tlsPolicy}) when the manager gave one: its context (SNI and
+        certificate check for the exchange's name), whether TLS is
+        required.
         """
+        if not claimConnection(self, addr):
+            # Another address of the exchange connected first.
+            return refusedProtocol()
+        _noteConnection(self, addr)
         secret = self.secret and self.secret(addr)
+        policy = self.tlsPolicy
+        context = self.contextFactory
+        if policy is not None:
+            context = contextForPolicy(policy, policy.hostname)
         relayer = self.protocol(
             self.messages,
             self.manager,
             secret,
-            self.contextFactory,
+            context,
             *_defaultIdentity(self.pArgs, self.pKwArgs),
             **self.pKwArgs,
         )
         relayer.factory = self
+        if policy is not None:
+            applyPolicy(relayer, policy)
         return relayer
+
+
+def applyPolicy(relayer: Any, policy: TLSPolicy) -> None:
+    """
+    Make an ESMTP relayer follow C{policy}: TLS required at levels
+    C{encrypt} and C{verify} (no fallback to HELO then), never at level
+    C{none}, and the policy recorded for its L{TLSRecord}.
+    """
+    relayer._mailclient.tlsPolicy = policy
+    if policy.level.required:
+        relayer.requireTransportSecurity = True
+    if policy.level is TLSLevel.NONE:
+        relayer.opportunisticTLS = False
 
 

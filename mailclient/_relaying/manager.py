@@ -1,23 +1,34 @@
 """
 The relaying managers: L{SmartHostSMTPRelayingManager} and
-L{SmartHostESMTPRelayingManager}, and L{RelayStateHelper}.
+L{SmartHostESMTPRelayingManager} (their service, L{RelayStateHelper}, is in
+L{mailclient._relaying.service}).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Union, cast
+import random
+from typing import Any, Callable, cast
 from collections.abc import Mapping, Sequence
 
-from twisted.application import internet
 from twisted.internet import defer
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailclient._relaying.attempt import _AttemptManager
+from mailclient._protocol.connect import (
+    ATTEMPT_DELAY,
+    CONNECT_TIMEOUT,
+    HappyEyeballsConnector,
+    connectSender,
+    interleave,
+    isIPLiteral,
+    nameResolverOf,
+)
+from mailclient._wire.eyeballs import preferredFamily
+from mailclient._protocol.tls import contextForPolicy
+from mailclient._relaying.attempt import DeliveryOutcome, DeliveryReport, _AttemptManager
 from mailclient._relaying.bounce import DeliveryFailure
 from mailclient._relaying.managed import (
     ESMTPManagedRelayerFactory,
@@ -29,46 +40,25 @@ from mailclient._relaying.queue import Queue, QueueBusyError, checkQueueFile, re
 from mailclient._relaying.returning import returnToSender
 from mailclient._wire.host import getDNSName
 from mailclient._wire.retry import RetryPolicy
+from mailclient._wire.settings import bindAddresses
+from mailclient._wire.exchanges import (
+    Exchange,
+    RefusedExchange,
+    SmartHost,
+    isGlobal,
+    smartHosts,
+)
+from mailclient._wire.tlspolicy import (
+    PolicyEntry,
+    TLSLevel,
+    TLSPolicy,
+    TLSPolicyMap,
+    hopPolicy,
+    policyState,
+)
 from mailclient.interfaces import IRelayManagerHooks
 
 _log = Logger()
-
-Exchange = tuple[str, int]
-SmartHost = Union[str, tuple[str, int], Sequence[str | tuple[str, int]]]
-
-
-def _smartHosts(value: SmartHost, port: int) -> list[Exchange]:
-    if isinstance(value, str):
-        return [(value, port)]
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        return [(str(value[0]), value[1])]
-    hosts: list[Exchange] = []
-    for item in value:
-        hosts.extend(_smartHosts(item, port))
-    return hosts
-
-
-class RefusedExchange(Exception):
-    """
-    A mail exchange's address was refused (see
-    L{SmartHostSMTPRelayingManager.refusePrivateAddresses}).
-    """
-
-
-def isGlobal(address: str) -> bool:
-    """
-    Whether C{address} is a global IP address (not loopback, private,
-    link-local, multicast, reserved or unspecified).  A host name that was
-    not resolved is not.
-    """
-    import ipaddress
-
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return False
-    return ip.is_global and not ip.is_multicast
-
 
 class SmartHostSMTPRelayingManager:
     """
@@ -122,6 +112,43 @@ class SmartHostSMTPRelayingManager:
         relay at internal services.  Off by default, as in Twisted (whose
         own tests relay to an MX at 127.0.0.1; corporate relays use private
         MX addresses); smart hosts are never refused.  (mailclient addition)
+    @ivar tlsPolicies: The TLS policy of each destination (a
+        L{TLSPolicyMap}, Postfix's C{smtp_tls_policy_maps}): recipient
+        domains (C{"example.com"}, C{".example.com"} for its subdomains)
+        and smart hosts (C{"[smtp.example.com]:587"}).  (mailclient
+        addition)
+    @ivar tlsSecurityLevel: The level of destinations the map does not
+        name (Postfix's C{smtp_tls_security_level}); L{None} (the default)
+        is C{may} for mail exchanges, and for smart hosts C{may}, or
+        C{verify} when credentials (C{secret}) or trust anchors
+        (C{tlsCAFile}, C{tlsCACertificates}) are given.  (mailclient
+        addition)
+    @ivar tlsCAFile: A PEM file of the certificates to trust, instead of
+        the system's, for smart hosts and for the map's policies that name
+        none (Postfix's C{smtp_tls_CAfile}).  (mailclient addition)
+    @ivar tlsCACertificates: PEM certificates to trust likewise.
+        (mailclient addition)
+    @ivar smartHostImplicitTLS: Whether smart hosts are spoken to over TLS
+        from the first byte (SMTPS, RFC 8314; Postfix's
+        C{smtp_tls_wrappermode}); L{None}: on port 465.  (mailclient
+        addition)
+    @ivar connectTimeout: Seconds each connection attempt (one address) may
+        take (Postfix's C{smtp_connect_timeout}).  (mailclient addition)
+    @ivar bindAddress: The local C{(address, port)} to connect from, or a
+        list of one per family (Postfix's C{smtp_bind_address},
+        C{smtp_bind_address6}); addresses of other families are not
+        tried.  (mailclient addition)
+    @ivar addressPreference: Which family of an exchange's addresses is
+        tried first (Postfix's C{smtp_address_preference}): C{"ipv6"}
+        (RFC 8305), C{"ipv4"} or C{"any"}; the families then alternate.
+        (mailclient addition)
+    @ivar connectionAttemptDelay: Seconds before the next address of an
+        exchange is tried while the previous one has not connected (RFC
+        8305's 250 ms).  (mailclient addition)
+    @ivar deliveryObservers: Callables given a L{DeliveryReport} for each
+        message when its attempt is over: delivered, bounced or deferred,
+        where it went and the L{TLSRecord} of its connection.  Each report
+        is also logged.  Not pickled.  (mailclient addition)
     """
 
     factory: type[SMTPManagedRelayerFactory] = SMTPManagedRelayerFactory
@@ -144,6 +171,22 @@ class SmartHostSMTPRelayingManager:
 
     refusePrivateAddresses: bool = False
 
+    tlsSecurityLevel: TLSLevel | None = None
+
+    tlsCAFile: str | None = None
+
+    tlsCACertificates: tuple[bytes, ...] = ()
+
+    smartHostImplicitTLS: bool | None = None
+
+    connectTimeout: float = CONNECT_TIMEOUT
+
+    bindAddress: Any = None
+
+    addressPreference: str = "ipv6"
+
+    connectionAttemptDelay: float = ATTEMPT_DELAY
+
     def __init__(
         self,
         queue: Queue,
@@ -154,6 +197,11 @@ class SmartHostSMTPRelayingManager:
         mxcalc: Any = None,
         reactor: Any = None,
         clock: Any = None,
+        tlsPolicies: Mapping[str, PolicyEntry] | None = None,
+        tlsSecurityLevel: TLSLevel | str | None = None,
+        tlsCAFile: str | None = None,
+        bindAddress: Any = None,
+        connectTimeout: float | None = None,
     ) -> None:
         """
         @param queue: The queue to relay.
@@ -168,6 +216,12 @@ class SmartHostSMTPRelayingManager:
         @param reactor: The reactor to connect with (default: the global
             one).
         @param clock: The L{IReactorTime} for delays (default: C{reactor}).
+        @param tlsPolicies: See L{tlsPolicies}: destination to L{TLSPolicy}
+            or level name.
+        @param tlsSecurityLevel: See L{tlsSecurityLevel}.
+        @param tlsCAFile: See L{tlsCAFile}.
+        @param bindAddress: See L{bindAddress}.
+        @param connectTimeout: See L{connectTimeout}.
         """
         self.maxConnections = maxConnections
         self.maxMessagesPerConnection = maxMessagesPerConnection
@@ -178,13 +232,24 @@ class SmartHostSMTPRelayingManager:
         self.fKwArgs: dict[str, Any] = {}
         self.smartHost: list[Exchange] | None = None
         if smartHost is not None:
-            self.smartHost = _smartHosts(smartHost, self.PORT)
+            self.smartHost = smartHosts(smartHost, self.PORT)
             if not self.smartHost:
                 raise ValueError("smartHost names no host")
         if mxcalc is not None:
             self.mxcalc = mxcalc
         self.reactor = reactor
         self.clock = clock
+        self.tlsPolicies = TLSPolicyMap(tlsPolicies or {})
+        if tlsSecurityLevel is not None:
+            self.tlsSecurityLevel = TLSLevel(tlsSecurityLevel)
+        if tlsCAFile is not None:
+            self.tlsCAFile = tlsCAFile
+        if bindAddress is not None:
+            bindAddresses(bindAddress)
+            self.bindAddress = bindAddress
+        if connectTimeout is not None:
+            self.connectTimeout = connectTimeout
+        self.deliveryObservers: list[Callable[[DeliveryReport], object]] = []
         # Whether "another manager holds the queue" was logged.
         self._busyLogged = False
 
@@ -193,8 +258,15 @@ class SmartHostSMTPRelayingManager:
         Return the non-volatile state of this object.
         """
         state = self.__dict__.copy()
-        for volatile in ("managed", "reactor", "clock", "_busyLogged"):
+        for volatile in ("managed", "reactor", "clock", "_busyLogged", "deliveryObservers"):
             state.pop(volatile, None)
+        # The TLS settings as plain data, so that a pickle names no private
+        # module.
+        policies = state.pop("tlsPolicies", None)
+        if policies:
+            state["tlsPolicies"] = [(key, policyState(policy)) for key, policy in policies.items()]
+        if isinstance(state.get("tlsSecurityLevel"), TLSLevel):
+            state["tlsSecurityLevel"] = state["tlsSecurityLevel"].value
         if state.pop("_madeCalculator", False):
             # Made on first use, holding the reactor: made again after.
             state.pop("mxcalc", None)
@@ -204,8 +276,18 @@ class SmartHostSMTPRelayingManager:
         """
         Restore the non-volatile state and recreate the volatile state.
         """
+        state = dict(state)
+        policies = state.pop("tlsPolicies", None) or []
         self.__dict__.update(state)
         self.__dict__.setdefault("retries", {})
+        if isinstance(policies, TLSPolicyMap):
+            self.tlsPolicies = policies
+        else:
+            self.tlsPolicies = TLSPolicyMap(
+                [(key, TLSPolicy(**fields)) for key, fields in policies])
+        if isinstance(self.__dict__.get("tlsSecurityLevel"), str):
+            self.tlsSecurityLevel = TLSLevel(self.__dict__["tlsSecurityLevel"])
+        self.deliveryObservers = []
         self.managed = {}
         self.reactor = None
         self.clock = None
@@ -316,10 +398,42 @@ class SmartHostSMTPRelayingManager:
                 remoteMTA = failure.remoteMTA if failure is not None else None
                 if self._returnToSender(message, "4.4.7", diagnostic, remoteMTA, reason):
                     self._done(message)
+                    self._reportFailure(message, DeliveryOutcome.BOUNCED, failure,
+                                        "4.4.7", reason)
                     continue
             count = self.retries.get(message, (0, now))[0] + 1
             self.retries[message] = (count, now + self.retryDelay(count))
             self.queue.setWaiting(message)
+            self._reportFailure(message, DeliveryOutcome.DEFERRED, failure)
+
+    def _reportFailure(
+        self, message: str, outcome: DeliveryOutcome, failure: Any,
+        status: str | None = None, reason: str | None = None,
+    ) -> None:
+        """
+        Report a message that was not delivered, from what its
+        L{DeliveryFailure} says.
+        """
+        if failure is None:
+            failure = DeliveryFailure("", status or "4.0.0")
+        self.reportDelivery(DeliveryReport(
+            os.path.basename(message), outcome, getattr(failure, "nextHop", None),
+            failure.remoteMTA, getattr(failure, "address", None), getattr(failure, "tls", None),
+            status or failure.status, reason if reason is not None else failure.reason,
+        ))
+
+    def reportDelivery(self, report: DeliveryReport) -> None:
+        """
+        The outcome of one message in one attempt: log it, and give it to
+        each of L{deliveryObservers}.  (mailclient addition)
+        """
+        _log.info("Relaying {description}", description=report.describe(),
+                  deliveryReport=report, tlsRecord=report.tls)
+        for observer in list(self.deliveryObservers):
+            try:
+                observer(report)
+            except Exception:
+                _log.failure("Delivery observer {observer} failed", observer=observer)
 
     def _done(self, message: str) -> None:
         """
@@ -399,6 +513,10 @@ class SmartHostSMTPRelayingManager:
                     **self.fKwArgs,
                 )
                 self.managed[factory] = list(messages)
+                try:
+                    factory.nextHop = domain
+                except AttributeError:
+                    pass
                 done = attempt.getCompletionDeferred()
                 setup = self._exchangesFor(domain)
                 setup.addCallback(attempt.start, factory)
@@ -438,32 +556,98 @@ class SmartHostSMTPRelayingManager:
         )
         return d
 
-    def _resolveExchange(self, host: str) -> defer.Deferred[str]:
+    def tlsPolicyFor(
+        self, nextHop: str | None, host: str, port: int, factory: Any = None
+    ) -> TLSPolicy:
         """
-        Find the address of an exchange host with the MX calculator's
-        resolver (the reactor resolves it if there is none).
+        The TLS policy of a connection to C{host}:C{port} for mail to
+        C{nextHop} (a recipient domain; L{None}: the smart host C{host}).
+        (mailclient addition)
+
+          - the entry of L{tlsPolicies} for the destination, with the
+            manager's trust anchors when it names none;
+          - else, when the relayers were given a TLS context (Twisted's
+            C{contextFactory} argument, in C{fArgs}): that context, used
+            when the server offers STARTTLS;
+          - else L{tlsSecurityLevel}, by default C{may} (opportunistic
+            STARTTLS, the certificate checked and recorded), or C{verify}
+            for a smart host when credentials or trust anchors are given.
+
+        The certificate is checked against C{host} (the exchange's name),
+        which is also sent as SNI, unless the policy names another.
+        Implicit TLS is used to a smart host on port 465 (see
+        L{smartHostImplicitTLS}) or when the policy says so.
         """
-        if isIPAddress(host) or isIPv6Address(host):
-            return defer.succeed(host)
+        entry = (self.tlsPolicies.forHost(host, port) if nextHop is None
+                 else self.tlsPolicies.forDomain(nextHop))
+        return hopPolicy(
+            entry, host, port, smartHost=nextHop is None,
+            context=getattr(factory, "contextFactory", None),
+            level=self.tlsSecurityLevel,
+            credentials=getattr(factory, "secret", None) is not None,
+            caFile=self.tlsCAFile, caCertificates=tuple(self.tlsCACertificates),
+            implicit=self.smartHostImplicitTLS,
+        )
+
+    def _exchangeAddresses(self, host: str) -> defer.Deferred[list[str] | None]:
+        """
+        Find every address (AAAA and A) of an exchange host with the MX
+        calculator's resolver; L{None} when there is no calculator (a smart
+        host): the reactor's name resolver is used.
+        """
+        if isIPLiteral(host):
+            return defer.succeed([host])
+        resolveAddresses = getattr(self.mxcalc, "resolveAddresses", None)
+        if resolveAddresses is not None:
+            return defer.maybeDeferred(resolveAddresses, host)
         resolveHost = getattr(self.mxcalc, "resolveHost", None)
-        if resolveHost is None:
-            return defer.succeed(host)
-        return defer.maybeDeferred(resolveHost, host)
+        if resolveHost is not None:
+            return defer.maybeDeferred(resolveHost, host).addCallback(lambda a: [a])
+        return defer.succeed(None)
 
-    def _cbExchange(self, address: str, port: int, factory: Any) -> None:
+    def _connectExchange(
+        self, addresses: list[str] | None, host: str, port: int, factory: Any, limit: int
+    ) -> Any:
         """
-        Connect to a mail exchange.
+        Connect to a mail exchange (or smart host), trying its addresses in
+        the order of L{addressPreference}, at most C{limit} of them (happy
+        eyeballs, RFC 8305).
 
-        @param address: Its address (or host name).
-        @param port: Its port.
-        @param factory: The relayer factory.
-        @raise RefusedExchange: if L{refusePrivateAddresses} refuses it.
+        @param addresses: Its addresses, or L{None} to resolve C{host} with
+            the reactor's name resolver.
+        @return: The connector.
+        @raise RefusedExchange: if L{refusePrivateAddresses} refuses every
+            address.
         """
-        if self.refusePrivateAddresses and self.smartHost is None and not isGlobal(address):
-            raise RefusedExchange(
-                "not connecting to %s: not a global address (refusePrivateAddresses)"
-                % (address,))
-        self._reactor().connectTCP(address, port, factory)
+        smart = self.smartHost is not None
+        if addresses is not None:
+            if self.refusePrivateAddresses and not smart:
+                allowed = [a for a in addresses if isGlobal(a)]
+                if not allowed:
+                    raise RefusedExchange(
+                        "not connecting to %s (%s): not a global address "
+                        "(refusePrivateAddresses)" % (host, ", ".join(addresses)))
+                addresses = allowed
+            addresses = interleave(addresses, preferredFamily(self.addressPreference, _chooser))
+        policy = getattr(factory, "tlsPolicy", None)
+        context = None
+        if isinstance(policy, TLSPolicy) and policy.implicit:
+            context = contextForPolicy(policy, host)
+            if context is None:
+                raise RefusedExchange(
+                    "not connecting to %s: implicit TLS, but TLS support is not installed"
+                    % (host,))
+        reactor = self._reactor()
+        if addresses is None and nameResolverOf(reactor) is None:
+            return connectSender(reactor, host, port, factory, self.connectTimeout,
+                                 self.bindAddress, contextFactory=context)
+        connector = HappyEyeballsConnector(
+            reactor, host, port, factory, self.connectTimeout, self.bindAddress,
+            contextFactory=context, attemptDelay=self.connectionAttemptDelay,
+            addresses=addresses, maxAddresses=limit,
+        )
+        connector.connect()
+        return connector
 
     def _ebExchange(self, failure: Failure, factory: Any, domain: str | None) -> None:
         """
@@ -478,6 +662,9 @@ class SmartHostSMTPRelayingManager:
             for message in messages:
                 if self._returnToSender(message, error.status, reason=str(error)):
                     self._done(message)
+                    self.reportDelivery(DeliveryReport(
+                        os.path.basename(message), DeliveryOutcome.BOUNCED, domain,
+                        status=error.status, reason=str(error)))
                 else:
                     self.queue.setWaiting(message)
             return
@@ -490,9 +677,11 @@ class SmartHostSMTPRelayingManager:
             domain,
             failure.getErrorMessage(),
         )
-        self._deferMessages(
-            messages, {m: DeliveryFailure("", "4.4.3", reason=reason) for m in messages}
-        )
+        failures = {}
+        for m in messages:
+            failures[m] = DeliveryFailure("", "4.4.3", reason=reason)
+            failures[m].nextHop = domain
+        self._deferMessages(messages, failures)
 
     def _exchangeFailed(self, host: str) -> None:
         if self.smartHost is None and self.mxcalc is not None:
@@ -530,12 +719,43 @@ class _ManagerHooks:
 
     def __init__(self, manager: SmartHostSMTPRelayingManager) -> None:
         self.manager = manager
+        # Addresses tried by the attempt's earlier exchanges, and the
+        # connector of the current one.
+        self._used = 0
+        self._connector: Any = None
+
+    def addressesLeft(self) -> int:
+        """
+        How many more addresses this attempt may try (the manager's
+        C{maxAddresses}, across exchanges and families).
+        """
+        used = self._used + getattr(self._connector, "attempted", 0)
+        return max(0, max(1, self.manager.maxAddresses) - used)
 
     def connectExchange(self, host: str, port: int, factory: Any) -> defer.Deferred[Any]:
         manager = self.manager
-        d = manager._resolveExchange(host)
-        d.addCallback(manager._cbExchange, port, factory)
+        if self._connector is not None:
+            self._used += getattr(self._connector, "attempted", 1)
+            self._connector = None
+        limit = self.addressesLeft()
+        if hasattr(factory, "tlsPolicy"):
+            nextHop = None if manager.smartHost is not None else getattr(factory, "nextHop", None)
+            factory.tlsPolicy = manager.tlsPolicyFor(nextHop, host, port, factory)
+        d = manager._exchangeAddresses(host)
+        d.addCallback(manager._connectExchange, host, port, factory, limit)
+        d.addCallback(self._connecting)
         return d
+
+    def _connecting(self, connector: Any) -> Any:
+        if not isinstance(connector, HappyEyeballsConnector):
+            # One plain connection attempt.
+            self._used += 1
+        else:
+            self._connector = connector
+        return connector
+
+    def reportDelivery(self, report: DeliveryReport) -> None:
+        self.manager.reportDelivery(report)
 
     def deliveryDone(self, message: str) -> None:
         self.manager._done(message)
@@ -561,6 +781,9 @@ class _ManagerHooks:
 
 registerAdapter(_ManagerHooks, SmartHostSMTPRelayingManager, IRelayManagerHooks)
 
+#: Chooses the first family for C{addressPreference = "any"}.
+_chooser = random.Random()
+
 
 class SmartHostESMTPRelayingManager(SmartHostSMTPRelayingManager):
     """
@@ -569,32 +792,3 @@ class SmartHostESMTPRelayingManager(SmartHostSMTPRelayingManager):
     """
 
     factory = ESMTPManagedRelayerFactory
-
-
-def _checkState(manager: SmartHostSMTPRelayingManager) -> None:
-    manager.checkState()
-
-
-class _RelayService(internet.TimerService):
-    """
-    Calls its manager's C{checkState} periodically; when stopped, lets the
-    queue go to another manager.
-    """
-
-    def __init__(self, manager: SmartHostSMTPRelayingManager, delay: float) -> None:
-        internet.TimerService.__init__(self, delay, _checkState, manager)
-        self.manager = manager
-
-    def stopService(self) -> defer.Deferred[None] | None:
-        release = getattr(getattr(self.manager, "queue", None), "releaseRelayLock", None)
-        if release is not None:
-            release()
-        return internet.TimerService.stopService(self)  # type: ignore[no-any-return]
-
-
-def RelayStateHelper(manager: SmartHostSMTPRelayingManager, delay: float) -> internet.TimerService:
-    """
-    Return a service that calls C{manager.checkState()} every C{delay}
-    seconds (and, when stopped, releases the queue's relaying lock).
-    """
-    return _RelayService(manager, delay)

@@ -182,9 +182,25 @@ def addressFromAnswers(
     Read the answer section of an A (C{kind="A"}) or AAAA (C{kind="AAAA"})
     query for C{name}, following the CNAME records within it.
 
-    @return: C{(address, None)} when an address was found; C{(None, alias)}
-        when the answer ends at an alias that must be looked up; C{(None,
-        None)} when there is neither.
+    @return: C{(address, None)} when an address was found (the first);
+        C{(None, alias)} when the answer ends at an alias that must be
+        looked up; C{(None, None)} when there is neither.
+    """
+    found, alias = addressesFromAnswers(answers, name, kind)
+    return (found[0] if found else None), alias
+
+
+def addressesFromAnswers(
+    answers: Sequence[dns.RRHeader], name: str, kind: Literal["A", "AAAA"] = "A"
+) -> tuple[list[str], str | None]:
+    """
+    Read the answer section of an A or AAAA query for C{name}, following
+    the CNAME records within it.  (mailclient addition)
+
+    @return: C{(addresses, None)} with every address found, in the order of
+        the answer (without duplicates); C{([], alias)} when the answer ends
+        at an alias that must be looked up; C{([], None)} when there is
+        neither.
     """
     from twisted.names import dns
 
@@ -197,18 +213,19 @@ def addressFromAnswers(
     seen = {name}
     while True:
         records = byName.get(name, [])
-        for record in records:
-            if record.TYPE == wanted:
-                return record.dottedQuad() if kind == "A" else _ipv6(record), None
+        found = [record.dottedQuad() if kind == "A" else _ipv6(record)
+                 for record in records if record.TYPE == wanted]
+        if found:
+            return list(dict.fromkeys(found)), None
         aliases = [r for r in records if r.TYPE == dns.CNAME]
         if not aliases:
-            return None, None
+            return [], None
         name = normalName(aliases[0].name)
         if name in seen:
-            return None, None
+            return [], None
         seen.add(name)
         if name not in byName:
-            return None, name
+            return [], name
 
 
 def _ipv6(record: dns.Record_AAAA) -> str:
@@ -447,4 +464,68 @@ class MXCalculator:
                 if alias is None:
                     break
                 name = alias
+        raise DNSLookupError("no address for %s" % (host,))
+
+    def resolveAddresses(self, name: Name, effort: int = 5) -> defer.Deferred[list[str]]:
+        """
+        Find every address of the host C{name}: its AAAA and A records,
+        looked up at once (following aliases, at most C{effort} lookups
+        each).  (mailclient addition)
+
+        A resolver without C{lookupAddress} is asked C{getHostByName}; one
+        without C{lookupIPV6Address} gives IPv4 addresses only.
+
+        @return: A Deferred firing with a non-empty list of addresses as
+            text, IPv6 first (in the order of the answers), or failing as
+            L{resolveHost} does when the host has none: with
+            L{DNSLookupError}, or with the resolver's error when neither
+            lookup succeeded (L{twisted.names.error.DNSNameError} when the
+            name does not exist).
+        """
+        host = normalName(name)
+        if isIPAddress(host) or isIPv6Address(host):
+            return defer.succeed([host])
+        if not hasattr(self.resolver, "lookupAddress"):
+            d = defer.maybeDeferred(self.resolver.getHostByName, host)
+            return d.addCallback(lambda address: [address])
+        resolver = cast(_TwistedResolver, self.resolver)
+        lookups = [self._chase(resolver.lookupAddress, host, "A", effort)]
+        if hasattr(self.resolver, "lookupIPV6Address"):
+            lookups.insert(0, self._chase(resolver.lookupIPV6Address, host, "AAAA", effort))
+        gathered = defer.DeferredList(lookups, consumeErrors=True)
+        return gathered.addCallback(self._allAddresses, host)
+
+    @defer.inlineCallbacks
+    def _chase(
+        self, lookup: Callable[[str], defer.Deferred[_Response]], host: str,
+        kind: Literal["A", "AAAA"], effort: int,
+    ) -> Generator[defer.Deferred[_Response], _Response, list[str]]:
+        name = host
+        for _ in range(effort):
+            result = yield lookup(name)
+            found, alias = addressesFromAnswers(result[0], name, kind)
+            if found or alias is None:
+                return found
+            name = alias
+        return []
+
+    def _allAddresses(self, results: list[tuple[bool, Any]], host: str) -> list[str]:
+        from twisted.names import error
+
+        addresses: list[str] = []
+        failures: list[Failure] = []
+        for ok, value in results:
+            if ok:
+                addresses.extend(value)
+            else:
+                failures.append(value)
+        if addresses:
+            return addresses
+        # No address: a name that does not exist, or a lookup that failed
+        # (for now), says more than "no address".
+        for failure in failures:
+            if failure.check(error.DNSNameError):
+                failure.raiseException()
+        if len(failures) == len(results):
+            failures[0].raiseException()
         raise DNSLookupError("no address for %s" % (host,))

@@ -12,6 +12,7 @@ Pure: no I/O, no Twisted.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +54,13 @@ class ClientSettings:
     @ivar mailOptions: DSN, 8-bit and binary options (L{MailOptions}).
     @ivar retry: when a delivery that failed for now is tried again
         (L{RetryPolicy}; Twisted's C{retries} is its C{retries}).
+    @ivar connectTimeout: seconds each connection attempt (one address of
+        the host) may take to connect, and the host name to resolve
+        (Postfix's C{smtp_connect_timeout}).
+    @ivar bindAddress: the local C{(address, port)} to connect from (port
+        0: any), or a list of one per family (Postfix's
+        C{smtp_bind_address} and C{smtp_bind_address6}); addresses of a
+        family with none are not tried.  L{None}: the system chooses.
     """
 
     timeout: float | None = None
@@ -71,8 +79,16 @@ class ClientSettings:
     chunking: bool = True
     mailOptions: MailOptions | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connectTimeout: float = 30.0
+    bindAddress: Any = None
 
     def __post_init__(self) -> None:
+        if self.connectTimeout != 30.0 and not (
+                isinstance(self.connectTimeout, (int, float)) and self.connectTimeout > 0):
+            raise ValueError("connectTimeout must be a positive number of seconds, not %r"
+                             % (self.connectTimeout,))
+        if self.bindAddress is not None:
+            bindAddresses(self.bindAddress)
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError("timeout must be a positive number of seconds or None, not %r"
                              % (self.timeout,))
@@ -125,6 +141,53 @@ class ClientSettings:
         return policy
 
 
+def addressFamily(address: str) -> int:
+    """
+    6 for an IPv6 address, 4 otherwise.
+    """
+    return 6 if ":" in address else 4
+
+
+def _isAddress(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def bindAddresses(bindAddress: object) -> dict[int, tuple[str, int]]:
+    """
+    The local address to bind each family's connections to, from
+    C{bindAddress}: L{None}, one C{(address, port)}, or a sequence of them
+    (at most one per family).
+
+    @raise ValueError: when C{bindAddress} is none of these.
+    """
+    if bindAddress is None:
+        return {}
+    items: Any
+    if (isinstance(bindAddress, tuple) and len(bindAddress) == 2
+            and isinstance(bindAddress[0], str)):
+        items = [bindAddress]
+    elif isinstance(bindAddress, (list, tuple)):
+        items = bindAddress
+    else:
+        raise ValueError("bindAddress must be (address, port) or a list of them, not %r"
+                         % (bindAddress,))
+    found: dict[int, tuple[str, int]] = {}
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], int) and not isinstance(item[1], bool)
+                and 0 <= item[1] <= 65535 and _isAddress(item[0])):
+            raise ValueError("a bind address is (IP address, port), not %r" % (item,))
+        kind = addressFamily(item[0])
+        if kind in found:
+            raise ValueError("two bind addresses for IPv%d in %r" % (kind, bindAddress))
+        found[kind] = (item[0], item[1])
+    return found
+
+
 def settingsFrom(settings: ClientSettings | None, **options: Any) -> ClientSettings:
     """
     C{settings} (or the defaults) with C{options} applied.
@@ -138,4 +201,4 @@ def settingsFrom(settings: ClientSettings | None, **options: Any) -> ClientSetti
     return base.replace(**options) if options else base
 
 
-__all__ = ["ClientSettings", "settingsFrom"]
+__all__ = ["ClientSettings", "settingsFrom", "bindAddresses", "addressFamily"]

@@ -20,6 +20,13 @@ The levels are the ones mail servers use (Postfix's C{smtp_tls_security_level}):
 and implicit TLS (L{TLSPolicy.implicit}: SMTPS, RFC 8314) speaks TLS from
 the first byte, at level C{verify} unless another is given.
 
+A policy may name its own trust anchors (L{TLSPolicy.caFile},
+L{TLSPolicy.caCertificates}: they replace the system trust store) and the
+names a certificate may carry (L{TLSPolicy.matchNames}), like the
+C{CAfile=} and C{match=} attributes of a Postfix policy table entry.  The
+relay looks policies up per destination in a L{TLSPolicyMap} (Postfix's
+C{smtp_tls_policy_maps}).
+
 Credentials are only ever sent over a connection whose certificate was
 verified (or to a loopback address), unless the caller allows cleartext
 authentication.
@@ -30,8 +37,9 @@ Pure: no I/O, no Twisted.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Union
 
 
 class TLSLevel(str, enum.Enum):
@@ -67,6 +75,16 @@ class TLSPolicy:
         as SNI; L{None}: the name the connection was made to.
     @ivar context: the caller's own TLS context factory or client
         connection creator, used as it is (its own verification applies).
+    @ivar caFile: a file of PEM certificates to trust instead of the system
+        trust store (Postfix's C{smtp_tls_CAfile}, or C{CAfile=} in a policy
+        table).
+    @ivar caCertificates: PEM certificates (each item may hold several) to
+        trust instead of the system trust store; with C{caFile}, both are
+        trusted.
+    @ivar matchNames: the names the server's certificate may be valid for
+        (Postfix's C{match=}); a name starting with a dot matches any name
+        under it (C{".example.com"}: C{mx1.example.com}, ...).  Empty: the
+        host name (C{hostname}, else the name connected to).
     """
 
     level: TLSLevel = TLSLevel.MAY
@@ -74,6 +92,9 @@ class TLSPolicy:
     verifyWhenUsed: bool = False
     hostname: str | None = None
     context: Any = None
+    caFile: str | None = None
+    caCertificates: tuple[bytes, ...] = ()
+    matchNames: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level", TLSLevel(self.level))
@@ -81,6 +102,29 @@ class TLSPolicy:
             raise ValueError("implicit TLS needs a TLS level other than 'none'")
         if self.level is TLSLevel.VERIFY:
             object.__setattr__(self, "verifyWhenUsed", True)
+        if self.caFile is not None and not isinstance(self.caFile, str):
+            raise TypeError("caFile must be a path (str), not %r" % (self.caFile,))
+        if self.caCertificates != ():
+            object.__setattr__(self, "caCertificates", _pems(self.caCertificates))
+        if self.matchNames != ():
+            object.__setattr__(self, "matchNames", _names(self.matchNames))
+
+    @property
+    def hasTrustAnchors(self) -> bool:
+        """
+        Whether the policy names its own trust anchors (C{caFile} or
+        C{caCertificates}).
+        """
+        return self.caFile is not None or bool(self.caCertificates)
+
+    def withHostname(self, hostname: str | None) -> TLSPolicy:
+        """
+        This policy, checking the certificate against (and sending as SNI)
+        C{hostname} when it names no host of its own.
+        """
+        if self.hostname is not None or hostname is None:
+            return self
+        return replace(self, hostname=hostname)
 
     @property
     def verifies(self) -> bool:
@@ -128,6 +172,134 @@ class TLSPolicy:
         )
 
 
+def _pems(value: object) -> tuple[bytes, ...]:
+    """
+    C{caCertificates} as a tuple of PEM bytes.
+    """
+    items: Iterable[object]
+    if isinstance(value, (bytes, str)):
+        items = [value]
+    else:
+        items = value  # type: ignore[assignment]
+    pems = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.encode("ascii")
+        if not isinstance(item, bytes) or b"-----BEGIN CERTIFICATE-----" not in item:
+            raise ValueError("caCertificates must hold PEM certificates, not %r"
+                             % (item if not isinstance(item, bytes) else item[:40],))
+        pems.append(item)
+    return tuple(pems)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """
+    C{matchNames} as a tuple of lower-case names without a trailing dot.
+    """
+    items: Iterable[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError("matchNames must be names (str), not %r" % (item,))
+        name = item.strip().lower()
+        name = name[:-1] if name.endswith(".") and len(name) > 1 else name
+        if not name or name == "." or any(c.isspace() for c in name):
+            raise ValueError("not a name to match: %r" % (item,))
+        names.append(name)
+    return tuple(names)
+
+
+#: What a L{TLSPolicyMap} entry may be: a policy, or a level (its name).
+PolicyEntry = Union[TLSPolicy, TLSLevel, str]
+
+
+class TLSPolicyMap(Mapping[str, TLSPolicy]):
+    """
+    The TLS policy of each destination, as Postfix's
+    C{smtp_tls_policy_maps}.
+
+    Keys (without case, trailing dots ignored):
+
+      - C{"example.com"}: mail for the domain C{example.com}, whichever of
+        its mail exchanges it goes to;
+      - C{".example.com"}: mail for any domain under C{example.com} (an
+        exact entry wins);
+      - C{"[smtp.example.com]:587"}, C{"[smtp.example.com]"}: the smart
+        host C{smtp.example.com} on that port, or on any port; a bare
+        C{"smtp.example.com"} names the smart host too.  (A domain literal
+        recipient, C{user@[192.0.2.1]}, is looked up as C{"[192.0.2.1]"}.)
+
+    Values: a L{TLSPolicy}, or a level (C{"none"}, C{"may"}, C{"encrypt"},
+    C{"verify"}).  A policy that names no C{hostname} checks the
+    certificate against the host connected to (the mail exchange's name),
+    which is also sent as SNI.
+
+    Pure: no I/O.
+    """
+
+    def __init__(self, entries: Mapping[str, PolicyEntry] | Iterable[tuple[str, PolicyEntry]] = ()) -> None:
+        items = entries.items() if isinstance(entries, Mapping) else entries
+        self._entries: dict[str, TLSPolicy] = {}
+        for key, value in items:
+            if not isinstance(key, str) or not key.strip():
+                raise ValueError("not a destination: %r" % (key,))
+            if isinstance(value, TLSPolicy):
+                policy = value
+            elif isinstance(value, (TLSLevel, str)):
+                policy = TLSPolicy(TLSLevel(value))
+            else:
+                raise TypeError("a TLS policy map holds TLSPolicy or levels, not %r" % (value,))
+            self._entries[_key(key)] = policy
+
+    def __getitem__(self, key: str) -> TLSPolicy:
+        return self._entries[_key(key)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return "TLSPolicyMap(%r)" % (self._entries,)
+
+    def forDomain(self, domain: str) -> TLSPolicy | None:
+        """
+        The policy of mail for C{domain}: its own entry, else the entry
+        C{".parent"} of its nearest parent domain that has one, else
+        L{None}.
+        """
+        name = _key(domain)
+        found = self._entries.get(name)
+        if found is not None or name.startswith("["):
+            return found
+        labels = name.split(".")
+        for i in range(1, len(labels)):
+            found = self._entries.get("." + ".".join(labels[i:]))
+            if found is not None:
+                return found
+        return None
+
+    def forHost(self, host: str, port: int) -> TLSPolicy | None:
+        """
+        The policy of the smart host C{host} on C{port}: the entry
+        C{"[host]:port"}, else C{"[host]"}, else C{"host"}, else L{None}.
+        """
+        name = _key(host)
+        for key in ("[%s]:%d" % (name, port), "[%s]" % (name,), name):
+            found = self._entries.get(key)
+            if found is not None:
+                return found
+        return None
+
+
+def _key(text: str) -> str:
+    key = text.strip().lower()
+    if key.endswith(".") and len(key) > 1:
+        key = key[:-1]
+    return key
+
+
 @dataclass(frozen=True)
 class TLSRecord:
     """
@@ -171,3 +343,61 @@ class TLSRecord:
         else:
             check = "not verified: %s" % (self.reason or "unknown reason",)
         return "%s %s, %s (level %s)" % (self.protocol, self.cipher, check, self.level.value)
+
+
+def policyState(policy: TLSPolicy) -> dict[str, Any]:
+    """
+    A policy as plain data (its context, if any, as it is).
+    """
+    from dataclasses import fields
+
+    state = {f.name: getattr(policy, f.name) for f in fields(policy)}
+    state["level"] = policy.level.value
+    return state
+
+
+def replacePolicy(policy: TLSPolicy, **changes: Any) -> TLSPolicy:
+    """
+    C{policy} with C{changes}.
+    """
+    from dataclasses import replace
+
+    return replace(policy, **changes)
+
+
+def hopPolicy(
+    entry: TLSPolicy | None, host: str, port: int, *, smartHost: bool,
+    context: Any = None, level: TLSLevel | str | None = None, credentials: bool = False,
+    caFile: str | None = None, caCertificates: tuple[Any, ...] = (),
+    implicit: bool | None = None,
+) -> TLSPolicy:
+    """
+    The TLS policy of one relay hop to C{host}:C{port} (the rule of
+    C{SmartHostSMTPRelayingManager.tlsPolicyFor}):
+
+      - the policy map's C{entry} for the destination, with the manager's
+        trust anchors when it names none;
+      - else the relayers' own TLS C{context} (Twisted's C{contextFactory}),
+        used when the server offers STARTTLS;
+      - else C{level}, by default C{may}, or C{verify} for a smart host
+        when C{credentials} or trust anchors are given.
+
+    Implicit TLS to a smart host on port 465 (or as C{implicit} says); the
+    certificate is checked against C{host} unless the policy names another.
+    """
+    anchors = {"caFile": caFile, "caCertificates": tuple(caCertificates)}
+    hasAnchors = caFile is not None or bool(caCertificates)
+    if entry is not None:
+        policy = entry
+        if hasAnchors and not policy.hasTrustAnchors and policy.context is None:
+            policy = replacePolicy(policy, **anchors)
+    else:
+        if context is not None:
+            return TLSPolicy(TLSLevel.MAY, verifyWhenUsed=True, context=context, hostname=host)
+        if level is None:
+            level = TLSLevel.VERIFY if smartHost and (credentials or hasAnchors) else TLSLevel.MAY
+        policy = TLSPolicy(level, **(anchors if smartHost else {}))  # type: ignore[arg-type]
+    if smartHost and not policy.implicit and policy.level is not TLSLevel.NONE:
+        if implicit if implicit is not None else port == 465:
+            policy = replacePolicy(policy, implicit=True)
+    return policy.withHostname(host)

@@ -524,3 +524,78 @@ class ResolveHostTests(SynchronousTestCase):
 
         calc = MXCalculator(HostsOnly(), Clock())
         self.assertEqual(self.successResultOf(calc.resolveHost("mx.example.com")), "10.5.5.5")
+
+
+class ResolveAddressesTests(SynchronousTestCase):
+    """
+    L{MXCalculator.resolveAddresses} finds every address of an exchange,
+    AAAA and A alike, for the relay to try them (happy eyeballs).
+    """
+
+    def setUp(self) -> None:
+        self.resolver = FakeResolver(chase=False)
+        self.calc = MXCalculator(self.resolver, Clock())
+
+    def test_bothFamilies(self) -> None:
+        """
+        Every AAAA and A record, IPv6 first, each in the order of the
+        answer; both asked at once.
+        """
+        for address in ("10.1.2.3", "10.1.2.4"):
+            self.resolver.add("mx.example.com", dns.Record_A(address))
+        for address in ("2001:db8::1", "2001:db8::2"):
+            self.resolver.add("mx.example.com", dns.Record_AAAA(address))
+        self.assertEqual(
+            self.successResultOf(self.calc.resolveAddresses("MX.example.com.")),
+            ["2001:db8::1", "2001:db8::2", "10.1.2.3", "10.1.2.4"])
+        self.assertEqual(sorted(self.resolver.queries),
+                         [("mx.example.com", dns.A), ("mx.example.com", dns.AAAA)])
+
+    def test_oneFamily(self) -> None:
+        """
+        A host with addresses of one family only; Twisted's lookup (and
+        C{resolveHost}) would look for AAAA only when there is no A.
+        """
+        self.resolver.add("v4.example.com", dns.Record_A("10.1.2.3"))
+        self.resolver.add("v6.example.com", dns.Record_AAAA("2001:db8::1"))
+        self.assertEqual(self.successResultOf(self.calc.resolveAddresses("v4.example.com")),
+                         ["10.1.2.3"])
+        self.assertEqual(self.successResultOf(self.calc.resolveAddresses("v6.example.com")),
+                         ["2001:db8::1"])
+
+    def test_alias(self) -> None:
+        self.resolver.add("mx.example.com", dns.Record_CNAME("host.example.net"))
+        self.resolver.add("host.example.net", dns.Record_A("10.9.9.9"))
+        self.resolver.add("host.example.net", dns.Record_AAAA("2001:db8::9"))
+        self.assertEqual(self.successResultOf(self.calc.resolveAddresses("mx.example.com")),
+                         ["2001:db8::9", "10.9.9.9"])
+
+    def test_noAddress(self) -> None:
+        self.resolver.add("mx.example.com", dns.Record_TXT(b"x"))
+        self.failureResultOf(self.calc.resolveAddresses("mx.example.com"), DNSLookupError)
+        self.failureResultOf(self.calc.resolveAddresses("none.example.com"), error.DNSNameError)
+
+    def test_oneLookupFails(self) -> None:
+        """
+        When one lookup fails for now, the other family's addresses are
+        used; when both fail, the failure is the resolver's.
+        """
+        self.resolver.add("mx.example.com", dns.Record_A("10.1.2.3"))
+        self.resolver.errors[("mx.example.com", dns.AAAA)] = error.DNSServerError("SERVFAIL")
+        self.assertEqual(self.successResultOf(self.calc.resolveAddresses("mx.example.com")),
+                         ["10.1.2.3"])
+        self.resolver.errors[("mx.example.com", dns.A)] = error.DNSServerError("SERVFAIL")
+        self.failureResultOf(self.calc.resolveAddresses("mx.example.com"), error.DNSServerError)
+
+    def test_literalAndOtherResolvers(self) -> None:
+        self.assertEqual(self.successResultOf(self.calc.resolveAddresses("2001:db8::2")),
+                         ["2001:db8::2"])
+        self.assertEqual(self.resolver.queries, [])
+
+        class HostsOnly:
+            def getHostByName(self, name: str) -> "defer.Deferred[str]":
+                return defer.succeed({"mx.example.com": "10.5.5.5"}[name])
+
+        calc = MXCalculator(HostsOnly(), Clock())
+        self.assertEqual(self.successResultOf(calc.resolveAddresses("mx.example.com")),
+                         ["10.5.5.5"])

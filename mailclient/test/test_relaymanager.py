@@ -1064,6 +1064,87 @@ class MXTests(_ManagerTestMixin, TestCase):
         self.assertEqual(len(redirect.connections), 7)
 
     @defer.inlineCallbacks
+    def test_ipv6OnlyExchange(self) -> Any:
+        """
+        An exchange with only an AAAA record is reached over IPv6 (the
+        manager looks up AAAA and A for every exchange).
+        """
+        from mailclient.testing import SMTPTestServer
+
+        server = SMTPTestServer(extensions=["PIPELINING", "8BITMIME"])
+        try:
+            server.listenTCP(reactor, interface="::1")
+        except Exception as e:  # pragma: no cover - no IPv6 loopback
+            raise SkipTest("cannot listen on ::1: %s" % (e,))
+        self.addCleanup(server.stopListening)
+        self.resolver.add("example.com", mx(10, "mx6.example.com"))
+        self.resolver.add("mx6.example.com", dns.Record_AAAA("::1"))
+        self.add("bob@example.com")
+        manager = self.manager()
+        manager.PORT = server.portNumber
+        reports: List[Any] = []
+        manager.deliveryObservers.append(reports.append)
+        yield self.relayAll(manager)
+        self.assertEqual([m.rcptTo for m in server.messages], [[b"bob@example.com"]])
+        self.assertEqual([(r.outcome.value, r.exchange, r.address) for r in reports],
+                         [("delivered", "mx6.example.com", "::1")])
+        self.assertIn(("mx6.example.com", dns.AAAA), self.resolver.queries)
+
+    @defer.inlineCallbacks
+    def test_deadIPv6FallsBackToIPv4(self) -> Any:
+        """
+        An exchange whose IPv6 address refuses connections is reached at
+        its IPv4 address in the same attempt, without marking it bad.
+        """
+        from mailclient.test.helpers_connect import ResolvingReactor
+
+        recording = ResolvingReactor(reactor, None)
+        self.resolver.add("example.com", mx(10, "dual.example.com"))
+        self.resolver.add("dual.example.com", dns.Record_A("127.0.0.1"))
+        self.resolver.add("dual.example.com", dns.Record_AAAA("::1"))
+        self.add("bob@example.com")
+        yield self.relayAll(self.manager(reactor=recording))
+        port = portOf(self.server)
+        self.assertEqual(recording.connections, [("TCP", "::1", port), ("TCP", "127.0.0.1", port)])
+        self.assertEqual(self.server.recipients(), [b"bob@example.com"])
+        self.assertEqual(self.mxcalc.badMXs, {})
+
+    @defer.inlineCallbacks
+    def test_addressLimitAcrossFamilies(self) -> Any:
+        """
+        C{maxAddresses} counts addresses, of every exchange and both
+        families: an exchange with three AAAA and three A records, none
+        reachable, costs five attempts (IPv6 first, the families
+        alternating), and the next exchange is not tried.
+        """
+        down = closedPort()
+        v6 = ["2001:db8::%d" % (i,) for i in range(1, 4)]
+        v4 = ["192.0.2.%d" % (i,) for i in range(1, 4)]
+        redirect = Redirect({address: down for address in v6 + v4 + ["192.0.2.99"]})
+        self.resolver.add("example.com", mx(10, "big.example.com"))
+        self.resolver.add("example.com", mx(20, "next.example.com"))
+        for address in v6:
+            self.resolver.add("big.example.com", dns.Record_AAAA(address))
+        for address in v4:
+            self.resolver.add("big.example.com", dns.Record_A(address))
+        self.resolver.add("next.example.com", dns.Record_A("192.0.2.99"))
+        name = self.add("bob@example.com")
+        manager = self.manager(reactor=redirect)
+        yield self.relayOnce(manager)
+        self.assertEqual([host for host, port in redirect.connections],
+                         ["2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "2001:db8::3"])
+        self.assertEqual(self.waiting(), [name])
+        self.assertNotIn(("next.example.com", dns.A), self.resolver.queries)
+        manager.addressPreference = "ipv4"
+        manager.maxAddresses = 8
+        self.clock.advance(manager.backoffDelay)
+        yield self.relayOnce(manager)
+        # (big.example.com failed: it is tried after next.example.com now.)
+        self.assertEqual([host for host, port in redirect.connections[5:]],
+                         ["192.0.2.99", "192.0.2.1", "2001:db8::1", "192.0.2.2", "2001:db8::2",
+                          "192.0.2.3", "2001:db8::3"])
+
+    @defer.inlineCallbacks
     def test_refusePrivateAddresses(self) -> Any:
         """
         With C{refusePrivateAddresses}, an exchange (or address literal)

@@ -25,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailclient import smtp as mailclient_smtp
 from mailclient._testing.certs import generateCertificates, localCertificates
 from mailclient.test.helpers import LOOPBACK, REMOTE, TLSStringTransport, lines, Session
+from mailclient.test.helpers_connect import StaticResolver
 from mailclient.test.helpers_interop import (
     PASSWORD,
     SENDER,
@@ -56,13 +57,21 @@ SUCCESS = lines(
 SUCCESS_8BIT = [SUCCESS[0], b"250-mx\r\n250 8BITMIME\r\n"] + SUCCESS[2:]
 
 
+#: Where the name C{Call} sends to resolves (mailclient; Twisted's sendmail
+#: connects to the name).
+MX_ADDRESS = "192.0.2.25"
+
+
 class Call:
     """
-    One C{sendmail} call on a memory reactor.
+    One C{sendmail} call on a memory reactor (whose name resolver gives
+    C{mx.example.net} one address, L{MX_ADDRESS}).
     """
 
     def __init__(self, impl: str, *args: Any, **kw: Any) -> None:
         self.reactor = MemoryReactorClock()
+        self.reactor.nameResolver = StaticResolver(  # type: ignore[assignment]
+            {"mx.example.net": [MX_ADDRESS]})
         kw.setdefault("senderDomainName", "client.example")
         kw.setdefault("port", 2525)
         if not args:
@@ -282,16 +291,28 @@ class SendmailTests(SynchronousTestCase):
         for _ in range(2):
             call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionLost()))
         self.assertEqual(len(call.reactor.getDelayedCalls()), 1)
+        # The first retry (at once) made a second attempt.
+        self.assertEqual(len(call.reactor.tcpClients), 2)
         call.d.cancel()
         self.failureResultOf(call.d, defer.CancelledError)
         self.assertEqual(call.reactor.getDelayedCalls(), [])
         call.reactor.advance(1000)
-        self.assertEqual(len(call.reactor.tcpClients), 1)
+        self.assertEqual(len(call.reactor.tcpClients), 2)
 
     def test_retryUsesGivenReactor(self) -> None:
+        """
+        Retries run on the given reactor: the first at once, the next after
+        the policy's delay; each connects to the host's addresses again.
+        """
         call = Call("mailclient", retries=2)
         connects: List[float] = []
-        call.connector.connect = lambda: connects.append(call.reactor.seconds())
+        connectTCP = call.reactor.connectTCP
+
+        def recordingConnectTCP(*args: Any, **kw: Any) -> Any:
+            connects.append(call.reactor.seconds())
+            return connectTCP(*args, **kw)
+
+        call.reactor.connectTCP = recordingConnectTCP  # type: ignore[method-assign]
         call.reactor.advance(5)
         for _ in range(2):
             call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionLost()))
@@ -302,6 +323,7 @@ class SendmailTests(SynchronousTestCase):
         self.assertEqual(connects, [5])
         call.reactor.advance(delay)
         self.assertEqual(connects, [5, 5 + delay])
+        self.assertEqual([c[0] for c in call.reactor.tcpClients], [MX_ADDRESS] * 3)
         call.factory.clientConnectionFailed(call.connector, Failure(error.ConnectionLost()))
         self.failureResultOf(call.d, mailclient_smtp.SMTPConnectError)
 
@@ -355,17 +377,21 @@ class SendmailTests(SynchronousTestCase):
         self.assertEqual(call.reactor.getDelayedCalls(), [])
 
     def test_implicitTLS(self) -> None:
+        """
+        Port 465 speaks TLS from the first byte (to each address of the
+        host), verifying the certificate for the host's name.
+        """
         ctx = object()
         call = Call("mailclient", port=465)
         self.assertEqual(len(call.reactor.sslClients), 1)
-        self.assertEqual(call.reactor.sslClients[0][:2], ("mx.example.net", 465))
+        self.assertEqual(call.reactor.sslClients[0][:2], (MX_ADDRESS, 465))
         self.assertEqual(call.reactor.sslClients[0][3]._hostnameASCII, "mx.example.net")
         call = Call("mailclient", port=2465, implicitTLS=True, contextFactory=ctx)
         self.assertEqual(call.reactor.sslClients[0][:4][1:], (2465, call.factory, ctx))
         self.assertEqual(call.reactor.tcpClients, [])
         call = Call("mailclient", port=465, implicitTLS=False)
         self.assertEqual(call.reactor.sslClients, [])
-        self.assertEqual(call.reactor.tcpClients[0][:2], ("mx.example.net", 465))
+        self.assertEqual(call.reactor.tcpClients[0][:2], (MX_ADDRESS, 465))
 
     def test_implicitTLSSkipsStartTLS(self) -> None:
         call = Call("mailclient", port=465)

@@ -199,6 +199,8 @@ class VerifyWhenNamedTests(SynchronousTestCase):
         error = self.failureResultOf(d, smtp.TLSError).value
         # Also what Twisted's callers catch.
         self.assertIsInstance(error, smtp.SMTPConnectError)
+        self.assertIn(b"does not match the server host name: VerificationError: certificate "
+                      b"is not valid for " + HOST.encode("ascii"), error.resp)
         self.assertEqual(server.messages, [])
 
     def test_requiredFailsUnverified(self) -> None:
@@ -304,3 +306,96 @@ class BareClientTests(SynchronousTestCase):
         self.assertEqual(client.delivered, [])
         [error] = [c[1] for c in client.calls if c[0] == "sendError"]
         self.assertIsInstance(error, smtp.AUTHRequiredError)
+
+
+class TrustAnchorTests(SynchronousTestCase):
+    """
+    A policy's own trust anchors and names (C{caCertificates}, C{caFile},
+    C{matchNames}) for a sender: the same policy as the relay's.
+    """
+
+    def setUp(self) -> None:
+        from mailclient.test.helpers_tls import certificatesFor
+
+        self.certs = certificatesFor(HOST)
+
+    def deliver(self, kind: str, policy: TLSPolicy) -> Tuple[Any, Any]:
+        server = SMTPTestServer(tlsCertificate=self.certs.byKind(kind).serverOptions(),
+                                extensions=["STARTTLS"])
+        factory, d = deliver(smtp.ESMTPSenderFactory, server, None, None,
+                             requireAuthentication=False, requireTransportSecurity=False,
+                             tlsPolicy=policy)
+        self.server = server
+        return factory, d
+
+    def test_verifiedWithAnchors(self) -> None:
+        factory, d = self.deliver("good", TLSPolicy("verify", caCertificates=(self.certs.caPEM,)))
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertEqual((factory.tlsRecord.verified, factory.tlsRecord.hostname), (True, HOST))
+
+    def test_caFile(self) -> None:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(self.certs.caPEM)
+        factory, d = self.deliver("good", TLSPolicy("verify", caFile=path))
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertIs(factory.tlsRecord.verified, True)
+
+    def test_anchorsReplaceSystemStore(self) -> None:
+        """
+        The anchors given are the only ones trusted: a certificate from
+        another CA fails at level C{verify}, and is recorded as unverified
+        at level C{may}.
+        """
+        from mailclient.test.helpers_tls import certificatesFor
+
+        other = certificatesFor("other.test").caPEM
+        factory, d = self.deliver("good", TLSPolicy("verify", caCertificates=(other,)))
+        self.assertIn(b"verification failed", self.failureResultOf(d, smtp.TLSError).value.resp)
+        self.assertEqual(self.server.messages, [])
+        factory, d = self.deliver("good", TLSPolicy("may", caCertificates=(other,)))
+        self.assertEqual(self.successResultOf(d)[0], 1)
+        self.assertIs(factory.tlsRecord.verified, False)
+        self.assertIn("issuer", factory.tlsRecord.reason)
+
+    def test_matchNames(self) -> None:
+        """
+        C{matchNames} replaces the host name: a certificate for another
+        name verifies when it is listed (or under a listed C{.domain}), and
+        fails otherwise, even at the name connected to.
+        """
+        anchors = (self.certs.caPEM,)
+        for names in (("other.example.net",), (".example.net",), ("x.test", ".example.net")):
+            factory, d = self.deliver("wrongName", TLSPolicy(
+                "verify", caCertificates=anchors, matchNames=names))
+            self.assertEqual(self.successResultOf(d)[0], 1, names)
+            self.assertIs(factory.tlsRecord.verified, True)
+        factory, d = self.deliver("good", TLSPolicy(
+            "verify", caCertificates=anchors, matchNames=(".example.net",)))
+        self.assertIn(b"does not match the server host name: VerificationError: certificate "
+                      b"is not valid for .example.net", self.failureResultOf(d, smtp.TLSError).value.resp)
+        factory, d = self.deliver("good", TLSPolicy(
+            "may", caCertificates=anchors, matchNames=(".example.net",)))
+        self.successResultOf(d)
+        self.assertIn("not valid for .example.net", factory.tlsRecord.reason)
+
+    def test_contexts(self) -> None:
+        """
+        Without anchors or names, level C{verify} uses Twisted's verifying
+        options (the system trust store); with them, mailclient's own,
+        enforcing; levels C{may} and C{encrypt} record.
+        """
+        from twisted.internet._sslverify import ClientTLSOptions
+
+        from mailclient._protocol.tls import RecordingTLS, contextForPolicy
+
+        self.assertIsInstance(contextForPolicy(TLSPolicy("verify"), HOST), ClientTLSOptions)
+        enforcing = contextForPolicy(TLSPolicy("verify", matchNames=(HOST,)), None)
+        self.assertIsInstance(enforcing, RecordingTLS)
+        self.assertTrue(enforcing.enforce)  # type: ignore[attr-defined]
+        for level in ("may", "encrypt"):
+            recording = contextForPolicy(TLSPolicy(level, caCertificates=(self.certs.caPEM,)), HOST)
+            self.assertIsInstance(recording, RecordingTLS)
+            self.assertFalse(recording.enforce)  # type: ignore[attr-defined]
+        self.assertIsNone(contextForPolicy(TLSPolicy("verify"), None))
+        self.assertIsNone(contextForPolicy(TLSPolicy("none"), HOST))
