@@ -29,10 +29,25 @@ from typing import IO, Any, Callable, TypeAlias
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mailclient._wire.queuestate import (
+    RETRY_SUFFIX,
+    RetryDelay,
+    RetryState,
+    bounceName,
+    decodeRetryState,
+    defaultRetryDelay,
+    encodeRetryState,
+    originalOf,
+    warningName,
+)
+
 _log = Logger()
 
 #: An envelope is two addresses; anything larger is not one.
 _MAX_ENVELOPE_SIZE = 64 * 1024
+
+#: A retry file holds a few numbers and a reason.
+_MAX_RETRY_READ = 16 * 1024 + 1
 
 #: What an envelope file may build when it is decoded: this many objects at
 #: most (a shared object counts each time it is reached), nested this deep.
@@ -431,6 +446,7 @@ class Queue:
         self.waiting: dict[str, int] = {}
         self.relayed: dict[str, int] = {}
         self.quarantined: dict[str, int] = {}
+        self.schedules: dict[str, RetryState] = {}
         self.readDirectory()
 
     def __getstate__(self) -> dict[str, Path]:
@@ -486,11 +502,23 @@ class Queue:
         """
         Scan the directory: add new messages (oldest first) to those waiting,
         and forget waiting messages whose files have gone.
+
+        (mailclient additions) The retry schedule of each new message is read
+        from its C{-R} file, if it has one (see L{schedule}).  A message
+        whose bounce is in the queue too was returned by a process that
+        stopped before removing it: it is removed now (see
+        L{returnMessage}); one whose delay warning is in the queue is marked
+        as warned.  While this queue holds the relaying lock, C{-R} files
+        left without their message are removed.
         """
         new: list[tuple[float, str]] = []
         present = set()
+        retryFiles = set()
         with os.scandir(self._dir()) as entries:
             for entry in entries:
+                if entry.name.endswith(RETRY_SUFFIX):
+                    retryFiles.add(entry.name[: -len(RETRY_SUFFIX)])
+                    continue
                 if not entry.name.endswith("-D"):
                     continue
                 message = entry.name[:-2]
@@ -504,8 +532,186 @@ class Queue:
                 new.append((mtime, message))
         for message in [m for m in self.waiting if m not in present]:
             del self.waiting[message]
+        for message in [m for m in self.schedules if m not in present]:
+            del self.schedules[message]
+        finished = self._recoverNotices(present, retryFiles)
         for _, message in sorted(new):
+            if message in finished:
+                continue
+            if message in retryFiles and message not in self.schedules:
+                self._loadSchedule(message)
             self.addMessage(message)
+        if self._lock is not None:
+            for message in retryFiles - present:
+                _removeIfPresent(self.getPath(message) + RETRY_SUFFIX)
+
+    def _recoverNotices(self, present: set[str], retryFiles: set[str]) -> set[str]:
+        """
+        Finish what a process that stopped between the two steps of
+        L{returnMessage} or L{sendDelayWarning} left: return the messages
+        removed.
+        """
+        finished = set()
+        for name in present:
+            original = originalOf(name)
+            if original is None or original not in present:
+                continue
+            if name == bounceName(original):
+                if original not in self.relayed:
+                    _log.info("Removing {message}: its bounce {bounce} is queued",
+                              message=original, bounce=name)
+                    self.done(original)
+                    finished.add(original)
+            elif name == warningName(original):
+                if original in retryFiles and original not in self.schedules:
+                    self._loadSchedule(original)
+                state = self.schedules.get(original)
+                if state is None or not state.warned:
+                    self._writeSchedule(original, (state or RetryState()).asWarned())
+        return finished
+
+    def _loadSchedule(self, message: str) -> None:
+        path = self.getPath(message) + RETRY_SUFFIX
+        try:
+            with openQueueFile(path) as f:
+                self.schedules[message] = decodeRetryState(f.read(_MAX_RETRY_READ))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            # A retry file that cannot be read costs only the back-off: the
+            # message is tried at once.
+            _log.warn("Ignoring the retry file of {message}: {error}",
+                      message=message, error=str(e)[:300])
+
+    def _writeSchedule(self, message: str, state: RetryState) -> None:
+        path = self.getPath(message) + RETRY_SUFFIX
+        # A temporary file left by a process that stopped while writing.
+        _removeIfPresent(path + ".tmp")
+        with AtomicFile(path, path + ".tmp", self.fsync) as f:
+            f.write(encodeRetryState(state))
+        self.schedules[message] = state
+
+    def schedule(self, message: str) -> RetryState | None:
+        """
+        The durable retry schedule of a message: how many times in a row it
+        failed for now, when it may be tried again, the last failure and
+        whether its delay warning was sent; L{None} if it never failed.
+        Kept in the C{<name>-R} file next to the message, so that a
+        restarted manager resumes the back-off.  (mailclient addition)
+        """
+        return self.schedules.get(os.path.basename(message))
+
+    def isDue(self, message: str, now: float) -> bool:
+        """
+        Whether a message may be tried at C{now} (seconds since the epoch):
+        it never failed, or its next attempt has come.  (mailclient
+        addition)
+        """
+        state = self.schedule(message)
+        return state is None or state.isDue(now)
+
+    def queuedAt(self, message: str) -> float | None:
+        """
+        When a message was queued (the modification time of its C{-D}
+        file), or L{None} if it is gone.  (mailclient addition)
+        """
+        try:
+            return os.stat(self.getPath(os.path.basename(message)) + "-D").st_mtime
+        except OSError:
+            return None
+
+    def recordFailure(
+        self,
+        message: str,
+        reason: object = "",
+        retryDelay: RetryDelay | None = None,
+        when: float | None = None,
+        warning: tuple[bytes, EnvelopeAddress] | None = None,
+    ) -> RetryState:
+        """
+        A message failed for now at C{when} (default: now): count the
+        failure and schedule its next attempt C{retryDelay(failures)}
+        seconds later (by default 30 s, doubling up to an hour), durably (in
+        its C{-R} file).  The message is not put back to wait: call
+        L{setWaiting} for that, as before.  (mailclient addition)
+
+        @param warning: C{(report, recipient)}: also queue the message's
+            delay warning, unless it was sent before (see
+            L{sendDelayWarning}).
+        @return: The new schedule.
+        """
+        message = os.path.basename(message)
+        if when is None:
+            when = time.time()
+        if warning is not None:
+            self.sendDelayWarning(message, *warning)
+        state = self.schedules.get(message) or RetryState()
+        state = state.failed(when, reason, retryDelay or defaultRetryDelay)
+        if os.path.exists(self.getPath(message) + "-D"):
+            self._writeSchedule(message, state)
+        return state
+
+    def markWarned(self, message: str) -> None:
+        """
+        Record that the delay warning of a message was sent.  (mailclient
+        addition)
+        """
+        message = os.path.basename(message)
+        state = self.schedules.get(message) or RetryState()
+        if os.path.exists(self.getPath(message) + "-D"):
+            self._writeSchedule(message, state.asWarned())
+
+    def _enqueueAs(
+        self, name: str, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes
+    ) -> bool:
+        """
+        Queue a message under the given name, unless a message of that name
+        is queued already; return whether it was queued now.
+        """
+        path = self.getPath(name)
+        if os.path.exists(path + "-D"):
+            return False
+        # Temporary files left by a process that stopped while writing it.
+        _removeIfPresent(path + "-H.tmp")
+        _removeIfPresent(path + "-C")
+        self._write(path, sender, recipient, data)
+        return True
+
+    def returnMessage(self, message: str, report: bytes, recipient: EnvelopeAddress) -> bool:
+        """
+        Return a message that failed for good to its sender, once: queue
+        C{report} (a delivery status notification) from the null sender to
+        C{recipient} under the name L{bounceName}C{(message)}, then remove
+        the message.  A process that stops between the two steps leaves
+        both; the next L{readDirectory} removes the original, so a message
+        is never returned twice.  (mailclient addition)
+
+        @return: Whether a bounce was queued now (C{False}: it was queued
+            already).
+        """
+        message = os.path.basename(message)
+        queued = self._enqueueAs(bounceName(message), "", recipient, report)
+        self.done(message)
+        return queued
+
+    def sendDelayWarning(self, message: str, report: bytes, recipient: EnvelopeAddress) -> bool:
+        """
+        Queue the one delay warning of a message: C{report} from the null
+        sender to C{recipient}, under the name L{warningName}C{(message)},
+        and record that it was sent.  Nothing is queued if it was sent
+        before.  (mailclient addition)
+
+        @return: Whether a warning was queued now.
+        """
+        message = os.path.basename(message)
+        state = self.schedules.get(message)
+        if state is not None and state.warned:
+            return False
+        if not os.path.exists(self.getPath(message) + "-D"):
+            return False
+        queued = self._enqueueAs(warningName(message), "", recipient, report)
+        self.markWarned(message)
+        return queued
 
     def getWaiting(self) -> list[str]:
         """
@@ -571,13 +777,14 @@ class Queue:
         """
         message = os.path.basename(message)
         path = self.getPath(message)
-        for suffix in ("-D", "-H"):
+        for suffix in ("-D", "-H", RETRY_SUFFIX):
             try:
                 os.remove(path + suffix)
             except FileNotFoundError:
                 pass
         self.relayed.pop(message, None)
         self.waiting.pop(message, None)
+        self.schedules.pop(message, None)
 
     def getPath(self, message: str) -> str:
         """
@@ -639,6 +846,12 @@ class Queue:
         @return: The base name of the new message.
         """
         path = self.getPath(self._newName())
+        self._write(path, sender, recipient, data)
+        return os.path.basename(path)
+
+    def _write(
+        self, path: str, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes
+    ) -> None:
         header = AtomicFile(path + "-H", path + "-H.tmp", self.fsync)
         body: AtomicFile | None = None
         try:
@@ -657,4 +870,3 @@ class Queue:
             for leftover in (path + "-H", path + "-D"):
                 _removeIfPresent(leftover)
             raise
-        return os.path.basename(path)

@@ -27,6 +27,21 @@ from mailclient._relaying.queue import (
     openQueueFile,
     readEnvelope,
 )
+from mailclient._wire.queuestate import (
+    RETRY_SUFFIX,
+    RetryState,
+    bounceName,
+    decodeRetryState,
+    defaultRetryDelay,
+    delayWarningDue,
+    encodeRetryState,
+    isSafeName,
+    newMessageName,
+    originalOf,
+    recipientDomainOf,
+    smartHostDestination,
+    warningName,
+)
 
 
 class _MakeDirectory:
@@ -594,3 +609,261 @@ class TwistedQueueCompatibilityTests(SynchronousTestCase):
         self.assertEqual(
             envelopes, [["", "carol@example.com"], ["alice@example.com", "bob@example.org"]]
         )
+
+
+class DurableRetryTests(SynchronousTestCase):
+    """
+    The retry schedule of the directory queue is kept in C{<name>-R} files,
+    so that a restarted manager resumes the back-off.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.queue = Queue(self.directory)
+        self.queue.noisy = False
+
+    def reopen(self) -> Queue:
+        queue = Queue(self.directory)
+        queue.noisy = False
+        return queue
+
+    def test_recordFailure(self) -> None:
+        """
+        L{Queue.recordFailure} counts the failure, schedules the next
+        attempt C{retryDelay(failures)} after it (by default 30 s, doubling,
+        at most an hour), and writes it to the C{-R} file.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.assertIsNone(self.queue.schedule(name))
+        self.assertTrue(self.queue.isDue(name, 0))
+        state = self.queue.recordFailure(name, "451 4.3.0 later", when=1000.0)
+        self.assertEqual(state, RetryState(1, 1030.0, 1000.0, "451 4.3.0 later", False))
+        self.assertEqual(self.queue.schedule(name), state)
+        self.assertFalse(self.queue.isDue(name, 1029.9))
+        self.assertTrue(self.queue.isDue(name, 1030.0))
+        state = self.queue.recordFailure(name, "again", when=2000.0)
+        self.assertEqual((state.failures, state.nextAttempt), (2, 2060.0))
+        state = self.queue.recordFailure(name, retryDelay=lambda n: 7.0 * n, when=3000.0)
+        self.assertEqual((state.failures, state.nextAttempt), (3, 3021.0))
+        with open(self.queue.getPath(name) + RETRY_SUFFIX, "rb") as f:
+            self.assertEqual(decodeRetryState(f.read()), state)
+
+    def test_restartResumesBackOff(self) -> None:
+        """
+        A new queue on the directory (a restarted process) has the schedule
+        of every message.
+        """
+        first = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        second = self.queue.enqueue("a@example.com", "c@example.org", b"y\n")
+        self.queue.recordFailure(first, "later", when=1000.0)
+        queue = self.reopen()
+        self.assertEqual(sorted(queue.getWaiting()), sorted([first, second]))
+        self.assertEqual(queue.schedule(first).failures, 1)
+        self.assertFalse(queue.isDue(first, 1010.0))
+        self.assertTrue(queue.isDue(second, 1010.0))
+        self.assertEqual(queue.recordFailure(first, when=1100.0).failures, 2)
+
+    def test_unreadableRetryFile(self) -> None:
+        """
+        A retry file that cannot be read only costs the back-off.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        with open(self.queue.getPath(name) + RETRY_SUFFIX, "wb") as f:
+            f.write(b"\x80garbage")
+        queue = self.reopen()
+        self.assertEqual(queue.getWaiting(), [name])
+        self.assertIsNone(queue.schedule(name))
+
+    def test_doneRemovesRetryFile(self) -> None:
+        """
+        A message removed from the queue takes its retry file along.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.queue.recordFailure(name, when=1.0)
+        self.queue.done(name)
+        self.assertEqual(os.listdir(self.directory), [])
+        self.assertIsNone(self.queue.schedule(name))
+
+    def test_strayRetryFiles(self) -> None:
+        """
+        A retry file left without its message (removed by Twisted's queue,
+        which does not know it) is removed by the manager holding the queue.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.queue.recordFailure(name, when=1.0)
+        for suffix in ("-D", "-H"):
+            os.remove(self.queue.getPath(name) + suffix)
+        self.queue.readDirectory()
+        self.assertTrue(os.path.exists(self.queue.getPath(name) + RETRY_SUFFIX))
+        self.queue.acquireRelayLock()
+        self.addCleanup(self.queue.releaseRelayLock)
+        self.queue.readDirectory()
+        self.assertEqual(os.listdir(self.directory), [LOCK_NAME])
+
+    def test_twistedIgnoresRetryFiles(self) -> None:
+        """
+        Twisted's C{Queue} sees the same messages, and nothing of the retry
+        files.
+        """
+        from twisted.mail.relaymanager import Queue as TwistedQueue
+
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.queue.recordFailure(name, when=1.0)
+        twistedQueue = TwistedQueue(self.directory)
+        twistedQueue.noisy = False
+        self.assertEqual(list(twistedQueue.getWaiting()), [name])
+
+    def test_returnMessage(self) -> None:
+        """
+        L{Queue.returnMessage} queues the bounce under a name made from the
+        message's and removes the message.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.assertTrue(self.queue.returnMessage(name, b"report\n", "a@example.com"))
+        bounce = bounceName(name)
+        self.assertEqual(self.queue.getWaiting(), [])
+        queue = self.reopen()
+        self.assertEqual(queue.getWaiting(), [bounce])
+        self.assertEqual(queue.getEnvelope(bounce), ["", "a@example.com"])
+
+    def test_bounceCrashRecovery(self) -> None:
+        """
+        A process that stopped after queueing a bounce and before removing
+        the message leaves both: the next scan removes the message, so it is
+        never relayed, nor returned, again.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.queue.recordFailure(name, when=1.0)
+        # The first step of returnMessage only.
+        self.assertTrue(self.queue._enqueueAs(bounceName(name), "", "a@example.com", b"r\n"))
+        queue = self.reopen()
+        self.assertEqual(queue.getWaiting(), [bounceName(name)])
+        self.assertFalse(os.path.exists(queue.getPath(name) + "-D"))
+        self.assertFalse(os.path.exists(queue.getPath(name) + RETRY_SUFFIX))
+        # Returning it again queues nothing more.
+        self.assertFalse(self.queue._enqueueAs(bounceName(name), "", "x@y", b"r2\n"))
+
+    def test_delayWarningOnce(self) -> None:
+        """
+        L{Queue.sendDelayWarning} queues one warning per message, and marks
+        the message warned, durably.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.queue.recordFailure(name, when=1.0)
+        self.assertTrue(self.queue.sendDelayWarning(name, b"delayed\n", "a@example.com"))
+        self.assertFalse(self.queue.sendDelayWarning(name, b"delayed\n", "a@example.com"))
+        self.assertTrue(self.queue.schedule(name).warned)
+        queue = self.reopen()
+        self.assertTrue(queue.schedule(name).warned)
+        self.assertEqual(sorted(queue.getWaiting()), sorted([name, warningName(name)]))
+        self.assertEqual(queue.schedule(name).failures, 1)
+
+    def test_failureWithWarning(self) -> None:
+        """
+        L{Queue.recordFailure} can queue the delay warning too, once.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        state = self.queue.recordFailure(name, when=1.0, warning=(b"w\n", "a@example.com"))
+        self.assertEqual((state.failures, state.warned), (1, True))
+        state = self.queue.recordFailure(name, when=2.0, warning=(b"w2\n", "a@example.com"))
+        self.assertEqual((state.failures, state.warned), (2, True))
+        self.assertEqual(sorted(self.reopen().getWaiting()), sorted([name, warningName(name)]))
+
+    def test_warningCrashRecovery(self) -> None:
+        """
+        A process that stopped after queueing a warning and before marking
+        the message leaves the warning: the next scan marks the message, so
+        no second warning is sent.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        self.queue._enqueueAs(warningName(name), "", "a@example.com", b"w\n")
+        queue = self.reopen()
+        self.assertTrue(queue.schedule(name).warned)
+        self.assertFalse(queue.sendDelayWarning(name, b"w\n", "a@example.com"))
+
+    def test_staleTemporaryFiles(self) -> None:
+        """
+        Temporary files left by a process that stopped while writing a
+        retry file or a bounce do not stop the next one.
+        """
+        name = self.queue.enqueue("a@example.com", "b@example.org", b"x\n")
+        path = self.queue.getPath(name)
+        for leftover in (path + RETRY_SUFFIX + ".tmp", self.queue.getPath(bounceName(name))
+                         + "-H.tmp", self.queue.getPath(bounceName(name)) + "-C"):
+            with open(leftover, "wb") as f:
+                f.write(b"half")
+        self.queue.recordFailure(name, when=1.0)
+        self.assertTrue(self.queue.returnMessage(name, b"r\n", "a@example.com"))
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         sorted([bounceName(name) + "-H", bounceName(name) + "-D"]))
+
+
+class RetryStateTests(SynchronousTestCase):
+    """
+    L{RetryState} and its file format.
+    """
+
+    def test_roundTrip(self) -> None:
+        for state in (RetryState(), RetryState(3, 12.5, 10.0, "451 x", True)):
+            self.assertEqual(decodeRetryState(encodeRetryState(state)), state)
+
+    def test_refused(self) -> None:
+        """
+        What is not a retry file is refused with L{ValueError}.
+        """
+        for data in (b"", b"[]", b'{"failures": -1}', b'{"failures": true}',
+                     b'{"nextAttempt": "soon"}', b'{"nextAttempt": NaN}',
+                     b'{"lastReason": 3}', b'{"warned": 1}', b"{" + b" " * 20000 + b"}"):
+            self.assertRaises(ValueError, decodeRetryState, data)
+        self.assertEqual(decodeRetryState(b'{"failures": 2, "future": 1}').failures, 2)
+
+    def test_failed(self) -> None:
+        """
+        A bad delay is refused; reasons are kept on one bounded line.
+        """
+        state = RetryState().failed(5.0, "a\nb  c" + "x" * 2000, lambda n: 1.0)
+        self.assertTrue(state.lastReason.startswith("a b cx"))
+        self.assertEqual(len(state.lastReason), 1000)
+        self.assertRaises(ValueError, RetryState().failed, 0.0, "", lambda n: -1.0)
+        self.assertRaises(ValueError, RetryState().failed, 0.0, "", lambda n: float("nan"))
+
+    def test_defaultPolicy(self) -> None:
+        """
+        The default back-off is the relaying manager's: 30 s, doubling, at
+        most an hour.
+        """
+        self.assertEqual([defaultRetryDelay(n) for n in (1, 2, 3, 8, 100)],
+                         [30.0, 60.0, 120.0, 3600.0, 3600.0])
+
+    def test_delayWarningDue(self) -> None:
+        state = RetryState(failures=1)
+        self.assertTrue(delayWarningDue(state, 0.0, 3600.0, 3600.0))
+        self.assertFalse(delayWarningDue(state, 0.0, 3599.0, 3600.0))
+        self.assertFalse(delayWarningDue(state.asWarned(), 0.0, 9999.0, 3600.0))
+        self.assertFalse(delayWarningDue(RetryState(), 0.0, 9999.0, 3600.0))
+        self.assertFalse(delayWarningDue(state, 0.0, 9999.0, None))
+        self.assertFalse(delayWarningDue(None, 0.0, 9999.0, 1.0))
+
+    def test_names(self) -> None:
+        self.assertEqual(originalOf(bounceName("m1")), "m1")
+        self.assertEqual(originalOf(warningName("m1")), "m1")
+        self.assertIsNone(originalOf("m1"))
+        self.assertIsNone(originalOf(".bounce"))
+        self.assertTrue(isSafeName(newMessageName()))
+        self.assertTrue(isSafeName("123_1700000000.123_0_140"))
+        for bad in ("", ".x", "a/b", "..", "x" * 201, "a b", "\u00e9"):
+            self.assertFalse(isSafeName(bad), bad)
+
+    def test_domains(self) -> None:
+        """
+        The destination of a recipient is its lower-cased domain, as the
+        managed relayers compute it.
+        """
+        from mailclient._relaying.managed import recipientDomain
+
+        for recipient in ("a@Example.ORG", b"<b@example.net>", "c@[192.0.2.1]", "nodomain",
+                          "@x", "\"q\"@example.com"):
+            self.assertEqual(recipientDomainOf(recipient), recipientDomain(recipient))
+        self.assertEqual(smartHostDestination("SMTP.example.com.", 587),
+                         "[smtp.example.com]:587")

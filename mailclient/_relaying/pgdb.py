@@ -1,0 +1,652 @@
+"""
+Talking to PostgreSQL without blocking the reactor: the database of the
+PostgreSQL relay queue.
+
+Every transaction is written once, as a I{program}: a generator that yields
+the L{Statement}s to run and is sent each one's L{Result}; what it returns is
+the result of the transaction, and an exception it raises rolls the
+transaction back.  Two drivers run programs, behind one method,
+C{run(program, *args) -> Deferred}:
+
+  - L{ThreadedDatabase}: synchronous psycopg connections, each program run in
+    a thread of the database's own thread pool (any reactor);
+  - L{AsyncioDatabase}: C{psycopg.AsyncConnection}s, each program run as a
+    coroutine on the asyncio loop of Twisted's asyncio reactor
+    (C{Deferred.fromFuture}).
+
+L{connectDatabase} picks the one that suits the reactor.  L{Listener} waits
+for C{NOTIFY} on a connection of its own, watched by the reactor.
+
+psycopg (3) is an optional dependency (C{mailclient[postgresql]}): it is
+imported only when a database is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+_log = Logger()
+
+T = TypeVar("T")
+
+
+class QueueDatabaseError(Exception):
+    """
+    The PostgreSQL relay queue cannot be used; the message is one line.
+    """
+
+
+class DriverMissing(QueueDatabaseError):
+    """
+    psycopg is not installed.
+    """
+
+
+class DatabaseUnreachable(QueueDatabaseError):
+    """
+    The database cannot be reached, or the connection to it was lost.
+    """
+
+
+class PermissionDenied(QueueDatabaseError):
+    """
+    The database role may not do what the queue needs.
+    """
+
+
+class SchemaMissing(QueueDatabaseError):
+    """
+    The queue's tables are not in the database (see C{createSchema}).
+    """
+
+
+class SchemaVersionError(QueueDatabaseError):
+    """
+    The queue's tables are of a version this mailclient does not use (see
+    C{upgradeSchema}).
+    """
+
+
+class StaleLeaseError(QueueDatabaseError):
+    """
+    A worker acted on a message (or destination slot) whose lease it no
+    longer holds: another worker may hold it now, so nothing was changed.
+    """
+
+
+def oneLine(error: BaseException, limit: int = 300) -> str:
+    """
+    The first non-empty line of what C{error} says (libpq's messages span
+    several), at most C{limit} characters.
+    """
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line:
+            return line[:limit]
+    return type(error).__name__
+
+
+def driver() -> Any:
+    """
+    The psycopg module.
+
+    @raise DriverMissing: if it is not installed.
+    """
+    try:
+        return importlib.import_module("psycopg")
+    except ImportError:
+        raise DriverMissing(
+            "the PostgreSQL relay queue needs psycopg 3: "
+            "pip install 'mailclient[postgresql]'") from None
+
+
+def translate(error: BaseException, connecting: bool = False) -> BaseException:
+    """
+    The queue's own exception for a psycopg error, when there is one;
+    otherwise C{error} itself.
+    """
+    if isinstance(error, QueueDatabaseError):
+        return error
+    psycopg = driver()
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return PermissionDenied("permission denied on the relay queue: %s" % (oneLine(error),))
+    if isinstance(error, psycopg.OperationalError):
+        if connecting:
+            return DatabaseUnreachable(
+                "cannot connect to the relay queue database: %s" % (oneLine(error),))
+        return DatabaseUnreachable(
+            "lost the relay queue database: %s" % (oneLine(error),))
+    return error
+
+
+@dataclass(frozen=True)
+class Statement:
+    """
+    One SQL statement of a program, with its parameters (psycopg's
+    C{%s}/C{%(name)s} placeholders).
+    """
+
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """
+    What a statement gave: its rows (none for a statement that returns
+    none) and how many rows it touched.
+    """
+
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+    def one(self) -> tuple[Any, ...] | None:
+        """
+        The first row, if any.
+        """
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        """
+        The first column of the first row, if any.
+        """
+        row = self.one()
+        return None if row is None else row[0]
+
+
+Program = Generator[Statement, Result, T]
+
+
+def _driveSync(cursor: Any, program: Program[T]) -> T:
+    try:
+        statement = next(program)
+        while True:
+            cursor.execute(statement.sql, statement.params)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            statement = program.send(Result(rows, cursor.rowcount))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        program.close()
+
+
+async def _driveAsync(cursor: Any, program: Program[T]) -> T:
+    try:
+        statement = next(program)
+        while True:
+            await cursor.execute(statement.sql, statement.params)
+            rows = await cursor.fetchall() if cursor.description is not None else []
+            statement = program.send(Result(rows, cursor.rowcount))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        program.close()
+
+
+class Database(Protocol):
+    """
+    What the queue needs of a database: run a program in a transaction, and
+    give a connection to listen on.
+    """
+
+    def run(self, program: Callable[..., Program[T]], *args: Any, **kw: Any) -> defer.Deferred[T]:
+        ...
+
+    def listenConnection(self, channel: str) -> defer.Deferred[Any]:
+        ...
+
+    def closeConnection(self, connection: Any) -> defer.Deferred[None]:
+        ...
+
+    def close(self) -> defer.Deferred[None]:
+        ...
+
+
+def _broken(connection: Any) -> bool:
+    return bool(connection.closed or connection.broken)
+
+
+class ThreadedDatabase:
+    """
+    Runs programs with synchronous psycopg connections in a thread pool of
+    its own (at most C{size} threads, one connection each): for any reactor.
+
+    @ivar conninfo: The libpq connection string (C{"host=/run/postgresql
+        dbname=mail"}, or a C{postgresql://} URI).
+    """
+
+    def __init__(
+        self, conninfo: str, reactor: Any = None, size: int = 4, connectTimeout: float = 10
+    ) -> None:
+        self.psycopg = driver()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.conninfo = conninfo
+        self.connectTimeout = connectTimeout
+        self._pool = ThreadPool(0, max(1, size), name="mailclient-postgresql")
+        self._lock = threading.Lock()
+        self._free: list[Any] = []
+        self._closed = False
+        self._shutdown: Any = None
+
+    def _connect(self, autocommit: bool = False) -> Any:
+        try:
+            return self.psycopg.connect(
+                self.conninfo, autocommit=autocommit,
+                connect_timeout=max(1, int(self.connectTimeout)))
+        except Exception as e:
+            raise translate(e, connecting=True) from None
+
+    def _acquire(self) -> Any:
+        with self._lock:
+            while self._free:
+                connection = self._free.pop()
+                if not _broken(connection):
+                    return connection
+        return self._connect()
+
+    def _release(self, connection: Any) -> None:
+        with self._lock:
+            if not self._closed and not _broken(connection):
+                self._free.append(connection)
+                return
+        connection.close()
+
+    def _runInThread(self, program: Callable[..., Program[T]], args: Any, kw: Any) -> T:
+        connection = self._acquire()
+        try:
+            with connection.cursor() as cursor:
+                result = _driveSync(cursor, program(*args, **kw))
+            connection.commit()
+        except BaseException as e:
+            if not _broken(connection):
+                try:
+                    connection.rollback()
+                except Exception:
+                    pass
+            self._release(connection)
+            raise translate(e) from None
+        self._release(connection)
+        return result
+
+    def _start(self) -> None:
+        if self._closed:
+            raise DatabaseUnreachable("the relay queue database was closed")
+        if not self._pool.started:
+            self._pool.start()
+            # Its threads would keep the process alive after the reactor.
+            self._shutdown = self.reactor.addSystemEventTrigger(
+                "during", "shutdown", self._stopPool)
+
+    def run(self, program: Callable[..., Program[T]], *args: Any, **kw: Any) -> defer.Deferred[T]:
+        """
+        Run C{program(*args, **kw)} in one transaction, in a thread: its
+        result, or its exception (the transaction then rolled back).
+        The program runs in that thread, so it must not touch the reactor.
+        """
+        try:
+            self._start()
+        except QueueDatabaseError:
+            return defer.fail()
+        return threads.deferToThreadPool(
+            self.reactor, self._pool, self._runInThread, program, args, kw)
+
+    def listenConnection(self, channel: str) -> defer.Deferred[Any]:
+        """
+        A new connection, in autocommit, listening on C{channel}.
+        """
+        def connect() -> Any:
+            connection = self._connect(autocommit=True)
+            try:
+                connection.execute('LISTEN "%s"' % (channel,))
+            except Exception as e:
+                connection.close()
+                raise translate(e) from None
+            return connection
+
+        try:
+            self._start()
+        except QueueDatabaseError:
+            return defer.fail()
+        return threads.deferToThreadPool(self.reactor, self._pool, connect)
+
+    def closeConnection(self, connection: Any) -> defer.Deferred[None]:
+        """
+        Close a connection made by L{listenConnection}.
+        """
+        connection.close()
+        return defer.succeed(None)
+
+    def _stopPool(self) -> None:
+        if self._shutdown is not None:
+            try:
+                self.reactor.removeSystemEventTrigger(self._shutdown)
+            except (KeyError, ValueError, TypeError):
+                pass
+            self._shutdown = None
+        if self._pool.started:
+            self._pool.stop()
+
+    def close(self) -> defer.Deferred[None]:
+        """
+        Stop the threads (waiting for running programs) and close the
+        connections.
+        """
+        self._closed = True
+        self._stopPool()
+        with self._lock:
+            free, self._free = self._free, []
+        for connection in free:
+            connection.close()
+        return defer.succeed(None)
+
+
+class AsyncioDatabase:
+    """
+    Runs programs with C{psycopg.AsyncConnection}s (at most C{size} at
+    once) on an asyncio event loop: for Twisted's asyncio reactor, whose
+    loop it is, or any code running an asyncio loop.
+    """
+
+    def __init__(
+        self, conninfo: str, loop: asyncio.AbstractEventLoop | None = None, size: int = 4,
+        connectTimeout: float = 10,
+    ) -> None:
+        self.psycopg = driver()
+        self.conninfo = conninfo
+        self.loop = loop
+        self.size = max(1, size)
+        self.connectTimeout = connectTimeout
+        self._free: list[Any] = []
+        self._semaphore: asyncio.Semaphore | None = None
+        self._closed = False
+
+    def _future(self, coroutine: Any) -> defer.Deferred[Any]:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(coroutine, loop=self.loop))
+
+    async def _connect(self, autocommit: bool = False) -> Any:
+        try:
+            return await self.psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=autocommit,
+                connect_timeout=max(1, int(self.connectTimeout)))
+        except Exception as e:
+            raise translate(e, connecting=True) from None
+
+    async def _run(self, program: Callable[..., Program[T]], args: Any, kw: Any) -> T:
+        if self._closed:
+            raise DatabaseUnreachable("the relay queue database was closed")
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.size)
+        async with self._semaphore:
+            connection = None
+            while self._free and connection is None:
+                connection = self._free.pop()
+                if _broken(connection):
+                    connection = None
+            if connection is None:
+                connection = await self._connect()
+            try:
+                async with connection.cursor() as cursor:
+                    result = await _driveAsync(cursor, program(*args, **kw))
+                await connection.commit()
+            except BaseException as e:
+                if not _broken(connection):
+                    try:
+                        await connection.rollback()
+                    except Exception:
+                        pass
+                await self._release(connection)
+                raise translate(e) from None
+            await self._release(connection)
+            return result
+
+    async def _release(self, connection: Any) -> None:
+        if self._closed or _broken(connection):
+            await connection.close()
+        else:
+            self._free.append(connection)
+
+    def run(self, program: Callable[..., Program[T]], *args: Any, **kw: Any) -> defer.Deferred[T]:
+        """
+        Run C{program(*args, **kw)} in one transaction, on the event loop.
+        """
+        return self._future(self._run(program, args, kw))
+
+    def listenConnection(self, channel: str) -> defer.Deferred[Any]:
+        """
+        A new connection, in autocommit, listening on C{channel}.
+        """
+        async def connect() -> Any:
+            connection = await self._connect(autocommit=True)
+            try:
+                await connection.execute('LISTEN "%s"' % (channel,))
+            except Exception as e:
+                await connection.close()
+                raise translate(e) from None
+            return connection
+
+        return self._future(connect())
+
+    def closeConnection(self, connection: Any) -> defer.Deferred[None]:
+        """
+        Close a connection made by L{listenConnection}.
+        """
+        return self._future(connection.close())
+
+    def close(self) -> defer.Deferred[None]:
+        """
+        Close the idle connections; those in use close when their program
+        ends.
+        """
+        self._closed = True
+
+        async def closeAll() -> None:
+            free, self._free = self._free, []
+            for connection in free:
+                await connection.close()
+
+        return self._future(closeAll())
+
+
+def isAsyncioReactor(reactor: Any) -> bool:
+    """
+    Whether C{reactor} runs on an asyncio event loop.
+    """
+    return getattr(reactor, "_asyncioEventloop", None) is not None
+
+
+def connectDatabase(
+    conninfo: str, reactor: Any = None, size: int = 4, connectTimeout: float = 10,
+    asyncio: bool | None = None,
+) -> ThreadedDatabase | AsyncioDatabase:
+    """
+    A database for the relay queue at C{conninfo}: an L{AsyncioDatabase}
+    when C{reactor} (default: the global one) is Twisted's asyncio reactor,
+    else a L{ThreadedDatabase}.  Nothing is connected until it is used.
+
+    @param asyncio: Force one driver (C{True}: asyncio, C{False}:
+        threads).
+    @raise DriverMissing: if psycopg is not installed.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    if asyncio is None:
+        asyncio = isAsyncioReactor(reactor)
+    if asyncio:
+        return AsyncioDatabase(conninfo, getattr(reactor, "_asyncioEventloop", None), size,
+                               connectTimeout)
+    return ThreadedDatabase(conninfo, reactor, size, connectTimeout)
+
+
+@implementer(IReadDescriptor)
+class Listener:
+    """
+    Listens for C{NOTIFY} on C{channel}, on a connection of its own watched
+    by the reactor, and calls C{callback(payload)} for each notification.
+    When the connection is lost it is made again (after C{retryDelay}
+    seconds, doubling up to C{maxRetryDelay}), and C{callback(None)} is
+    called once it listens again: notifications sent meanwhile were lost.
+    """
+
+    def __init__(
+        self, database: Database, channel: str, callback: Callable[[str | None], object],
+        reactor: Any = None, retryDelay: float = 1.0, maxRetryDelay: float = 30.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.database = database
+        self.channel = channel
+        self.callback = callback
+        self.reactor = reactor
+        self.retryDelay = retryDelay
+        self.maxRetryDelay = maxRetryDelay
+        self._connection: Any = None
+        self._fd = -1
+        self._retry: Any = None
+        self._delay = retryDelay
+        self._stopped = True
+        self._connecting: defer.Deferred[Any] | None = None
+
+    @property
+    def listening(self) -> bool:
+        """
+        Whether a connection is listening now.
+        """
+        return self._connection is not None
+
+    def start(self) -> defer.Deferred[None]:
+        """
+        Listen.  The Deferred fails if the first connection cannot be made
+        (no retry then).
+        """
+        self._stopped = False
+        return self._connect().addCallback(lambda _: None)
+
+    def _connect(self) -> defer.Deferred[Any]:
+        self._retry = None
+        d = self._connecting = self.database.listenConnection(self.channel)
+        d.addCallback(self._listening)
+        return d
+
+    def _listening(self, connection: Any) -> None:
+        self._connecting = None
+        if self._stopped:
+            self.database.closeConnection(connection)
+            return
+        self._connection = connection
+        # The reactor watches a duplicate of the socket, closed only once it
+        # is no longer watched: libpq closes its own as soon as it sees the
+        # connection end, before we can stop watching it.
+        self._fd = os.dup(connection.fileno())
+        self._delay = self.retryDelay
+        self.reactor.addReader(self)
+
+    def _reconnect(self) -> None:
+        def listening(_: object) -> None:
+            if not self._stopped:
+                self._notify(None)
+
+        def failed(failure: Failure) -> None:
+            self._connecting = None
+            _log.warn("Cannot listen for queued mail: {error}", error=failure.getErrorMessage())
+            self._scheduleReconnect()
+
+        self._connect().addCallbacks(listening, failed)
+
+    def _scheduleReconnect(self) -> None:
+        if self._stopped or self._retry is not None:
+            return
+        delay, self._delay = self._delay, min(self._delay * 2, self.maxRetryDelay)
+        self._retry = self.reactor.callLater(delay, self._reconnect)
+
+    def _notify(self, payload: str | None) -> None:
+        try:
+            self.callback(payload)
+        except Exception:
+            _log.failure("Queue notification callback failed")
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "PostgreSQL listener"
+
+    def doRead(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return None
+        pgconn = connection.pgconn
+        payloads = []
+        lost = False
+        try:
+            pgconn.consume_input()
+            while True:
+                notification = pgconn.notifies()
+                if notification is None:
+                    break
+                payloads.append(notification.extra.decode("utf-8", "replace"))
+            # Anything but CONNECTION_OK (0): the connection is gone.
+            lost = int(pgconn.status) != 0
+        except Exception:
+            lost = True
+        for payload in payloads:
+            self._notify(payload)
+        if lost:
+            self._lost()
+        return None
+
+    def _lost(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        self._unwatch()
+        try:
+            connection.pgconn.finish()
+        except Exception:
+            pass
+        if not self._stopped:
+            _log.warn("Lost the connection listening for queued mail; reconnecting")
+            self._scheduleReconnect()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._lost()
+
+    def stop(self) -> defer.Deferred[None]:
+        """
+        Stop listening and close the connection.
+        """
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        connection, self._connection = self._connection, None
+        if connection is None:
+            connecting = self._connecting
+            if connecting is not None:
+                # Closed by _listening once made; wait for it.
+                done: defer.Deferred[None] = defer.Deferred()
+                connecting.addBoth(lambda _: done.callback(None))
+                return done
+            return defer.succeed(None)
+        self._unwatch()
+        return self.database.closeConnection(connection)
+
+    def _unwatch(self) -> None:
+        self.reactor.removeReader(self)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)

@@ -1,0 +1,795 @@
+"""
+A relay queue in PostgreSQL, drained by any number of workers on any number
+of hosts.
+
+Design: the database is the queue; each worker holds a I{scratch directory}
+of the messages it has claimed, written in Twisted's C{-H}/C{-D} format, so
+that the relaying manager and its relayers, which open queued messages by
+path, work on a L{PGQueue} as they do on a directory L{Queue}.  What
+changes the database (claiming, confirming a delivery, deferring, returning,
+releasing) is asynchronous: it returns a Deferred, and the synchronous
+methods of the directory queue's interface (L{PGQueue.done},
+L{PGQueue.setWaiting}, ...) start it and return at once.
+
+  - L{PGQueue.claim} takes due messages with C{SELECT ... FOR UPDATE SKIP
+    LOCKED} under a lease that expires: a worker that dies gives its
+    messages back after at most L{PGQueue.lease} seconds.  A running worker
+    renews its leases every third of that.
+  - Every change to a claimed message is fenced by the lease token of its
+    claim: a worker that lost its lease cannot remove, defer or return a
+    message another worker holds now.
+  - A delivery is confirmed (the row deleted) right after the server's
+    final 2xx, in its own transaction.
+  - Claims are made per destination (recipient domain, or smart host), one
+    connection slot per batch, counted across all workers.
+  - C{LISTEN}/C{NOTIFY} wakes idle workers when mail is queued or released.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable
+from collections.abc import Iterable
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailclient._relaying.pgdb import (
+    Database,
+    Listener,
+    StaleLeaseError,
+)
+from mailclient._relaying.pgschema import DEFAULT_SCHEMA, channelOf, checkSchema, checkSchemaName
+from mailclient._relaying.pgsql import (
+    ClaimedBatch,
+    backOffProgram,
+    claimProgram,
+    confirmProgram,
+    enqueueProgram,
+    failProgram,
+    limitProgram,
+    nextDueProgram,
+    quarantineProgram,
+    releaseProgram,
+    renewProgram,
+    returnProgram,
+    statsProgram,
+    warnProgram,
+)
+from mailclient._relaying.pgscratch import ScratchDirectory
+from mailclient._relaying.queue import (
+    EnvelopeAddress,
+    Path,
+    loadPickle,
+    openQueueFile,
+    readEnvelopeData,
+)
+from mailclient._wire.queuestate import (
+    MAX_REASON,
+    RetryDelay,
+    RetryState,
+    bounceName,
+    defaultRetryDelay,
+    isSafeName,
+    newMessageName,
+    warningName,
+)
+
+_log = Logger()
+
+
+def _reason(reason: object) -> str:
+    return " ".join(str(reason).split())[:MAX_REASON]
+
+
+@dataclass
+class _Batch:
+    token: uuid.UUID
+    destination: str | None
+    slot: bool
+    names: set[str] = field(default_factory=set)
+    #: Connections still open for it (see L{PGQueue.holdSlots}).
+    holds: int = 0
+
+
+@dataclass
+class _Held:
+    name: str
+    batch: _Batch
+    queuedAt: float
+    state: RetryState
+    started: bool = False
+    lost: bool = False
+
+
+class PGQueue:
+    """
+    The PostgreSQL relay queue, as one worker sees it.
+
+    @ivar database: The L{Database} (see L{connectDatabase}).
+    @ivar directory: The worker's scratch directory: the messages it has
+        claimed, in Twisted's format.  One worker per directory; its files
+        are copies, removed when the worker starts and stops.
+    @ivar schema: The PostgreSQL schema of the queue's tables.
+    @ivar worker: This worker's name, recorded with its leases.
+    @ivar lease: Seconds a claim lasts unless renewed.
+    @ivar batchSize: The most messages claimed together for one connection.
+    @ivar smartHost: The destination key of the smart host everything is
+        relayed through (L{smartHostDestination}), or L{None}: each
+        message's recipient domain.
+    @ivar destinationLimit: The most connections the whole fleet opens to
+        one destination at once, unless the database sets another for it
+        (L{setDestinationLimit}); L{None}: no limit.
+    @ivar waiting: Claimed messages waiting to be relayed (base names).
+    @ivar relayed: Claimed messages being relayed.
+    @ivar quarantined: Messages this worker quarantined.
+    @ivar wakeObservers: Callables called with no argument when mail may
+        be waiting (a notification came).
+    """
+
+    noisy: bool = True
+
+    def __init__(
+        self,
+        database: Database,
+        directory: Path,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        worker: str | None = None,
+        lease: float = 60.0,
+        batchSize: int = 10,
+        smartHost: str | None = None,
+        destinationLimit: int | None = None,
+        listen: bool = True,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        if lease <= 0:
+            raise ValueError("lease must be positive, not %r" % (lease,))
+        self.database = database
+        self.directory = directory
+        self.schema = checkSchemaName(schema)
+        self.worker = worker or "%s:%d:%s" % (socket.gethostname(), os.getpid(),
+                                               secrets.token_hex(3))
+        self.lease = float(lease)
+        self.batchSize = max(1, batchSize)
+        self.smartHost = smartHost
+        self.destinationLimit = destinationLimit
+        self.reactor = reactor
+        self.waiting: dict[str, int] = {}
+        self.relayed: dict[str, int] = {}
+        self.quarantined: dict[str, int] = {}
+        self.wakeObservers: list[Callable[[], object]] = []
+        self._held: dict[str, _Held] = {}
+        self._batches: dict[uuid.UUID, _Batch] = {}
+        self._pending: set[defer.Deferred[Any]] = set()
+        self._drained: list[defer.Deferred[None]] = []
+        self._renewal: task.LoopingCall | None = None
+        self._listener: Listener | None = (
+            Listener(database, channelOf(self.schema), self._notified, reactor)
+            if listen else None)
+        self.scratch = ScratchDirectory(directory)
+        self.running = False
+        self._stopping = False
+
+    # Lifecycle
+
+    def start(self) -> defer.Deferred[None]:
+        """
+        Check the schema (L{checkSchema}), take the scratch directory
+        (L{QueueBusyError} if another worker has it) and empty it, start
+        renewing leases and listening for mail.
+        """
+        d = checkSchema(self.database, self.schema)
+
+        def started(_: object) -> defer.Deferred[None] | None:
+            self.scratch.take()
+            self.running = True
+            self._renewal = task.LoopingCall(self._renewTick)
+            self._renewal.clock = self.reactor
+            self._renewal.start(self.lease / 3, now=False)
+            if self._listener is not None:
+                return self._listener.start().addErrback(notListening)
+            return None
+
+        def notListening(failure: Failure) -> Failure:
+            self.running = False
+            if self._renewal is not None and self._renewal.running:
+                self._renewal.stop()
+            self._renewal = None
+            self.scratch.release()
+            return failure
+
+        return d.addCallback(started)
+
+    def stop(self, timeout: float | None = None) -> defer.Deferred[None]:
+        """
+        Release the messages not being relayed (any worker may take them
+        at once); wait, renewing their leases, for those being relayed to
+        be settled, at most C{timeout} seconds (default: L{lease}); then
+        stop, and empty the scratch directory.
+        """
+        if not self.running:
+            return defer.succeed(None)
+        self.running = False
+        self._stopping = True
+        d = self.release()
+        d.addErrback(self._logFailure, "Cannot release the messages not started")
+        d.addCallback(lambda _: self._waitDrained(self.lease if timeout is None else timeout))
+        d.addCallback(lambda _: self.flush())
+
+        def stopped(_: object) -> defer.Deferred[None] | None:
+            if self._renewal is not None and self._renewal.running:
+                self._renewal.stop()
+            self._renewal = None
+            # What is still being relayed keeps its lease until it expires:
+            # it may be in the middle of its DATA.  Slots held only by
+            # connections (their messages are settled) are freed.
+            idle = [b.token for b in self._batches.values() if b.slot and not b.names]
+            if idle:
+                self._background(
+                    self._run(releaseProgram, [], [], idle, channelOf(self.schema)),
+                    "Cannot free connection slots")
+            self._held.clear()
+            self._batches.clear()
+            self.waiting.clear()
+            self.relayed.clear()
+            self.scratch.release()
+            self._stopping = False
+            d = self.flush()
+            if self._listener is not None:
+                d.addCallback(lambda _: self._listener.stop() if self._listener else None)
+            return d
+
+        return d.addCallback(stopped)
+
+    def _waitDrained(self, timeout: float) -> defer.Deferred[None]:
+        if not self.relayed:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(d)
+        def expired() -> None:
+            if not d.called:
+                _log.warn("Stopping while {count} messages are being relayed: their leases "
+                          "will expire", count=len(self.relayed))
+                d.callback(None)
+
+        timer = self.reactor.callLater(timeout, expired)
+
+        def cancelTimer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(cancelTimer)
+
+    # Database operations
+
+    def _run(self, program: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        d = self.database.run(program, self.schema, *args)
+        self._pending.add(d)
+
+        def finished(result: object) -> object:
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(finished)
+
+    def flush(self) -> defer.Deferred[None]:
+        """
+        Wait for every database operation started so far.
+        """
+        pending = list(self._pending)
+        if not pending:
+            return defer.succeed(None)
+        return defer.DeferredList(pending, consumeErrors=False).addCallback(lambda _: None)
+
+    def _background(self, d: defer.Deferred[Any], what: str) -> None:
+        d.addErrback(self._logFailure, what)
+
+    def _logFailure(self, failure: Failure, what: str) -> None:
+        if failure.check(StaleLeaseError):
+            _log.warn("{what}: {error}", what=what, error=failure.getErrorMessage())
+        else:
+            _log.error("{what}: {error}", what=what, error=failure.getErrorMessage())
+
+    def enqueueMessage(
+        self, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes,
+        name: str | None = None,
+    ) -> defer.Deferred[str]:
+        """
+        Queue a message (committed when the Deferred fires).
+
+        @param name: Its name (default: a new unique one); nothing is
+            queued if a message of that name is.
+        @return: A Deferred firing with its name.
+        """
+        if name is None:
+            name = newMessageName()
+        if not isSafeName(name):
+            raise ValueError("%r cannot name a queued message" % (name,))
+        return self._run(enqueueProgram, name, sender, recipient, data).addCallback(
+            lambda _: name)
+
+    def enqueue(self, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes) -> str:
+        """
+        Queue a message, as the directory queue's C{enqueue}: return its name
+        at once; the insert is committed later (see L{enqueueMessage}, which
+        tells when).
+        """
+        name = newMessageName()
+        self._background(self.enqueueMessage(sender, recipient, data, name),
+                         "Cannot queue a message")
+        return name
+
+    def claim(self, limit: int | None = None, batches: int | None = None) -> defer.Deferred[
+            list[str]]:
+        """
+        Claim due messages and write them into the scratch directory, where
+        they wait (L{getWaiting}).
+
+        @param limit: The most messages (default: L{batchSize} times
+            C{batches}, or L{batchSize}).
+        @param batches: The most batches (connections); L{None}: no limit.
+        @return: A Deferred firing with the names claimed.
+        """
+        if limit is None:
+            limit = self.batchSize * (batches if batches is not None else 1)
+        if limit <= 0 or batches == 0:
+            return defer.succeed([])
+        d = self._run(claimProgram, self.worker, self.lease, limit, self.batchSize, batches,
+                      self.smartHost, self.destinationLimit)
+        return d.addCallback(self._claimed)
+
+    def _claimed(self, batches: list[ClaimedBatch]) -> list[str]:
+        if self._stopping:
+            # Claimed while stopping: give it all back.
+            messages = [(m.name, b.token) for b in batches for m in b.messages]
+            self._background(
+                self._run(releaseProgram, [n for n, _ in messages], [t for _, t in messages],
+                          [b.token for b in batches if b.slot], channelOf(self.schema)),
+                "Cannot release messages")
+            return []
+        names = []
+        unusable: list[tuple[str, uuid.UUID]] = []
+        for claimed in batches:
+            batch = _Batch(claimed.token, claimed.destination, claimed.slot)
+            self._batches[batch.token] = batch
+            for message in claimed.messages:
+                if not isSafeName(message.name):
+                    self._background(
+                        self._run(quarantineProgram, message.name, batch.token,
+                                  "unsafe message name"),
+                        "Cannot quarantine %r" % (message.name,))
+                    continue
+                try:
+                    self.scratch.write(message.name, message.sender, message.recipient,
+                                       message.data, message.queuedAt)
+                except OSError as e:
+                    _log.error("Cannot write {message} to the scratch directory: {error}",
+                               message=message.name, error=e)
+                    unusable.append((message.name, batch.token))
+                    continue
+                self._held[message.name] = _Held(message.name, batch, message.queuedAt,
+                                                 message.state)
+                batch.names.add(message.name)
+                self.waiting[message.name] = 1
+                names.append(message.name)
+            if not batch.names:
+                self._endBatch(batch)
+        if unusable:
+            self._background(
+                self._run(releaseProgram, [n for n, _ in unusable], [t for _, t in unusable],
+                          [], channelOf(self.schema)),
+                "Cannot release messages")
+        if names and self.noisy:
+            _log.info("Claimed {count} messages", count=len(names))
+        return names
+
+    def _forget(self, name: str) -> _Held | None:
+        """
+        This worker no longer holds C{name}: remove its copy.
+        """
+        held = self._held.pop(name, None)
+        self.waiting.pop(name, None)
+        self.relayed.pop(name, None)
+        self.scratch.remove(name)
+        if held is not None:
+            held.batch.names.discard(name)
+            if not held.batch.names:
+                self._endBatch(held.batch)
+        self._checkDrained()
+        return held
+
+    def _checkDrained(self) -> None:
+        if not self.relayed:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                if not d.called:
+                    d.callback(None)
+
+    def _endBatch(self, batch: _Batch) -> None:
+        """
+        A batch's messages are all settled: free its connection slot, once
+        no connection holds it.
+        """
+        if batch.names or batch.holds:
+            return
+        if self._batches.pop(batch.token, None) is None or not batch.slot:
+            return
+        self._background(
+            self._run(releaseProgram, [], [], [batch.token], channelOf(self.schema)),
+            "Cannot free a connection slot of %s" % (batch.destination,))
+
+    def _settle(self, message: str, program: Callable[..., Any], *args: Any
+                ) -> defer.Deferred[Any] | None:
+        """
+        Run C{program} (fenced by the message's lease token) to settle a
+        claimed message, and drop it from this worker: its copy is removed
+        at once.  L{None} if this worker does not hold it.
+        """
+        name = os.path.basename(message)
+        held = self._held.get(name)
+        if held is None:
+            if self.noisy:
+                _log.info("{message} is not held by this worker", message=name)
+            return None
+        # Started before the message is dropped, so that whoever waits for
+        # the worker to drain (stop) waits for this too.
+        d = self._run(program, name, held.batch.token, *args)
+        self._forget(name)
+        return d
+
+    def holdSlots(self, messages: Iterable[str], until: defer.Deferred[Any]) -> None:
+        """
+        Keep the connection slots of the batches of C{messages} until
+        C{until} fires (the connections relaying them are closed), even if
+        the messages are settled before: a slot counts a connection, and a
+        connection outlives its last message by its C{QUIT}.
+        """
+        batches = {}
+        for name in messages:
+            held = self._held.get(os.path.basename(name))
+            if held is not None:
+                batches[held.batch.token] = held.batch
+        for batch in batches.values():
+            batch.holds += 1
+
+        def over(result: object) -> object:
+            for batch in batches.values():
+                batch.holds -= 1
+                self._endBatch(batch)
+            return result
+
+        until.addBoth(over)
+
+    def _notHeld(self, message: str) -> defer.Deferred[Any]:
+        return defer.fail(StaleLeaseError(
+            "message %s is not held by this worker" % (os.path.basename(message),)))
+
+    def confirm(self, message: str) -> defer.Deferred[bool]:
+        """
+        A message was delivered: remove its copy and its row, in a
+        transaction of its own.  Fails with L{StaleLeaseError} if this
+        worker lost its lease (another worker may deliver it again).
+        """
+        d = self._settle(message, confirmProgram)
+        return defer.succeed(False) if d is None else d
+
+    def recordFailure(
+        self, message: str, reason: object = "", retryDelay: RetryDelay | None = None,
+        when: float | None = None, warning: tuple[bytes, EnvelopeAddress] | None = None,
+    ) -> defer.Deferred[RetryState]:
+        """
+        A message failed for now: count the failure and schedule its next
+        attempt C{retryDelay(failures)} seconds later (default: 30 s,
+        doubling, at most an hour) on the database's clock (C{when} is
+        ignored: it is for the directory queue), and release it.  Its copy
+        is removed at once; L{setWaiting} then ignores it.
+
+        @param warning: C{(report, recipient)}: also queue the message's
+            delay warning (see L{sendDelayWarning}) in the same
+            transaction, unless it was sent before.
+        @return: A Deferred firing with its new L{RetryState}, or failing
+            with L{StaleLeaseError}.
+        """
+        name = os.path.basename(message)
+        notice = None if warning is None else (warningName(name), warning[1], warning[0])
+        d = self._settle(name, failProgram, _reason(reason), retryDelay or defaultRetryDelay,
+                         notice)
+        return self._notHeld(message) if d is None else d
+
+    def returnMessage(self, message: str, report: bytes, recipient: EnvelopeAddress
+                      ) -> defer.Deferred[bool]:
+        """
+        Return a message to its sender: queue C{report} from the null sender
+        to C{recipient} under L{bounceName}C{(message)} and remove the
+        message, in one transaction; never two bounces for one message.
+
+        @return: A Deferred firing with whether the bounce was queued now.
+        """
+        name = os.path.basename(message)
+        d = self._settle(name, returnProgram, bounceName(name), recipient, report)
+        return self._notHeld(message) if d is None else d
+
+    def sendDelayWarning(self, message: str, report: bytes, recipient: EnvelopeAddress
+                         ) -> defer.Deferred[bool]:
+        """
+        Queue the one delay warning of a message (C{report} from the null
+        sender to C{recipient}, under L{warningName}C{(message)}) and mark
+        it warned, in one transaction.  The message stays claimed.
+
+        @return: A Deferred firing with whether the warning was queued now.
+        """
+        name = os.path.basename(message)
+        held = self._held.get(name)
+        if held is None:
+            return defer.fail(StaleLeaseError("message %s is not held by this worker" % (name,)))
+
+        def sent(queued: bool) -> bool:
+            held.state = held.state.asWarned()
+            return queued
+
+        return self._run(warnProgram, name, held.batch.token, warningName(name), recipient,
+                         report).addCallback(sent)
+
+    def release(self, messages: Iterable[str] | None = None) -> defer.Deferred[list[str]]:
+        """
+        Give back claimed messages not being relayed (default: all those
+        waiting), so that any worker may take them at once.
+
+        @return: A Deferred firing with the names released.
+        """
+        names = list(self.waiting) if messages is None else [
+            os.path.basename(m) for m in messages]
+        chosen = []
+        for name in names:
+            held = self._held.get(name)
+            if held is not None and not held.started:
+                chosen.append(held)
+        if not chosen:
+            return defer.succeed([])
+        for held in chosen:
+            del self._held[held.name]
+            self.waiting.pop(held.name, None)
+            self.scratch.remove(held.name)
+            held.batch.names.discard(held.name)
+        slots = []
+        for batch in {h.batch.token: h.batch for h in chosen}.values():
+            if not batch.names and not batch.holds:
+                # Freed by the same transaction.
+                self._batches.pop(batch.token, None)
+                if batch.slot:
+                    slots.append(batch.token)
+        return self._run(releaseProgram, [h.name for h in chosen],
+                         [h.batch.token for h in chosen], slots, channelOf(self.schema))
+
+    def renew(self) -> defer.Deferred[list[str]]:
+        """
+        Extend the leases of every message and slot this worker holds.
+        Messages whose lease was lost are dropped if they were not started
+        (another worker holds them now); those being relayed are marked, and
+        their confirmation will fail.
+
+        @return: A Deferred firing with the names of the messages lost.
+        """
+        tokens = list(self._batches)
+        if not tokens:
+            return defer.succeed([])
+        d = self._run(renewProgram, tokens, self.lease)
+
+        def renewed(result: tuple[set[str], set[uuid.UUID]]) -> list[str]:
+            names, slots = result
+            lost = []
+            for name, held in list(self._held.items()):
+                if name in names or held.batch.token not in tokens:
+                    continue
+                lost.append(name)
+                if held.started:
+                    held.lost = True
+                    _log.warn("Lost the lease of {message} while relaying it: another worker "
+                              "may relay it too", message=name)
+                else:
+                    _log.warn("Lost the lease of {message}: dropped", message=name)
+                    self._forget(name)
+            for token in tokens:
+                batch = self._batches.get(token)
+                if batch is not None and batch.slot and token not in slots:
+                    _log.warn("Lost the connection slot of {destination}",
+                              destination=batch.destination)
+            return lost
+
+        return d.addCallback(renewed)
+
+    def _renewTick(self) -> defer.Deferred[None]:
+        d = self.renew()
+        d.addErrback(self._logFailure, "Cannot renew the leases")
+        return d.addCallback(lambda _: None)
+
+    def backOffDestination(
+        self, destination: str, delay: float, reason: object = ""
+    ) -> defer.Deferred[float]:
+        """
+        No worker connects to C{destination} (a recipient domain, or the
+        smart host key) for C{delay} seconds: it answered C{421}, or a
+        4.7.x status.  The messages for it that this worker holds and has
+        not started are released.
+
+        @return: A Deferred firing with when the back-off ends (seconds
+            since the epoch, the database's clock).
+        """
+        mine = [h.name for h in self._held.values()
+                if not h.started and h.batch.destination == destination]
+        d = self._run(backOffProgram, destination, float(delay), _reason(reason))
+        if mine:
+            d.addCallback(lambda until: self.release(mine).addCallback(lambda _: until))
+        return d
+
+    def setDestinationLimit(self, destination: str, limit: int | None) -> defer.Deferred[None]:
+        """
+        Let the whole fleet open at most C{limit} connections to
+        C{destination} at once (0: none, the destination is paused; L{None}:
+        each worker's L{destinationLimit}).
+        """
+        return self._run(limitProgram, destination, limit)
+
+    def nextDue(self) -> defer.Deferred[float | None]:
+        """
+        Seconds until a queued message may be claimed (0 or less: now), or
+        L{None} if nothing is queued.
+        """
+        return self._run(nextDueProgram, self.smartHost)
+
+    def stats(self) -> defer.Deferred[dict[str, int]]:
+        """
+        Counts of the queue's messages (see L{statsProgram}).
+        """
+        return self._run(statsProgram)
+
+    def _notified(self, payload: str | None) -> None:
+        for observer in list(self.wakeObservers):
+            try:
+                observer()
+            except Exception:
+                _log.failure("Queue wake observer {observer} failed", observer=observer)
+
+    # The directory queue's interface, for the relaying manager
+
+    def readDirectory(self) -> None:
+        """
+        Nothing to scan: the claimed messages are the queue (see L{claim}).
+        """
+
+    def getWaiting(self) -> list[str]:
+        """
+        The claimed messages waiting to be relayed, in the order claimed.
+        """
+        return list(self.waiting)
+
+    def hasWaiting(self) -> bool:
+        """Whether any claimed message waits."""
+        return bool(self.waiting)
+
+    def getRelayed(self) -> list[str]:
+        """The claimed messages being relayed."""
+        return list(self.relayed)
+
+    def setRelaying(self, message: str) -> None:
+        """
+        A claimed message is being relayed: it is no longer released on
+        L{stop}.
+        """
+        del self.waiting[message]
+        self.relayed[message] = 1
+        held = self._held.get(message)
+        if held is not None:
+            held.started = True
+
+    def setWaiting(self, message: str) -> None:
+        """
+        A claimed message waits again (its attempt did not reach it).
+        Ignored for a message this worker no longer holds (deferred,
+        returned, released).
+        """
+        message = os.path.basename(message)
+        held = self._held.get(message)
+        if held is None:
+            return
+        self.relayed.pop(message, None)
+        self.waiting[message] = 1
+        held.started = False
+        self._checkDrained()
+
+    def forget(self, message: str) -> None:
+        """
+        A relayer skipped a claimed message (its copy could not be read):
+        give it back, so that any worker may take it again.
+        """
+        held = self._held.get(os.path.basename(message))
+        if held is not None:
+            held.started = False
+            self._background(self.release([held.name]), "Cannot release %s" % (held.name,))
+
+    def addMessage(self, message: str) -> None:
+        """Messages come from L{claim}; this does nothing."""
+
+    def done(self, message: str) -> None:
+        """
+        A message was delivered (or returned): remove it (L{confirm}),
+        without waiting for the database.
+        """
+        name = os.path.basename(message)
+        if name not in self._held:
+            self.scratch.remove(name)
+            return
+        self._background(self.confirm(name), "Delivered %s, but" % (name,))
+
+    def quarantine(self, message: str) -> None:
+        """
+        Stop relaying a message that cannot be relayed; it stays in the
+        table, marked C{quarantined}, for an administrator.
+        """
+        name = os.path.basename(message)
+        self.quarantined[name] = 1
+        d = self._settle(name, quarantineProgram, "quarantined by worker %s" % (self.worker,))
+        if d is None:
+            self._forget(name)
+        else:
+            self._background(d, "Cannot quarantine %s" % (name,))
+
+    def getPath(self, message: str) -> str:
+        """
+        The base path of a claimed message's copy.
+        """
+        return self.scratch.path(message)
+
+    def getEnvelope(self, message: str) -> Any:
+        """
+        The C{[from, to]} envelope of a claimed message.
+        """
+        path = self.getPath(message) + "-H"
+        with openQueueFile(path) as f:
+            return loadPickle(readEnvelopeData(f, path))
+
+    def getEnvelopeFile(self, message: str) -> IO[bytes]:
+        """
+        Open the envelope file of a claimed message.
+        """
+        return openQueueFile(self.getPath(message) + "-H")
+
+    def schedule(self, message: str) -> RetryState | None:
+        """
+        The retry schedule of a claimed message, as it was when claimed;
+        L{None} if it never failed.
+        """
+        held = self._held.get(os.path.basename(message))
+        if held is None or held.state.failures == 0 and not held.state.warned:
+            return None
+        return held.state
+
+    def isDue(self, message: str, now: float) -> bool:
+        """
+        Whether a claimed message may be tried: always (the database
+        decided when it claimed it).
+        """
+        return os.path.basename(message) in self._held
+
+    def queuedAt(self, message: str) -> float | None:
+        """
+        When a claimed message was queued (the database's clock).
+        """
+        held = self._held.get(os.path.basename(message))
+        return None if held is None else held.queuedAt
+
+    def holds(self, message: str) -> bool:
+        """
+        Whether this worker holds C{message} (claimed, not settled).
+        """
+        return os.path.basename(message) in self._held
+

@@ -1,0 +1,421 @@
+"""
+The transactions of the PostgreSQL relay queue, as programs for
+L{mailclient._relaying.pgdb} (generators of L{Statement}s; each runs in one
+transaction, and an exception rolls it back).
+
+Every time that decides anything (when a message is due, when a lease or a
+destination's back-off ends) is the database's clock (C{clock_timestamp()}),
+never a worker's.  Every change to a claimed message is fenced by its lease
+token: a worker whose lease was taken over changes nothing
+(L{StaleLeaseError}).
+
+The first argument of each program is the PostgreSQL schema of the queue,
+checked by L{checkSchemaName} before it gets here.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Generator
+
+from mailclient._relaying.pgdb import Result, StaleLeaseError, Statement
+from mailclient._wire.queuestate import RetryDelay, RetryState, recipientDomainOf
+
+Program = Generator[Statement, Result, Any]
+
+#: The columns of a claimed message, in L{ClaimedMessage}'s order.
+_CLAIMED = (
+    "m.id, m.sender, m.recipient, m.domain, m.data,"
+    " extract(epoch FROM m.queued_at)::float8, m.failures,"
+    " extract(epoch FROM m.next_attempt)::float8,"
+    " extract(epoch FROM m.last_failure)::float8, m.last_reason, m.warned")
+
+#: What makes a lease end C{%s} seconds from now.
+_LEASE = "clock_timestamp() + make_interval(secs => %s)"
+
+
+@dataclass
+class ClaimedMessage:
+    """
+    A message a worker claimed: all it needs to relay it.
+    """
+
+    name: str
+    sender: str
+    recipient: str
+    domain: str | None
+    data: bytes
+    queuedAt: float
+    state: RetryState
+
+
+@dataclass
+class ClaimedBatch:
+    """
+    Messages claimed together for one destination under one lease token,
+    at most one connection's worth; C{slot} tells whether a connection slot
+    of the destination was taken for them (released when they are all
+    settled).
+    """
+
+    token: uuid.UUID
+    destination: str | None
+    slot: bool
+    messages: list[ClaimedMessage] = field(default_factory=list)
+
+
+def _state(row: tuple[Any, ...]) -> RetryState:
+    failures, nextAttempt, lastFailure, reason, warned = row[6:11]
+    return RetryState(
+        failures=failures,
+        nextAttempt=nextAttempt if failures else None,
+        lastFailure=lastFailure,
+        lastReason=reason or "",
+        warned=warned,
+    )
+
+
+def _checkText(value: str | bytes, what: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("the %s is not UTF-8: %r" % (what, value)) from None
+    if "\x00" in value:
+        raise ValueError("the %s holds a NUL character" % (what,))
+    return value
+
+
+def enqueueProgram(
+    s: str, name: str, sender: str | bytes, recipient: str | bytes, data: bytes,
+    origin: str | None = None,
+) -> Program:
+    """
+    Queue a message under C{name}, unless one of that name is queued: return
+    whether it was.  The insert trigger wakes the listening workers.
+    """
+    sender = _checkText(sender, "sender")
+    recipient = _checkText(recipient, "recipient")
+    inserted = yield Statement(
+        "INSERT INTO %s.messages (id, sender, recipient, domain, data, origin)"
+        " VALUES (%%s, %%s, %%s, %%s, %%s, %%s) ON CONFLICT (id) DO NOTHING RETURNING id" % (s,),
+        (name, sender, recipient, recipientDomainOf(recipient), bytes(data), origin))
+    return bool(inserted.rows)
+
+
+def claimProgram(
+    s: str, worker: str, lease: float, limit: int, batchSize: int, maxBatches: int | None,
+    smartHost: str | None, defaultLimit: int | None,
+) -> Program:
+    """
+    Claim at most C{limit} due messages, at most C{maxBatches} batches of
+    at most C{batchSize}, each under a new lease token, skipping messages
+    other workers are claiming (C{SKIP LOCKED}), destinations backed off,
+    and destinations whose connection slots (C{max_connections}, else
+    C{defaultLimit}; L{None}: no limit) are all taken by live leases, by any
+    worker.  With C{smartHost}, every message's destination is that key.
+
+    @return: The L{ClaimedBatch}es.
+    """
+    candidates = yield Statement(
+        "SELECT m.id, coalesce(%(smart)s, m.domain) FROM {s}.messages m"
+        " WHERE NOT m.quarantined AND m.next_attempt <= clock_timestamp()"
+        " AND (m.lease_until IS NULL OR m.lease_until < clock_timestamp())"
+        " AND NOT EXISTS (SELECT 1 FROM {s}.destinations d"
+        "   WHERE d.destination = coalesce(%(smart)s, m.domain)"
+        "   AND (d.not_before > clock_timestamp()"
+        "     OR (SELECT count(*) FROM {s}.slots x WHERE x.destination = d.destination"
+        "         AND x.lease_until > clock_timestamp())"
+        "        >= coalesce(d.max_connections, %(cap)s)))"
+        " ORDER BY m.next_attempt, m.queued_at, m.id"
+        " LIMIT %(limit)s FOR UPDATE OF m SKIP LOCKED".format(s=s),
+        {"smart": smartHost, "cap": defaultLimit, "limit": max(0, limit)})
+    groups: dict[str | None, list[str]] = {}
+    for name, destination in candidates.rows:
+        groups.setdefault(destination, []).append(name)
+    destinations = sorted(d for d in groups if d is not None)
+    free: dict[str, int | None] = {}
+    if destinations:
+        # Each destination's row is locked (in one order, so two workers
+        # never wait for each other) while its live slots are counted and
+        # new ones taken: the count is the fleet's, whatever the race.
+        yield Statement(
+            "INSERT INTO %s.destinations (destination) SELECT unnest(%%s::text[]) ORDER BY 1"
+            " ON CONFLICT (destination) DO NOTHING" % (s,), (destinations,))
+        locked = yield Statement(
+            "SELECT destination, coalesce(not_before > clock_timestamp(), false),"
+            " max_connections FROM %s.destinations WHERE destination = ANY(%%s)"
+            " ORDER BY destination FOR UPDATE" % (s,), (destinations,))
+        yield Statement(
+            "DELETE FROM %s.slots WHERE destination = ANY(%%s) AND lease_until < clock_timestamp()"
+            % (s,), (destinations,))
+        taken = yield Statement(
+            "SELECT destination, count(*) FROM %s.slots WHERE destination = ANY(%%s)"
+            " GROUP BY destination" % (s,), (destinations,))
+        counts = dict(taken.rows)
+        for destination, backedOff, maxConnections in locked.rows:
+            cap = maxConnections if maxConnections is not None else defaultLimit
+            if backedOff:
+                free[destination] = 0
+            elif cap is None:
+                free[destination] = None
+            else:
+                free[destination] = max(0, cap - counts.get(destination, 0))
+    batches: list[ClaimedBatch] = []
+    size = max(1, batchSize)
+    for destination, names in groups.items():
+        left = free.get(destination) if destination is not None else None
+        while names and (maxBatches is None or len(batches) < maxBatches):
+            if left is not None:
+                if left <= 0:
+                    break
+                left -= 1
+            batch = ClaimedBatch(uuid.uuid4(), destination, destination is not None)
+            batch.messages = [ClaimedMessage(n, "", "", None, b"", 0.0, RetryState())
+                              for n in names[:size]]
+            del names[:size]
+            batches.append(batch)
+    if not batches:
+        return []
+    slots = [b for b in batches if b.slot]
+    if slots:
+        yield Statement(
+            "INSERT INTO %s.slots (token, destination, worker, lease_until)"
+            " SELECT unnest(%%s::uuid[]), unnest(%%s::text[]), %%s, %s" % (s, _LEASE),
+            ([b.token for b in slots], [b.destination for b in slots], worker, lease))
+    names = [m.name for b in batches for m in b.messages]
+    tokens = [b.token for b in batches for _ in b.messages]
+    claimed = yield Statement(
+        "UPDATE %s.messages m SET lease_token = v.token, lease_worker = %%s,"
+        " lease_until = %s, claims = m.claims + 1"
+        " FROM unnest(%%s::text[], %%s::uuid[]) AS v(id, token) WHERE m.id = v.id"
+        " RETURNING %s" % (s, _LEASE, _CLAIMED),
+        (worker, lease, names, tokens))
+    rows = {row[0]: row for row in claimed.rows}
+    for batch in batches:
+        messages = []
+        for placeholder in batch.messages:
+            row = rows.get(placeholder.name)
+            if row is not None:
+                messages.append(ClaimedMessage(
+                    row[0], row[1], row[2], row[3], bytes(row[4]), row[5], _state(row)))
+        batch.messages = messages
+    return batches
+
+
+def renewProgram(s: str, tokens: list[uuid.UUID], lease: float) -> Program:
+    """
+    Extend the leases of the messages and slots held under C{tokens}.
+
+    @return: The names of the messages, and the tokens of the slots, still
+        held.
+    """
+    messages = yield Statement(
+        "UPDATE %s.messages SET lease_until = %s WHERE lease_token = ANY(%%s::uuid[])"
+        " RETURNING id" % (s, _LEASE), (lease, tokens))
+    slots = yield Statement(
+        "UPDATE %s.slots SET lease_until = %s WHERE token = ANY(%%s::uuid[]) RETURNING token"
+        % (s, _LEASE), (lease, tokens))
+    return {row[0] for row in messages.rows}, {row[0] for row in slots.rows}
+
+
+def confirmProgram(s: str, name: str, token: uuid.UUID) -> Program:
+    """
+    A message was delivered: remove it, if its lease is still C{token}'s.
+    """
+    deleted = yield Statement(
+        "DELETE FROM %s.messages WHERE id = %%s AND lease_token = %%s" % (s,), (name, token))
+    if deleted.rowcount != 1:
+        raise StaleLeaseError(
+            "message %s is no longer leased to this worker: not removed" % (name,))
+    return True
+
+
+def failProgram(
+    s: str, name: str, token: uuid.UUID, reason: str, retryDelay: RetryDelay,
+    warning: tuple[str, str | bytes, bytes] | None = None,
+) -> Program:
+    """
+    A message failed for now: count it, schedule the next attempt
+    C{retryDelay(failures)} seconds from now on the database's clock, and
+    release it (any worker may take it then).  With C{warning} (the name,
+    recipient and report of its delay warning), also queue the warning and
+    mark the message warned, unless it was warned before: all in one
+    transaction.
+
+    @return: Its new L{RetryState}.
+    """
+    held = yield Statement(
+        "SELECT failures, warned FROM %s.messages WHERE id = %%s AND lease_token = %%s"
+        " FOR UPDATE" % (s,), (name, token))
+    if not held.rows:
+        raise StaleLeaseError(
+            "message %s is no longer leased to this worker: failure not recorded" % (name,))
+    if warning is not None and not held.rows[0][1]:
+        warningName, recipient, report = warning
+        yield Statement("UPDATE %s.messages SET warned = true WHERE id = %%s" % (s,), (name,))
+        yield from enqueueProgram(s, warningName, "", recipient, report, origin=name)
+    failures = int(held.rows[0][0]) + 1
+    delay = float(retryDelay(failures))
+    if math.isnan(delay) or delay < 0:
+        raise ValueError("retryDelay(%d) gave %r, not a delay" % (failures, delay))
+    updated = yield Statement(
+        "UPDATE %s.messages SET failures = %%s,"
+        " next_attempt = clock_timestamp() + make_interval(secs => %%s),"
+        " last_failure = clock_timestamp(), last_reason = %%s,"
+        " lease_token = NULL, lease_worker = NULL, lease_until = NULL WHERE id = %%s"
+        " RETURNING extract(epoch FROM next_attempt)::float8,"
+        " extract(epoch FROM last_failure)::float8, warned" % (s,),
+        (failures, min(delay, 10.0 ** 9), reason, name))
+    nextAttempt, lastFailure, warned = updated.rows[0]
+    return RetryState(failures, nextAttempt, lastFailure, reason, warned)
+
+
+def returnProgram(
+    s: str, name: str, token: uuid.UUID, bounce: str, recipient: str | bytes, report: bytes
+) -> Program:
+    """
+    Return a message to its sender: queue its bounce (C{report}, from the
+    null sender, under the name C{bounce}) and remove it, in one
+    transaction.  The bounce's name comes from the message's, so a second
+    try (by this worker or another) makes no second bounce.
+
+    @return: Whether the bounce was queued now.
+    """
+    deleted = yield Statement(
+        "DELETE FROM %s.messages WHERE id = %%s AND lease_token = %%s RETURNING id" % (s,),
+        (name, token))
+    if not deleted.rows:
+        raise StaleLeaseError(
+            "message %s is no longer leased to this worker: not returned" % (name,))
+    queued = yield from enqueueProgram(s, bounce, "", recipient, report, origin=name)
+    return queued
+
+
+def warnProgram(
+    s: str, name: str, token: uuid.UUID, warning: str, recipient: str | bytes, report: bytes
+) -> Program:
+    """
+    Queue the one delay warning of a message (C{report}, from the null
+    sender, under the name C{warning}) and mark the message warned, in one
+    transaction.
+
+    @return: Whether the warning was queued now (C{False}: it was before).
+    """
+    held = yield Statement(
+        "SELECT warned FROM %s.messages WHERE id = %%s AND lease_token = %%s FOR UPDATE"
+        % (s,), (name, token))
+    if not held.rows:
+        raise StaleLeaseError(
+            "message %s is no longer leased to this worker: no warning sent" % (name,))
+    if held.rows[0][0]:
+        return False
+    yield Statement("UPDATE %s.messages SET warned = true WHERE id = %%s" % (s,), (name,))
+    queued = yield from enqueueProgram(s, warning, "", recipient, report, origin=name)
+    return queued
+
+
+def releaseProgram(
+    s: str, names: list[str], tokens: list[uuid.UUID], slots: list[uuid.UUID], channel: str
+) -> Program:
+    """
+    Give back messages (each with its token) and connection slots, so that
+    any worker may take them at once, and wake the listening workers.
+
+    @return: The names of the messages released.
+    """
+    released = yield Statement(
+        "UPDATE %s.messages m SET lease_token = NULL, lease_worker = NULL, lease_until = NULL"
+        " FROM unnest(%%s::text[], %%s::uuid[]) AS v(id, token)"
+        " WHERE m.id = v.id AND m.lease_token = v.token RETURNING m.id" % (s,),
+        (names, tokens))
+    freed = yield Statement(
+        "DELETE FROM %s.slots WHERE token = ANY(%%s::uuid[])" % (s,), (slots,))
+    if released.rows or freed.rowcount:
+        yield Statement("SELECT pg_notify(%s, 'released')", (channel,))
+    return [row[0] for row in released.rows]
+
+
+def quarantineProgram(s: str, name: str, token: uuid.UUID, reason: str) -> Program:
+    """
+    Stop relaying a message that cannot be relayed, leaving it in the
+    table (C{quarantined}) for an administrator.
+    """
+    updated = yield Statement(
+        "UPDATE %s.messages SET quarantined = true, last_reason = %%s, lease_token = NULL,"
+        " lease_worker = NULL, lease_until = NULL WHERE id = %%s AND lease_token = %%s"
+        % (s,), (reason, name, token))
+    if updated.rowcount != 1:
+        raise StaleLeaseError(
+            "message %s is no longer leased to this worker: not quarantined" % (name,))
+    return True
+
+
+def backOffProgram(s: str, destination: str, delay: float, reason: str) -> Program:
+    """
+    Let no worker connect to C{destination} for C{delay} seconds (or
+    longer, if it is backed off longer already).
+
+    @return: When the back-off ends, in seconds since the epoch (the
+        database's clock).
+    """
+    until = yield Statement(
+        "INSERT INTO {s}.destinations AS d (destination, not_before, last_reason)"
+        " VALUES (%s, clock_timestamp() + make_interval(secs => %s), %s)"
+        " ON CONFLICT (destination) DO UPDATE SET"
+        " not_before = greatest(d.not_before, excluded.not_before),"
+        " last_reason = excluded.last_reason"
+        " RETURNING extract(epoch FROM not_before)::float8".format(s=s),
+        (destination, max(0.0, min(delay, 10.0 ** 9)), reason))
+    return until.scalar()
+
+
+def limitProgram(s: str, destination: str, limit: int | None) -> Program:
+    """
+    Set the fleet's connection limit for C{destination} (L{None}: each
+    worker's default).
+    """
+    yield Statement(
+        "INSERT INTO {s}.destinations AS d (destination, max_connections) VALUES (%s, %s)"
+        " ON CONFLICT (destination) DO UPDATE SET max_connections = excluded.max_connections"
+        .format(s=s), (destination, limit))
+
+
+def nextDueProgram(s: str, smartHost: str | None) -> Program:
+    """
+    How many seconds until a message may be claimable (negative: one is
+    now); L{None} when nothing is queued.  Connection slots are not
+    counted: freeing one wakes the listening workers.
+    """
+    due = yield Statement(
+        "SELECT extract(epoch FROM min(greatest(m.next_attempt,"
+        " coalesce(m.lease_until, m.next_attempt), coalesce(d.not_before, m.next_attempt)))"
+        " - clock_timestamp())::float8 FROM {s}.messages m"
+        " LEFT JOIN {s}.destinations d ON d.destination = coalesce(%s, m.domain)"
+        " WHERE NOT m.quarantined".format(s=s), (smartHost,))
+    return due.scalar()
+
+
+def statsProgram(s: str) -> Program:
+    """
+    Counts of the queue's messages: C{queued} (all), C{due} (may be
+    claimed now), C{leased}, C{deferred} (failed for now at least once),
+    C{quarantined}; and C{slots} (live connection slots).
+    """
+    counts = yield Statement(
+        "SELECT count(*),"
+        " count(*) FILTER (WHERE NOT quarantined AND next_attempt <= clock_timestamp()"
+        "   AND (lease_until IS NULL OR lease_until < clock_timestamp())),"
+        " count(*) FILTER (WHERE lease_until >= clock_timestamp()),"
+        " count(*) FILTER (WHERE failures > 0),"
+        " count(*) FILTER (WHERE quarantined)"
+        " FROM %s.messages" % (s,))
+    slots = yield Statement(
+        "SELECT count(*) FROM %s.slots WHERE lease_until > clock_timestamp()" % (s,))
+    row = counts.one() or (0, 0, 0, 0, 0)
+    keys = ("queued", "due", "leased", "deferred", "quarantined")
+    result = {k: int(v) for k, v in zip(keys, row)}
+    result["slots"] = int(slots.scalar() or 0)
+    return result
