@@ -762,9 +762,10 @@ def _plan(
         if needsConversion(caps, options, eightBit):
             txn.pendingFile = _converted(txn.pendingFile)
             size, eightBit = fileSize(txn.pendingFile), False
+    secure = options.requireTLS and client._tlsMode and tlsRecordOf(client).verified is not False
     return planTransaction(
         caps, switches, options, sender, recipients, quoted, size, eightBit,
-        client._mailclient.early,
+        client._mailclient.early, secure,
     )
 
 

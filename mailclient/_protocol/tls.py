@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import weakref
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
@@ -22,6 +23,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailclient._wire.dane import DANEMismatch, TLSARecord, matchChain
 from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 
 if TYPE_CHECKING:
@@ -188,17 +190,24 @@ class _CertificateCheck:
         C{verify}) instead of being recorded.
     """
 
-    __slots__ = ("errors", "hostname", "names", "enforce", "identityChecked")
+    __slots__ = ("errors", "hostname", "names", "enforce", "identityChecked", "tlsa",
+                 "daneMatch")
 
     def __init__(self, hostname: str | None, names: tuple[str, ...] = (),
-                 enforce: bool = False) -> None:
+                 enforce: bool = False, tlsa: tuple[TLSARecord, ...] = ()) -> None:
         self.errors: list[str] = []
         self.hostname = hostname
         self.names = names
         self.enforce = enforce
         self.identityChecked = False
+        self.tlsa = tlsa
+        self.daneMatch: TLSARecord | None = None
 
     def callback(self, connection: object, certificate: object, errno: int, depth: int, ok: int) -> bool:
+        if self.tlsa:
+            # DANE: the trust store plays no part; the chain is matched
+            # against the TLSA records once the handshake is done.
+            return True
         if not ok:
             reason = _VERIFY_ERRORS.get(errno, "verification error %d" % (errno,))
             self.errors.append("%s (depth %d)" % (reason, depth))
@@ -230,6 +239,12 @@ class RecordingTLS:
     (level C{verify} with trust anchors or names of its own), a certificate
     that does not verify fails the handshake, as Twisted's own verifying
     options do.
+
+    With C{tlsa} (DANE, RFC 7672), the chain the server presents must
+    match one of the TLSA records instead (DANE-EE: the server's own
+    certificate, names and dates unchecked; DANE-TA: a certificate above
+    it, the server's certificate valid for C{hostname} or C{matchNames});
+    the trust store is not used.
     """
 
     def __init__(
@@ -239,12 +254,14 @@ class RecordingTLS:
         caCertificates: tuple[bytes, ...] = (),
         matchNames: tuple[str, ...] = (),
         enforce: bool = False,
+        tlsa: tuple[TLSARecord, ...] = (),
     ) -> None:
         self.hostname = hostname
         self.caFile = caFile
         self.caCertificates = caCertificates
         self.matchNames = matchNames
-        self.enforce = enforce
+        self.enforce = enforce or bool(tlsa)
+        self.tlsa = tlsa
         self._context: SSL.Context | None = None
 
     def _getContext(self) -> SSL.Context:
@@ -252,7 +269,9 @@ class RecordingTLS:
             from OpenSSL import SSL
 
             context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-            if self.caFile is None and not self.caCertificates:
+            if self.tlsa:
+                pass
+            elif self.caFile is None and not self.caCertificates:
                 context.set_default_verify_paths()
             else:
                 # Trust anchors of the policy's own replace the system's
@@ -279,7 +298,7 @@ class RecordingTLS:
         hostname = self.hostname
         if hostname is not None and _isName(hostname):
             connection.set_tlsext_host_name(hostname.encode("idna"))
-        check = _CertificateCheck(self.hostname, self.matchNames, self.enforce)
+        check = _CertificateCheck(self.hostname, self.matchNames, self.enforce, self.tlsa)
         _checks[connection] = check
         connection.set_verify(SSL.VERIFY_PEER, check.callback)
         return connection
@@ -317,7 +336,10 @@ def _checkIdentityWhenDone(connection: SSL.Connection, where: int, ret: int) -> 
         if check is None or not check.enforce or check.identityChecked:
             return
         check.identityChecked = True
-        problem = _identityProblem(connection, check.hostname, check.names)
+        if check.tlsa:
+            problem = _daneProblem(connection, check)
+        else:
+            problem = _identityProblem(connection, check.hostname, check.names)
         if problem is None:
             return
         from service_identity import VerificationError
@@ -344,10 +366,28 @@ def _recordingFor(
     caCertificates: tuple[bytes, ...] = (),
     matchNames: tuple[str, ...] = (),
     enforce: bool = False,
+    tlsa: tuple[TLSARecord, ...] = (),
 ) -> RecordingTLS:
     # Kept per host name, trust store and names, as verifyingContext's
     # options.
-    return RecordingTLS(hostname, caFile, caCertificates, matchNames, enforce)
+    return RecordingTLS(hostname, caFile, caCertificates, matchNames, enforce, tlsa)
+
+
+def _daneProblem(connection: SSL.Connection, check: _CertificateCheck) -> str | None:
+    """
+    Why the server's chain matches none of C{check}'s TLSA records, or
+    L{None} (the record that matched is kept on C{check}).
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    chain = connection.get_peer_cert_chain(as_cryptography=True) or []
+    ders = [c.public_bytes(serialization.Encoding.DER) for c in chain]
+    names = check.names or ((check.hostname,) if check.hostname else ())
+    try:
+        check.daneMatch = matchChain(check.tlsa, ders, names)
+    except DANEMismatch as e:
+        return "DANE: %s" % (e,)
+    return None
 
 
 def _fileVersion(path: str) -> tuple[object, ...]:
@@ -383,6 +423,8 @@ def contextForPolicy(policy: TLSPolicy, connectHost: str | None = None) -> objec
     if not tlsAvailable():
         return None
     hostname = policy.hostname or connectHost
+    if policy.tlsa:
+        return _recordingFor(hostname, (), None, (), policy.matchNames, True, policy.tlsa)
     own = policy.hasTrustAnchors or bool(policy.matchNames)
     if policy.verifies and not own:
         return verifyingContext(hostname) if hostname is not None else None
@@ -421,6 +463,14 @@ def tlsRecord(transport: object, policy: TLSPolicy | None, encrypted: bool) -> T
     level = policy.level if policy is not None else (
         TLSLevel.MAY if encrypted else TLSLevel.NONE)
     hostname = policy.hostname if policy is not None else None
+    if policy is not None:
+        return replace(_tlsRecord(transport, policy, encrypted, level, hostname),
+                       source=policy.source)
+    return _tlsRecord(transport, policy, encrypted, level, hostname)
+
+
+def _tlsRecord(transport: object, policy: TLSPolicy | None, encrypted: bool,
+               level: TLSLevel, hostname: str | None) -> TLSRecord:
     if not encrypted:
         return TLSRecord(level, hostname=hostname)
     connection = _tlsConnection(transport)
@@ -437,13 +487,19 @@ def tlsRecord(transport: object, policy: TLSPolicy | None, encrypted: bool) -> T
         # Ours, opportunistic: the chain was checked while connecting; the
         # name is checked now.
         errors = list(check.errors)
-        if not errors:
+        if check.tlsa:
+            if check.daneMatch is None and not errors:
+                problem = _daneProblem(connection, check)
+                if problem is not None:
+                    errors.append(problem)
+        elif not errors:
             problem = _identityProblem(connection, check.hostname, check.names)
             if problem is not None:
                 errors.append(problem)
+        match = str(check.daneMatch) if check.daneMatch is not None and not errors else None
         return TLSRecord(
             level, protocol, cipher, verified=not errors,
-            hostname=check.hostname, reason="; ".join(errors) or None,
+            hostname=check.hostname, reason="; ".join(errors) or None, daneMatch=match,
         )
     if policy is not None and policy.verifies and policy.context is None:
         return TLSRecord(level, protocol, cipher, verified=True, hostname=hostname)

@@ -5,6 +5,7 @@ manager (L{IAttemptManager}), and the factories that make them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,7 @@ from mailclient._wire.errors import (
     TLSRequiredError,
 )
 from mailclient._wire.host import getDNSName
+from mailclient._wire.options import MailOptions
 from mailclient._wire.text import displayText, envelopeText
 from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
 from mailclient.interfaces import IDeliveryProgress
@@ -175,23 +177,36 @@ def _noteTLS(relayer: Any, exc: Exception | None = None) -> None:
     factory = relayer.factory
     if factory is None or not hasattr(factory, "tlsRecord"):
         return
+    first = factory.tlsRecord is None
     policy = getattr(factory, "tlsPolicy", None)
     level = policy.level if policy is not None else TLSLevel.NONE
     hostname = policy.hostname if policy is not None else None
+    source = {"source": policy.source} if policy is not None else {}
     if isinstance(exc, TLSRequiredError):
         factory.tlsRecord = TLSRecord(
-            level, hostname=hostname, reason=displayText(exc.resp).strip() or None)
+            level, hostname=hostname, reason=displayText(exc.resp).strip() or None, **source)
     elif isinstance(exc, TLSError):
         # The handshake failed (or STARTTLS was refused): no TLS to read
-        # anything from.
+        # anything from (but what the check found, when it was ours).
+        reason = displayText(exc.resp).strip() or "TLS failed"
+        found = tlsRecordOf(relayer).reason if isinstance(relayer, ESMTPClient) else None
+        if found and found not in reason:
+            reason = "%s (%s)" % (reason, found)
         factory.tlsRecord = TLSRecord(
-            level, verified=False, hostname=hostname,
-            reason=displayText(exc.resp).strip() or "TLS failed")
+            level, verified=False, hostname=hostname, reason=reason, **source)
     elif isinstance(relayer, ESMTPClient):
         if exc is None or relayer._tlsMode:
             factory.tlsRecord = tlsRecordOf(relayer)
     elif exc is None:
         factory.tlsRecord = TLSRecord(TLSLevel.NONE)
+    observer = getattr(factory, "sessionObserver", None)
+    if first and factory.tlsRecord is not None and observer is not None:
+        try:
+            observer(factory)
+        except Exception:
+            from twisted.logger import Logger
+
+            Logger().failure("TLS session observer failed")
 
 
 def _replyText(code: int, resp: bytes | None) -> bytes:
@@ -258,6 +273,16 @@ class ESMTPManagedRelayer(ManagedRelayerMixin, ESMTPRelayer):
         ManagedRelayerMixin.__init__(self, manager)
         ESMTPRelayer.__init__(self, messages, *args, **kw)
 
+    def getMailOptions(self) -> MailOptions:
+        """
+        The options of the next message: REQUIRETLS when the messages of
+        this relayer asked for it (their factory's C{requireTLS}).
+        """
+        options = ESMTPRelayer.getMailOptions(self)
+        if getattr(self.factory, "requireTLS", False) and not options.requireTLS:
+            options = replace(options, requireTLS=True)
+        return options
+
 
 @implementer(IAttemptAware)
 class SMTPManagedRelayerFactory(protocol.ClientFactory):
@@ -281,9 +306,19 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
         (mailclient addition)
     @ivar connectionError: Why the last connection could not be made.
         (mailclient addition)
+    @ivar requireTLS: The messages asked for REQUIRETLS (RFC 8689): set by
+        the relaying manager.  (mailclient addition)
+    @ivar stsPolicy: The MTA-STS policy of C{nextHop}, when it has one
+        (set by the relaying manager).  (mailclient addition)
+    @ivar sessionObserver: Called with the factory once per connection,
+        when its TLS record is known (the relaying manager counts sessions
+        for TLS-RPT).  (mailclient addition)
     """
 
     protocol: type[Any] = SMTPManagedRelayer
+    requireTLS: bool = False
+    stsPolicy: Any = None
+    sessionObserver: Any = None
     nextHop: str | None = None
     tlsPolicy: TLSPolicy | None = None
     tlsRecord: TLSRecord | None = None

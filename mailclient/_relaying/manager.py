@@ -15,7 +15,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from mailclient._protocol.connect import (
     ATTEMPT_DELAY,
@@ -35,7 +34,14 @@ from mailclient._relaying.managed import (
     SMTPManagedRelayerFactory,
     recipientDomain,
 )
+from mailclient._relaying import destinations
+from mailclient._relaying.msgoptions import (
+    MessageOptionsError,
+    readMessageOptions,
+    removeMessageOptions,
+)
 from mailclient._relaying.mx import MXCalculator, UndeliverableDomain, normalName
+from mailclient._relaying.tlsrpt import TLSReportCounters
 from mailclient._relaying.queue import Queue, QueueBusyError, checkQueueFile, readEnvelope
 from mailclient._relaying.returning import returnToSender
 from mailclient._wire.host import getDNSName
@@ -149,6 +155,16 @@ class SmartHostSMTPRelayingManager:
         message when its attempt is over: delivered, bounced or deferred,
         where it went and the L{TLSRecord} of its connection.  Each report
         is also logged.  Not pickled.  (mailclient addition)
+    @ivar mtaSTS: The L{MTASTS} policies of recipient domains (RFC 8461),
+        or L{None} (the default): not used.  C{True} when constructing:
+        one looking up records with the MX calculator's resolver, caching
+        policies in the queue's directory.  Not pickled.  (mailclient
+        addition)
+    @ivar daneResolver: The DNSSEC-validating resolver trusted for TLSA
+        records (a L{DNSSECResolver}; RFC 7672), or L{None} (the default):
+        no DANE.  Not pickled.  (mailclient addition)
+    @ivar tlsReport: The L{TLSReportCounters} of sessions to mail
+        exchanges (RFC 8460).  Not pickled.  (mailclient addition)
     """
 
     factory: type[SMTPManagedRelayerFactory] = SMTPManagedRelayerFactory
@@ -187,6 +203,10 @@ class SmartHostSMTPRelayingManager:
 
     connectionAttemptDelay: float = ATTEMPT_DELAY
 
+    mtaSTS: Any = None
+
+    daneResolver: Any = None
+
     def __init__(
         self,
         queue: Queue,
@@ -202,6 +222,8 @@ class SmartHostSMTPRelayingManager:
         tlsCAFile: str | None = None,
         bindAddress: Any = None,
         connectTimeout: float | None = None,
+        mtaSTS: Any = None,
+        daneResolver: Any = None,
     ) -> None:
         """
         @param queue: The queue to relay.
@@ -222,6 +244,8 @@ class SmartHostSMTPRelayingManager:
         @param tlsCAFile: See L{tlsCAFile}.
         @param bindAddress: See L{bindAddress}.
         @param connectTimeout: See L{connectTimeout}.
+        @param mtaSTS: See L{mtaSTS}.
+        @param daneResolver: See L{daneResolver}.
         """
         self.maxConnections = maxConnections
         self.maxMessagesPerConnection = maxMessagesPerConnection
@@ -250,6 +274,9 @@ class SmartHostSMTPRelayingManager:
         if connectTimeout is not None:
             self.connectTimeout = connectTimeout
         self.deliveryObservers: list[Callable[[DeliveryReport], object]] = []
+        self.mtaSTS = destinations.defaultMTASTS(self) if mtaSTS is True else mtaSTS
+        self.daneResolver = daneResolver
+        self.tlsReport = TLSReportCounters()
         # Whether "another manager holds the queue" was logged.
         self._busyLogged = False
 
@@ -258,7 +285,8 @@ class SmartHostSMTPRelayingManager:
         Return the non-volatile state of this object.
         """
         state = self.__dict__.copy()
-        for volatile in ("managed", "reactor", "clock", "_busyLogged", "deliveryObservers"):
+        for volatile in ("managed", "reactor", "clock", "_busyLogged", "deliveryObservers",
+                         "mtaSTS", "daneResolver", "tlsReport"):
             state.pop(volatile, None)
         # The TLS settings as plain data, so that a pickle names no private
         # module.
@@ -288,6 +316,7 @@ class SmartHostSMTPRelayingManager:
         if isinstance(self.__dict__.get("tlsSecurityLevel"), str):
             self.tlsSecurityLevel = TLSLevel(self.__dict__["tlsSecurityLevel"])
         self.deliveryObservers = []
+        self.tlsReport = TLSReportCounters()
         self.managed = {}
         self.reactor = None
         self.clock = None
@@ -390,6 +419,8 @@ class SmartHostSMTPRelayingManager:
         now = self._clock().seconds()
         for message in list(messages):
             failure = failures.get(message)
+            if self._requiresTLS(message):
+                failure = destinations.requireTLSFailure(failure)
             if self._expired(message):
                 reason = "delivery time expired"
                 if failure is not None and failure.reason:
@@ -428,7 +459,8 @@ class SmartHostSMTPRelayingManager:
         each of L{deliveryObservers}.  (mailclient addition)
         """
         _log.info("Relaying {description}", description=report.describe(),
-                  deliveryReport=report, tlsRecord=report.tls)
+                  deliveryReport=report, tlsRecord=report.tls, tlsSource=(
+                      report.tls.source if report.tls is not None else None))
         for observer in list(self.deliveryObservers):
             try:
                 observer(report)
@@ -440,18 +472,26 @@ class SmartHostSMTPRelayingManager:
         Remove a message from the queue and forget its retries.
         """
         self.queue.done(message)
+        removeMessageOptions(self.queue.getPath(os.path.basename(message)))
         self.retries.pop(os.path.basename(message), None)
 
-    def _batches(self) -> dict[str | None, list[list[str]]]:
+    def _requiresTLS(self, message: str) -> bool:
+        try:
+            return readMessageOptions(self.queue.getPath(os.path.basename(message))).requireTLS
+        except MessageOptionsError:
+            return True
+
+    def _batches(self) -> dict[tuple[str | None, bool], list[list[str]]]:
         """
         Take waiting messages into batches, one per connection: by domain
         (or all together for a smart host), at most
         C{maxMessagesPerConnection} each, as many as there are free
-        connections.  Messages taken are marked as being relayed.
+        connections; messages that asked for REQUIRETLS go apart (their
+        hops must verify).  Messages taken are marked as being relayed.
         """
         free = self.maxConnections - len(self.managed)
         perConnection = max(1, self.maxMessagesPerConnection)
-        batches: dict[str | None, list[list[str]]] = {}
+        batches: dict[tuple[str | None, bool], list[list[str]]] = {}
         started = room = 0
         now = self._clock().seconds()
         for message in self.queue.getWaiting():
@@ -462,6 +502,7 @@ class SmartHostSMTPRelayingManager:
             try:
                 sender, recipient = readEnvelope(self.queue.getPath(message) + "-H")
                 checkQueueFile(self.queue.getPath(message) + "-D")
+                requireTLS = readMessageOptions(self.queue.getPath(message)).requireTLS
             except FileNotFoundError:
                 # Gone, or a data file written before its envelope.
                 continue
@@ -484,7 +525,18 @@ class SmartHostSMTPRelayingManager:
                 else:
                     self.queue.setWaiting(message)
                 continue
-            groups = batches.setdefault(None if self.smartHost else domain, [])
+            if requireTLS and not issubclass(self.factory, ESMTPManagedRelayerFactory):
+                # A plain SMTP relayer has no TLS at all.
+                self.queue.setRelaying(message)
+                reason = "REQUIRETLS support required: an SMTP relayer has no TLS"
+                if self._returnToSender(message, "5.7.30", reason=reason):
+                    self._done(message)
+                    self.reportDelivery(DeliveryReport(
+                        message, DeliveryOutcome.BOUNCED, domain, status="5.7.30", reason=reason))
+                else:
+                    self.queue.setWaiting(message)
+                continue
+            groups = batches.setdefault((None if self.smartHost else domain, requireTLS), [])
             if groups and len(groups[-1]) < perConnection:
                 groups[-1].append(message)
                 room -= 1
@@ -503,7 +555,7 @@ class SmartHostSMTPRelayingManager:
             self.mxcalc = MXCalculator(clock=self._clock())
             self._madeCalculator = True
         relays = []
-        for domain, groups in batches.items():
+        for (domain, requireTLS), groups in batches.items():
             for messages in groups:
                 attempt = _AttemptManager(self, self.queue.noisy, self._clock())
                 factory = self.factory(
@@ -515,27 +567,37 @@ class SmartHostSMTPRelayingManager:
                 self.managed[factory] = list(messages)
                 try:
                     factory.nextHop = domain
+                    factory.requireTLS = requireTLS
+                    factory.sessionObserver = self._countSession
                 except AttributeError:
                     pass
                 done = attempt.getCompletionDeferred()
-                setup = self._exchangesFor(domain)
+                setup = self._exchangesFor(domain, factory)
                 setup.addCallback(attempt.start, factory)
 
                 def attemptFailed(
-                    failure: Failure, done: defer.Deferred[None] = done
-                ) -> Failure:
-                    done.errback(failure)
-                    return failure
+                    failure: Failure, done: defer.Deferred[None] = done,
+                    factory: Any = factory, domain: str | None = domain,
+                ) -> None:
+                    # The messages are dealt with (and reported) before the
+                    # attempt is said to be over.
+                    try:
+                        self._ebExchange(failure, factory, domain)
+                    finally:
+                        done.errback(failure)
 
                 setup.addErrback(attemptFailed)
-                setup.addErrback(self._ebExchange, factory, domain)
                 relays.append(done)
         return defer.DeferredList(relays, consumeErrors=True)
 
-    def _exchangesFor(self, domain: str | None) -> defer.Deferred[list[Exchange]]:
+    def _countSession(self, factory: Any) -> None:
+        destinations.countSession(self, factory)
+
+    def _exchangesFor(self, domain: str | None, factory: Any = None) -> defer.Deferred[list[Exchange]]:
         """
         Find the C{(host, port)} to try, in order, for C{domain} (L{None}:
-        the smart host).
+        the smart host): those its MTA-STS policy allows, if it has one in
+        mode C{enforce} (see L{mtaSTS}).
         """
         if self.smartHost is not None or domain is None:
             return defer.succeed(list(self.smartHost or ()))
@@ -550,10 +612,10 @@ class SmartHostSMTPRelayingManager:
         else:
             d = self.mxcalc.getMX(domain)
             d.addCallback(lambda record: [record])
-        d.addCallback(
-            lambda records: [(normalName(r.name), self.PORT) for r in records][
-                : max(1, self.maxAddresses)]
-        )
+        d.addCallback(lambda records: [(normalName(r.name), self.PORT) for r in records])
+        if factory is not None:
+            d.addCallback(destinations.applySTS, self, domain, factory)
+        d.addCallback(lambda exchanges: exchanges[: max(1, self.maxAddresses)])
         return d
 
     def tlsPolicyFor(
@@ -711,73 +773,7 @@ class SmartHostSMTPRelayingManager:
         return self.reportingMTA or getDNSName().decode("ascii")
 
 
-@implementer(IRelayManagerHooks)
-class _ManagerHooks:
-    """
-    L{IRelayManagerHooks} of mailclient's managers.
-    """
-
-    def __init__(self, manager: SmartHostSMTPRelayingManager) -> None:
-        self.manager = manager
-        # Addresses tried by the attempt's earlier exchanges, and the
-        # connector of the current one.
-        self._used = 0
-        self._connector: Any = None
-
-    def addressesLeft(self) -> int:
-        """
-        How many more addresses this attempt may try (the manager's
-        C{maxAddresses}, across exchanges and families).
-        """
-        used = self._used + getattr(self._connector, "attempted", 0)
-        return max(0, max(1, self.manager.maxAddresses) - used)
-
-    def connectExchange(self, host: str, port: int, factory: Any) -> defer.Deferred[Any]:
-        manager = self.manager
-        if self._connector is not None:
-            self._used += getattr(self._connector, "attempted", 1)
-            self._connector = None
-        limit = self.addressesLeft()
-        if hasattr(factory, "tlsPolicy"):
-            nextHop = None if manager.smartHost is not None else getattr(factory, "nextHop", None)
-            factory.tlsPolicy = manager.tlsPolicyFor(nextHop, host, port, factory)
-        d = manager._exchangeAddresses(host)
-        d.addCallback(manager._connectExchange, host, port, factory, limit)
-        d.addCallback(self._connecting)
-        return d
-
-    def _connecting(self, connector: Any) -> Any:
-        if not isinstance(connector, HappyEyeballsConnector):
-            # One plain connection attempt.
-            self._used += 1
-        else:
-            self._connector = connector
-        return connector
-
-    def reportDelivery(self, report: DeliveryReport) -> None:
-        self.manager.reportDelivery(report)
-
-    def deliveryDone(self, message: str) -> None:
-        self.manager._done(message)
-
-    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
-        self.manager._deferMessages(messages, failures)
-
-    def returnToSender(
-        self, message: str, status: str, diagnostic: bytes | None = None,
-        remoteMTA: str | None = None, reason: str = "",
-    ) -> bool:
-        return self.manager._returnToSender(message, status, diagnostic, remoteMTA, reason)
-
-    def exchangeWorked(self, host: str) -> None:
-        self.manager._exchangeWorked(host)
-
-    def exchangeFailed(self, host: str) -> None:
-        self.manager._exchangeFailed(host)
-
-    def forgetMessage(self, message: str) -> None:
-        self.manager.queue.relayed.pop(message, None)
-
+from mailclient._relaying.hooks import _ManagerHooks  # noqa: E402
 
 registerAdapter(_ManagerHooks, SmartHostSMTPRelayingManager, IRelayManagerHooks)
 

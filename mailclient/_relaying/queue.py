@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailclient._wire.queuestate import (
+    OPTIONS_SUFFIX,
     RETRY_SUFFIX,
     RetryDelay,
     RetryState,
@@ -777,7 +778,9 @@ class Queue:
         """
         message = os.path.basename(message)
         path = self.getPath(message)
-        for suffix in ("-D", "-H", RETRY_SUFFIX):
+        # The data first (see above); then the envelope and the side files
+        # (the retry schedule, the message's options such as REQUIRETLS).
+        for suffix in ("-D", "-H", RETRY_SUFFIX, OPTIONS_SUFFIX):
             try:
                 os.remove(path + suffix)
             except FileNotFoundError:

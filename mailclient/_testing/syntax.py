@@ -12,6 +12,7 @@ Params = dict[bytes, bytes | None]
 
 # Which advertised extension makes each MAIL/RCPT parameter legal.
 _MAIL_PARAMS = {b"SIZE": "SIZE", b"BODY": "8BITMIME", b"SMTPUTF8": "SMTPUTF8",
+                b"REQUIRETLS": "REQUIRETLS",
                 b"RET": "DSN", b"ENVID": "DSN", b"AUTH": "AUTH"}
 _RCPT_PARAMS = {b"NOTIFY": "DSN", b"ORCPT": "DSN"}
 # RFC 2920 section 3.1 (plus AUTH, RFC 4954, and STARTTLS, RFC 3207).

@@ -1,6 +1,7 @@
 """
 Per-message ESMTP options: DSN (RFC 3461), 8BITMIME (RFC 6152), SMTPUTF8
-(RFC 6531) and SIZE (RFC 1870), and the MAIL/RCPT parameters they become.
+(RFC 6531), SIZE (RFC 1870) and REQUIRETLS (RFC 8689), and the MAIL/RCPT
+parameters they become.
 
 Pure: given the options, the server's capabilities and what is known of the
 message, compute parameters, or say why the message cannot be sent.
@@ -22,6 +23,8 @@ _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY", "NEVER"})
 TOO_BIG = "5.3.4"  # Message too big for system
 CONVERSION_NEEDED = "5.6.3"  # Conversion required but not supported
 NOT_CAPABLE = "5.3.3"  # System not capable of selected features
+REQUIRETLS_NEEDED = "5.7.30"  # REQUIRETLS support required (RFC 8689)
+ENCRYPTION_NEEDED = "5.7.10"  # Encryption needed (RFC 8689: no verified TLS)
 
 
 class OptionError(ValueError):
@@ -59,6 +62,10 @@ class MailOptions:
         server that did not offer 8BITMIME (quoted-printable for text
         parts, base64 for the rest, as Postfix does); a message that cannot
         be converted is refused with 5.6.3.  The relayers set it.
+    @ivar requireTLS: REQUIRETLS (RFC 8689): send C{REQUIRETLS} on C{MAIL
+        FROM}, and only over TLS whose certificate verified to a server
+        that offers REQUIRETLS; otherwise the message is refused (5.7.10
+        without verified TLS, 5.7.30 when the server does not offer it).
     """
 
     ret: str | None = None
@@ -70,6 +77,7 @@ class MailOptions:
     allowEightBitWithout8BITMIME: bool = False
     binary: bool = False
     convertEightBit: bool = False
+    requireTLS: bool = False
 
     def __post_init__(self) -> None:
         if self.ret is not None and self.ret.upper() not in ("FULL", "HDRS"):
@@ -104,6 +112,7 @@ def mailParameters(
     size: int | None,
     eightBit: bool | None,
     chunking: bool,
+    secure: bool = False,
 ) -> list[bytes]:
     """
     The parameters for C{MAIL FROM}.
@@ -112,8 +121,11 @@ def mailParameters(
     @param size: the message size, if known.
     @param eightBit: whether the body holds 8-bit data, if known.
     @param chunking: whether the body will go with BDAT.
+    @param secure: whether the connection is over TLS whose certificate
+        verified (for REQUIRETLS).
     @raise OptionError: if the message cannot be sent to this server.
     """
+    checkRequireTLS(options, caps, secure)
     params: list[bytes] = []
     limit = caps.size()
     if size is not None and b"SIZE" in caps:
@@ -140,7 +152,27 @@ def mailParameters(
             params.append(b"RET=" + options.ret.upper().encode("ascii"))
         if options.envid:
             params.append(b"ENVID=" + xtext_encode(options.envid)[0])
+    if options.requireTLS:
+        params.append(b"REQUIRETLS")
     return params
+
+
+def checkRequireTLS(options: MailOptions, caps: Capabilities, secure: bool) -> None:
+    """
+    Refuse a message that asked for REQUIRETLS (RFC 8689 section 4.2.1)
+    when the connection is not over verified TLS (L{ENCRYPTION_NEEDED}),
+    or when the server does not offer REQUIRETLS (L{REQUIRETLS_NEEDED}).
+    """
+    if not options.requireTLS:
+        return
+    if not secure:
+        raise OptionError(
+            "REQUIRETLS: the connection is not over TLS with a verified certificate",
+            ENCRYPTION_NEEDED)
+    if b"REQUIRETLS" not in caps:
+        raise OptionError(
+            "REQUIRETLS support required: the server does not offer REQUIRETLS",
+            REQUIRETLS_NEEDED)
 
 
 def rcptParameters(options: MailOptions, caps: Capabilities, address: bytes) -> list[bytes]:

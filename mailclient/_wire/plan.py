@@ -7,7 +7,8 @@ options and what is known of the message, L{planTransaction} decides:
 
   - whether the envelope goes out as one pipelined group (RFC 2920);
   - whether the body goes with BDAT (RFC 3030) or DATA;
-  - the parameters of MAIL FROM (SIZE, BODY, SMTPUTF8, RET, ENVID);
+  - the parameters of MAIL FROM (SIZE, BODY, SMTPUTF8, RET, ENVID,
+    REQUIRETLS);
   - whether 8-bit data found while streaming must stop the message;
   - the commands of the pipelined group, in the order their replies come;
 
@@ -172,6 +173,7 @@ def planTransaction(
     size: int | None,
     eightBit: bool | None,
     early: bool = False,
+    secure: bool = False,
 ) -> TransactionPlan:
     """
     Plan one transaction.
@@ -182,6 +184,8 @@ def planTransaction(
     @param eightBit: whether the body holds 8-bit data, if known.
     @param early: the message is started before the previous one was
         answered (it begins with RSET).
+    @param secure: the connection is over TLS whose certificate verified
+        (REQUIRETLS needs it).
     @raise OptionError: if the message cannot be sent to this server.
     """
     warning = checkDSN(options, caps)
@@ -192,7 +196,7 @@ def planTransaction(
         eightBit = True
     checkEightBit(options, caps, eightBit)
     parameters = mailParameters(
-        options, caps, [quotedSender, *quotedRecipients], size, eightBit, chunked
+        options, caps, [quotedSender, *quotedRecipients], size, eightBit, chunked, secure
     )
     refuseEightBit = (
         eightBit is None

@@ -30,6 +30,10 @@ from mailclient._wire.text import envelopeText
 #: ignores these.
 RETRY_SUFFIX = "-R"
 
+#: The suffix of the side file holding a queued message's options (such as
+#: REQUIRETLS: L{mailclient._relaying.msgoptions}); ignored by Twisted too.
+OPTIONS_SUFFIX = "-O"
+
 #: The largest retry file read: it holds a few numbers and one reason.
 MAX_RETRY_FILE = 16 * 1024
 

@@ -27,6 +27,11 @@ C{CAfile=} and C{match=} attributes of a Postfix policy table entry.  The
 relay looks policies up per destination in a L{TLSPolicyMap} (Postfix's
 C{smtp_tls_policy_maps}).
 
+Where a policy came from (the default, the policy map, MTA-STS, DANE,
+REQUIRETLS) is its L{PolicySource}, kept in the L{TLSRecord} of each
+delivery.  A DANE policy carries the TLSA records the server's chain must
+match (L{TLSPolicy.tlsa}) instead of trust anchors.
+
 Credentials are only ever sent over a connection whose certificate was
 verified (or to a loopback address), unless the caller allows cleartext
 authentication.
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 
@@ -58,6 +63,61 @@ class TLSLevel(str, enum.Enum):
         Whether the mail must not go without TLS.
         """
         return self in (TLSLevel.ENCRYPT, TLSLevel.VERIFY)
+
+
+class SourceKind(str, enum.Enum):
+    """
+    What set the TLS policy of a delivery.
+    """
+
+    #: The library's default, or the manager's C{tlsSecurityLevel}.
+    DEFAULT = "default"
+    #: An entry of the policy map (L{TLSPolicyMap}).
+    POLICY_MAP = "policy-map"
+    #: The recipient domain's MTA-STS policy (RFC 8461).
+    MTA_STS = "mta-sts"
+    #: The MX host's DNSSEC-validated TLSA records (RFC 7672).
+    DANE = "dane"
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """
+    Where a policy came from.
+
+    @ivar kind: a L{SourceKind}.
+    @ivar mode: MTA-STS: the policy's mode (C{"enforce"}, C{"testing"}).
+    @ivar policyId: MTA-STS: the id of the policy.
+    @ivar detail: more, for people (DANE: the records; MTA-STS: why the
+        host does not match).
+    @ivar requireTLS: the message asked for REQUIRETLS (RFC 8689), which
+        raised the level to C{verify}.
+    """
+
+    kind: SourceKind = SourceKind.DEFAULT
+    mode: str | None = None
+    policyId: str | None = None
+    detail: str | None = None
+    requireTLS: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", SourceKind(self.kind))
+
+    def describe(self) -> str:
+        """
+        C{"mta-sts enforce id=2024"}, C{"dane"}, C{"policy-map"}, ...
+        """
+        text = self.kind.value
+        if self.mode is not None:
+            text += " " + self.mode
+        if self.policyId is not None:
+            text += " id=" + self.policyId
+        if self.requireTLS:
+            text += ", REQUIRETLS"
+        return text
+
+
+DEFAULT_SOURCE = PolicySource()
 
 
 @dataclass(frozen=True)
@@ -85,6 +145,11 @@ class TLSPolicy:
         (Postfix's C{match=}); a name starting with a dot matches any name
         under it (C{".example.com"}: C{mx1.example.com}, ...).  Empty: the
         host name (C{hostname}, else the name connected to).
+    @ivar tlsa: DANE (RFC 7672): the usable TLSA records of the host; the
+        server's chain must match one of them, and the trust store is not
+        used.
+    @ivar source: where the policy came from (a L{PolicySource}); not part
+        of the policy's equality.
     """
 
     level: TLSLevel = TLSLevel.MAY
@@ -95,9 +160,12 @@ class TLSPolicy:
     caFile: str | None = None
     caCertificates: tuple[bytes, ...] = ()
     matchNames: tuple[str, ...] = ()
+    tlsa: tuple[Any, ...] = ()
+    source: PolicySource = field(default=DEFAULT_SOURCE, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level", TLSLevel(self.level))
+        object.__setattr__(self, "tlsa", tuple(self.tlsa))
         if self.level is TLSLevel.NONE and self.implicit:
             raise ValueError("implicit TLS needs a TLS level other than 'none'")
         if self.level is TLSLevel.VERIFY:
@@ -313,6 +381,9 @@ class TLSRecord:
         C{hostname} (L{None}: unknown, the caller's own context decided).
     @ivar hostname: the name the certificate was checked against.
     @ivar reason: why the certificate did not verify, when it did not.
+    @ivar source: where the policy came from (L{PolicySource}).
+    @ivar daneMatch: DANE: the TLSA record the chain matched (presentation
+        form, C{"3 1 1 9f86..."}).
     """
 
     level: TLSLevel
@@ -321,6 +392,8 @@ class TLSRecord:
     verified: bool | None = None
     hostname: str | None = None
     reason: str | None = None
+    source: PolicySource = DEFAULT_SOURCE
+    daneMatch: str | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -334,15 +407,19 @@ class TLSRecord:
         One line for logs and the command line, e.g. C{"TLSv1.3
         TLS_AES_256_GCM_SHA384, verified (level verify)"}.
         """
+        where = "" if self.source == DEFAULT_SOURCE else ", policy " + self.source.describe()
         if not self.encrypted:
-            return "no TLS (level %s)" % (self.level.value,)
+            return "no TLS (level %s%s)" % (self.level.value, where)
         if self.verified is None:
             check = "verified by the caller's context"
         elif self.verified:
             check = "verified"
+            if self.daneMatch is not None:
+                check += " by DANE TLSA %s" % (self.daneMatch,)
         else:
             check = "not verified: %s" % (self.reason or "unknown reason",)
-        return "%s %s, %s (level %s)" % (self.protocol, self.cipher, check, self.level.value)
+        return "%s %s, %s (level %s%s)" % (self.protocol, self.cipher, check,
+                                           self.level.value, where)
 
 
 def policyState(policy: TLSPolicy) -> dict[str, Any]:
@@ -353,6 +430,9 @@ def policyState(policy: TLSPolicy) -> dict[str, Any]:
 
     state = {f.name: getattr(policy, f.name) for f in fields(policy)}
     state["level"] = policy.level.value
+    # What the relay works out per delivery is not configuration.
+    for name in ("tlsa", "source"):
+        state.pop(name, None)
     return state
 
 
@@ -391,6 +471,8 @@ def hopPolicy(
         policy = entry
         if hasAnchors and not policy.hasTrustAnchors and policy.context is None:
             policy = replacePolicy(policy, **anchors)
+        if policy.source == DEFAULT_SOURCE:
+            policy = replacePolicy(policy, source=PolicySource(SourceKind.POLICY_MAP))
     else:
         if context is not None:
             return TLSPolicy(TLSLevel.MAY, verifyWhenUsed=True, context=context, hostname=host)
@@ -401,3 +483,17 @@ def hopPolicy(
         if implicit if implicit is not None else port == 465:
             policy = replacePolicy(policy, implicit=True)
     return policy.withHostname(host)
+
+
+def requireVerified(policy: TLSPolicy) -> TLSPolicy:
+    """
+    C{policy} for a message that asked for REQUIRETLS (RFC 8689 section
+    4.2.1): TLS required, and a certificate that verifies (by the trust
+    store, or by DANE when the policy has TLSA records); never less than
+    C{verify}, whatever the policy said.  The caller's own context is
+    kept: it verifies by itself.
+    """
+    source = replace(policy.source, requireTLS=True)
+    if policy.level is TLSLevel.VERIFY:
+        return replace(policy, source=source)
+    return replace(policy, level=TLSLevel.VERIFY, verifyWhenUsed=True, source=source)

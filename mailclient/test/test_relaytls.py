@@ -16,13 +16,12 @@ import os
 from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailclient._relaying.attempt import DeliveryOutcome, DeliveryReport
-from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSPolicyMap, TLSRecord
+from mailclient._relaying.attempt import DeliveryOutcome
+from mailclient._wire.tlspolicy import SourceKind, TLSLevel, TLSPolicy, TLSPolicyMap, TLSRecord
 from mailclient.relaymanager import (
     MXCalculator,
     Queue,
@@ -30,12 +29,10 @@ from mailclient.relaymanager import (
 )
 from mailclient.test.helpers import FakeResolver, mx
 from mailclient.test.helpers_connect import RedirectingReactor
+from mailclient.test.helpers_relaytls import IDENTITY, MX, SMART, RelayMixin as _RelayMixin
 from mailclient.test.helpers_tls import KINDS, certificatesFor
 from mailclient.testing import SMTPTestServer
 
-MX = "mx.example.org"
-SMART = "smtp.corp.test"
-IDENTITY = b"relay.example.net"
 LEVELS = ("none", "may", "encrypt", "verify")
 
 #: What each case should come to: C{"delivered verified"}, C{"delivered
@@ -59,64 +56,6 @@ REASONS = {
     "expired": "certificate has expired",
     "selfSigned": "self-signed certificate",
 }
-
-
-class _RelayMixin:
-    """
-    A queue, a resolver double and loopback test servers.
-    """
-
-    def setUpRelay(self: Any) -> None:
-        self.directory = self.mktemp()
-        os.mkdir(self.directory)
-        self.queue = Queue(self.directory)
-        self.queue.noisy = False
-        self.queue.fsync = False
-        self.clock = Clock()
-        self.resolver = FakeResolver([
-            ("example.org", mx(10, MX)),
-            (MX, dns.Record_A("127.0.0.1")),
-            (SMART, dns.Record_A("127.0.0.1")),
-        ])
-        self.reports: List[DeliveryReport] = []
-
-    def listen(self: Any, server: SMTPTestServer, options: Any = None) -> int:
-        """
-        Listen with C{server} on 127.0.0.1 (TLS from the first byte with
-        C{options}); stop when the test ends.
-        """
-        if options is None:
-            server.listenTCP(reactor)
-            self.addCleanup(server.stopListening)
-            return server.portNumber
-        listening = reactor.listenSSL(0, server, options, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(server.stopListening)
-        self.addCleanup(listening.stopListening)
-        return int(listening.getHost().port)
-
-    def manager(self: Any, port: int, **kw: Any) -> SmartHostESMTPRelayingManager:
-        kw.setdefault("mxcalc", MXCalculator(self.resolver, self.clock))
-        kw.setdefault("clock", self.clock)
-        fArgs = kw.pop("fArgs", (None, None, IDENTITY))
-        manager = SmartHostESMTPRelayingManager(self.queue, **kw)
-        manager.fArgs = fArgs
-        manager.PORT = port
-        manager.reportingMTA = "relay.example.net"
-        manager.deliveryObservers.append(self.reports.append)
-        return manager
-
-    @defer.inlineCallbacks
-    def relay(self: Any, manager: SmartHostESMTPRelayingManager, recipient: str = "bob@example.org") -> Any:
-        name = self.queue.enqueue("alice@example.com", recipient, b"Subject: hi\n\nHello.\n")
-        self.queue.readDirectory()
-        d = manager.checkState()
-        self.assertIsNotNone(d)
-        yield d
-        return name
-
-    def waiting(self: Any) -> List[str]:
-        self.queue.readDirectory()
-        return self.queue.getWaiting()
 
 
 class RelayTLSMatrixTests(_RelayMixin, TestCase):
@@ -147,6 +86,7 @@ class RelayTLSMatrixTests(_RelayMixin, TestCase):
         self.assertEqual((report.message, report.nextHop, report.exchange, report.address),
                          (name, "example.org", MX, "127.0.0.1"))
         self.assertEqual(tls.level, TLSLevel(level))
+        self.assertEqual(tls.source.kind, SourceKind.POLICY_MAP)
         if expected == "deferred":
             self.assertEqual(report.outcome, DeliveryOutcome.DEFERRED)
             self.assertEqual(self.waiting(), [name])
@@ -226,6 +166,7 @@ class RelayTLSTests(_RelayMixin, TestCase):
         self.assertEqual((report.tls.level, report.tls.encrypted, report.tls.verified),
                          (TLSLevel.MAY, True, False))
         self.assertEqual(report.tls.hostname, MX)
+        self.assertEqual(report.tls.source.kind, SourceKind.DEFAULT)
         self.assertEqual(names, [MX.encode("ascii")])
 
     @defer.inlineCallbacks

@@ -1,0 +1,90 @@
+"""
+L{IRelayManagerHooks} of mailclient's relaying managers: what an attempt
+(L{mailclient._relaying.attempt._AttemptManager}) asks of the manager
+that started it.  (Registered as an adapter in
+L{mailclient._relaying.manager}.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from collections.abc import Mapping, Sequence
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from mailclient._protocol.connect import HappyEyeballsConnector
+from mailclient._relaying import destinations
+from mailclient._relaying.attempt import DeliveryReport
+from mailclient.interfaces import IRelayManagerHooks
+
+
+@implementer(IRelayManagerHooks)
+class _ManagerHooks:
+    """
+    L{IRelayManagerHooks} of mailclient's managers.
+    """
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        # Addresses tried by the attempt's earlier exchanges, and the
+        # connector of the current one.
+        self._used = 0
+        self._connector: Any = None
+
+    def addressesLeft(self) -> int:
+        """
+        How many more addresses this attempt may try (the manager's
+        C{maxAddresses}, across exchanges and families).
+        """
+        used = self._used + getattr(self._connector, "attempted", 0)
+        return max(0, max(1, self.manager.maxAddresses) - used)
+
+    def connectExchange(self, host: str, port: int, factory: Any) -> defer.Deferred[Any]:
+        manager = self.manager
+        if self._connector is not None:
+            self._used += getattr(self._connector, "attempted", 1)
+            self._connector = None
+        limit = self.addressesLeft()
+        if hasattr(factory, "tlsPolicy"):
+            nextHop = None if manager.smartHost is not None else getattr(factory, "nextHop", None)
+            d = destinations.hopPolicy(manager, nextHop, host, port, factory)
+            d.addCallback(lambda policy: setattr(factory, "tlsPolicy", policy))
+            d.addCallback(lambda _: manager._exchangeAddresses(host))
+        else:
+            d = manager._exchangeAddresses(host)
+        d.addCallback(manager._connectExchange, host, port, factory, limit)
+        d.addCallback(self._connecting)
+        return d
+
+    def _connecting(self, connector: Any) -> Any:
+        if not isinstance(connector, HappyEyeballsConnector):
+            # One plain connection attempt.
+            self._used += 1
+        else:
+            self._connector = connector
+        return connector
+
+    def reportDelivery(self, report: DeliveryReport) -> None:
+        self.manager.reportDelivery(report)
+
+    def deliveryDone(self, message: str) -> None:
+        self.manager._done(message)
+
+    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
+        self.manager._deferMessages(messages, failures)
+
+    def returnToSender(
+        self, message: str, status: str, diagnostic: bytes | None = None,
+        remoteMTA: str | None = None, reason: str = "",
+    ) -> bool:
+        return self.manager._returnToSender(message, status, diagnostic, remoteMTA, reason)
+
+    def exchangeWorked(self, host: str) -> None:
+        self.manager._exchangeWorked(host)
+
+    def exchangeFailed(self, host: str) -> None:
+        self.manager._exchangeFailed(host)
+
+    def forgetMessage(self, message: str) -> None:
+        self.manager.queue.relayed.pop(message, None)
