@@ -137,9 +137,13 @@ def generateBounce(
     arrivalDate: float | None = None,
     now: float | None = None,
     maxReturnedSize: int = MAX_RETURNED_SIZE,
+    delayedUntil: float | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     """
-    Build a delivery status notification for an undeliverable message.
+    Build a delivery status notification for an undeliverable message, or
+    (with C{delayedUntil}) the warning that a message is delayed and will
+    still be tried until then (RFC 3464 C{Action: delayed}, with only the
+    original's headers).
 
     @param message: The undeliverable message, a binary file.
     @param failedFrom: The envelope sender of that message; the report is
@@ -161,12 +165,14 @@ def generateBounce(
     reportingMTA = _field(reportingMTA) or "localhost"
     sender = _address(failedFrom)
     boundary = _boundary(now)
-    contentType, original = _original(message, maxReturnedSize)
+    delayed = delayedUntil is not None
+    contentType, original = _original(message, -1 if delayed else maxReturnedSize)
 
     head = [
         "From: Mail Delivery System <MAILER-DAEMON@%s>" % (reportingMTA,),
         "To: <%s>" % (_field(sender),),
-        "Subject: Undelivered Mail Returned to Sender",
+        "Subject: " + ("Delayed Mail (still being retried)" if delayed
+                       else "Undelivered Mail Returned to Sender"),
         "Date: %s" % (rfc822date(time.localtime(now)).decode("ascii"),),
         "Message-ID: %s" % (messageid(uniq="bounce").decode("ascii"),),
         "Auto-Submitted: auto-replied",
@@ -182,10 +188,21 @@ def generateBounce(
         "",
         "This is the mail system at host %s." % (reportingMTA,),
         "",
-        "Your message could not be delivered to one or more recipients.",
-        "It has been returned below; delivery will not be retried.",
-        "",
     ]
+    if delayed:
+        head += [
+            "Your message could not be delivered to one or more recipients yet.",
+            "Delivery will be tried again until %s; you do not need to send it"
+            % (rfc822date(time.localtime(delayedUntil)).decode("ascii"),),
+            "again.  Its headers are below.",
+            "",
+        ]
+    else:
+        head += [
+            "Your message could not be delivered to one or more recipients.",
+            "It has been returned below; delivery will not be retried.",
+            "",
+        ]
     for failure in failures:
         explanation = failure.reason or "delivery failed"
         if failure.diagnostic is not None:
@@ -213,7 +230,7 @@ def generateBounce(
         head += [
             "",
             "Final-Recipient: %s; %s" % (addressType, _field(recipient)),
-            "Action: failed",
+            "Action: " + ("delayed" if delayed else "failed"),
             "Status: %s" % (_field(failure.status),),
         ]
         if failure.remoteMTA:
@@ -226,10 +243,13 @@ def generateBounce(
         head.append(
             "Last-Attempt-Date: %s" % (rfc822date(time.localtime(now)).decode("ascii"),)
         )
+        if delayed:
+            head.append("Will-Retry-Until: %s"
+                        % (rfc822date(time.localtime(delayedUntil)).decode("ascii"),))
     head += [
         "",
         "--" + boundary,
-        "Content-Description: Undelivered message",
+        "Content-Description: " + ("Delayed message" if delayed else "Undelivered message"),
         "Content-Type: " + contentType.decode("ascii"),
     ]
     if not original.isascii():

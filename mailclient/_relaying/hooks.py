@@ -87,4 +87,9 @@ class _ManagerHooks:
         self.manager._exchangeFailed(host)
 
     def forgetMessage(self, message: str) -> None:
-        self.manager.queue.relayed.pop(message, None)
+        forget = getattr(self.manager.queue, "forget", None)
+        if forget is not None:
+            # The PostgreSQL queue lets the message go to another worker.
+            forget(message)
+        else:
+            self.manager.queue.relayed.pop(message, None)

@@ -43,6 +43,7 @@ from mailclient._relaying.msgoptions import (
 from mailclient._relaying.mx import MXCalculator, UndeliverableDomain, normalName
 from mailclient._relaying.tlsrpt import TLSReportCounters
 from mailclient._relaying.queue import Queue, QueueBusyError, checkQueueFile, readEnvelope
+from mailclient._relaying.retrying import recordFailure, reportFailure
 from mailclient._relaying.returning import returnToSender
 from mailclient._wire.host import getDNSName
 from mailclient._wire.retry import RetryPolicy
@@ -151,6 +152,14 @@ class SmartHostSMTPRelayingManager:
     @ivar connectionAttemptDelay: Seconds before the next address of an
         exchange is tried while the previous one has not connected (RFC
         8305's 250 ms).  (mailclient addition)
+    @ivar delayWarningAfter: Seconds after it was queued when a message
+        still waiting gets its one delay warning (RFC 3464 C{Action:
+        delayed}, headers only) to its sender; L{None} (the default, as
+        Postfix's C{delay_warning_time}): none.  Needs a queue that keeps
+        a schedule (mailclient's).  (mailclient addition)
+    @ivar destinationBackoff: Seconds every worker of a shared queue (the
+        PostgreSQL queue) leaves a destination alone after it answered 421
+        or a 4.7.x status.  (mailclient addition)
     @ivar deliveryObservers: Callables given a L{DeliveryReport} for each
         message when its attempt is over: delivered, bounced or deferred,
         where it went and the L{TLSRecord} of its connection.  Each report
@@ -180,6 +189,10 @@ class SmartHostSMTPRelayingManager:
     maxBackoffDelay: float = 60 * 60
 
     maxQueueLifetime: float | None = 5 * 24 * 60 * 60
+
+    delayWarningAfter: float | None = None
+
+    destinationBackoff: float = 300
 
     reportingMTA: str | None = None
 
@@ -380,6 +393,10 @@ class SmartHostSMTPRelayingManager:
         Whether a waiting message may be tried now (it is not deferred, or
         its delay has passed).
         """
+        isDue = getattr(self.queue, "isDue", None)
+        if isDue is not None:
+            # The queue's durable schedule (a restarted manager resumes it).
+            return bool(isDue(message, now))
         entry = self.retries.get(message)
         return entry is None or entry[1] <= now
 
@@ -400,9 +417,13 @@ class SmartHostSMTPRelayingManager:
     def _expired(self, message: str) -> bool:
         if self.maxQueueLifetime is None:
             return False
+        queuedAt = getattr(self.queue, "queuedAt", None)
         try:
-            queued = os.stat(self.queue.getPath(message) + "-D").st_mtime
+            queued = (queuedAt(message) if queuedAt is not None
+                      else os.stat(self.queue.getPath(message) + "-D").st_mtime)
         except OSError:
+            return False
+        if queued is None:
             return False
         return self._clock().seconds() - queued >= self.maxQueueLifetime
 
@@ -429,29 +450,11 @@ class SmartHostSMTPRelayingManager:
                 remoteMTA = failure.remoteMTA if failure is not None else None
                 if self._returnToSender(message, "4.4.7", diagnostic, remoteMTA, reason):
                     self._done(message)
-                    self._reportFailure(message, DeliveryOutcome.BOUNCED, failure,
+                    reportFailure(self, message, DeliveryOutcome.BOUNCED, failure,
                                         "4.4.7", reason)
                     continue
-            count = self.retries.get(message, (0, now))[0] + 1
-            self.retries[message] = (count, now + self.retryDelay(count))
-            self.queue.setWaiting(message)
-            self._reportFailure(message, DeliveryOutcome.DEFERRED, failure)
-
-    def _reportFailure(
-        self, message: str, outcome: DeliveryOutcome, failure: Any,
-        status: str | None = None, reason: str | None = None,
-    ) -> None:
-        """
-        Report a message that was not delivered, from what its
-        L{DeliveryFailure} says.
-        """
-        if failure is None:
-            failure = DeliveryFailure("", status or "4.0.0")
-        self.reportDelivery(DeliveryReport(
-            os.path.basename(message), outcome, getattr(failure, "nextHop", None),
-            failure.remoteMTA, getattr(failure, "address", None), getattr(failure, "tls", None),
-            status or failure.status, reason if reason is not None else failure.reason,
-        ))
+            recordFailure(self, message, failure, now)
+            reportFailure(self, message, DeliveryOutcome.DEFERRED, failure)
 
     def reportDelivery(self, report: DeliveryReport) -> None:
         """

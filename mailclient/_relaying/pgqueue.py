@@ -31,7 +31,6 @@ import os
 import secrets
 import socket
 import uuid
-from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 from collections.abc import Iterable
 
@@ -39,6 +38,11 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mailclient._relaying.msgoptions import (
+    NO_OPTIONS,
+    MessageOptions,
+    MessageOptionsError,
+)
 from mailclient._relaying.pgdb import (
     Database,
     Listener,
@@ -60,6 +64,8 @@ from mailclient._relaying.pgsql import (
     returnProgram,
     statsProgram,
     warnProgram,
+    _Batch,
+    _Held,
 )
 from mailclient._relaying.pgscratch import ScratchDirectory
 from mailclient._relaying.queue import (
@@ -85,26 +91,6 @@ _log = Logger()
 
 def _reason(reason: object) -> str:
     return " ".join(str(reason).split())[:MAX_REASON]
-
-
-@dataclass
-class _Batch:
-    token: uuid.UUID
-    destination: str | None
-    slot: bool
-    names: set[str] = field(default_factory=set)
-    #: Connections still open for it (see L{PGQueue.holdSlots}).
-    holds: int = 0
-
-
-@dataclass
-class _Held:
-    name: str
-    batch: _Batch
-    queuedAt: float
-    state: RetryState
-    started: bool = False
-    lost: bool = False
 
 
 class PGQueue:
@@ -301,21 +287,24 @@ class PGQueue:
 
     def enqueueMessage(
         self, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes,
-        name: str | None = None,
+        name: str | None = None, options: MessageOptions | None = None,
     ) -> defer.Deferred[str]:
         """
         Queue a message (committed when the Deferred fires).
 
         @param name: Its name (default: a new unique one); nothing is
             queued if a message of that name is.
+        @param options: Its options (REQUIRETLS), kept in its row and given
+            to the relay as the directory queue's C{-O} file.
         @return: A Deferred firing with its name.
         """
         if name is None:
             name = newMessageName()
         if not isSafeName(name):
             raise ValueError("%r cannot name a queued message" % (name,))
-        return self._run(enqueueProgram, name, sender, recipient, data).addCallback(
-            lambda _: name)
+        state = options.toState() if options is not None and options != NO_OPTIONS else None
+        return self._run(enqueueProgram, name, sender, recipient, data, None, state
+                         ).addCallback(lambda _: name)
 
     def enqueue(self, sender: EnvelopeAddress, recipient: EnvelopeAddress, data: bytes) -> str:
         """
@@ -369,8 +358,18 @@ class PGQueue:
                         "Cannot quarantine %r" % (message.name,))
                     continue
                 try:
+                    options = (None if message.options is None
+                               else MessageOptions.fromState(message.options))
+                except MessageOptionsError as e:
+                    # Never relayed without what its options require.
+                    self._background(
+                        self._run(quarantineProgram, message.name, batch.token,
+                                  "unreadable options: %s" % (e,)),
+                        "Cannot quarantine %r" % (message.name,))
+                    continue
+                try:
                     self.scratch.write(message.name, message.sender, message.recipient,
-                                       message.data, message.queuedAt)
+                                       message.data, message.queuedAt, options)
                 except OSError as e:
                     _log.error("Cannot write {message} to the scratch directory: {error}",
                                message=message.name, error=e)

@@ -27,15 +27,16 @@ from mailclient._relaying.pgdb import (
     Statement,
 )
 
-#: The version of the tables this mailclient uses.
-SCHEMA_VERSION = 1
+#: The version of the tables this mailclient uses.  2: a message's options
+#: (such as REQUIRETLS), C{messages.options}.
+SCHEMA_VERSION = 2
 
 #: The PostgreSQL schema the queue's tables are in by default.
 DEFAULT_SCHEMA = "mailclient"
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}\Z")
 
-#: The statements that make version 1; C{{s}} is the schema.
+#: The statements that make the current version; C{{s}} is the schema.
 _CREATE = [
     "CREATE SCHEMA IF NOT EXISTS {s}",
     """CREATE TABLE {s}.schema_version (
@@ -59,7 +60,8 @@ _CREATE = [
         lease_token uuid,
         lease_worker text,
         lease_until timestamptz,
-        origin text
+        origin text,
+        options jsonb
     )""",
     "CREATE INDEX messages_due ON {s}.messages (next_attempt) WHERE NOT quarantined",
     "CREATE INDEX messages_lease ON {s}.messages (lease_token) WHERE lease_token IS NOT NULL",
@@ -88,7 +90,9 @@ _CREATE = [
 
 #: For each version after the first, the statements that turn the one
 #: before into it.
-MIGRATIONS: Mapping[int, Sequence[str]] = {}
+MIGRATIONS: Mapping[int, Sequence[str]] = {
+    2: ["ALTER TABLE {s}.messages ADD COLUMN IF NOT EXISTS options jsonb"],
+}
 
 #: The tables a worker reads and writes.
 TABLES = ("messages", "destinations", "slots")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from mailclient._relaying.msgoptions import MessageOptions, writeMessageOptions
+from mailclient._wire.queuestate import OPTIONS_SUFFIX
 from mailclient._relaying.queue import AtomicFile, Path, QueueBusyError, dumpEnvelope
 
 #: The lock file a worker holds in its scratch directory.
@@ -84,14 +86,17 @@ class ScratchDirectory:
                 if entry.name.endswith(_SUFFIXES) and entry.is_file(follow_symlinks=False):
                     _remove(entry.path)
 
-    def write(self, name: str, sender: str, recipient: str, data: bytes, queuedAt: float
-              ) -> None:
+    def write(self, name: str, sender: str, recipient: str, data: bytes, queuedAt: float,
+              options: MessageOptions | None = None) -> None:
         """
-        Write the copy of a message: its envelope, then its data, with the
-        data file's time the time it was queued (Twisted's managers, and
+        Write the copy of a message: its options (if any, as the directory
+        queue's C{-O} file), its envelope, then its data, with the data
+        file's time the time it was queued (Twisted's managers, and
         bounces, read a message's age from it).
         """
         path = self.path(name)
+        if options is not None:
+            writeMessageOptions(path, options, fsync=False)
         with AtomicFile(path + "-H", path + "-H.tmp", fsync=False) as header:
             header.write(dumpEnvelope(sender, recipient))
         try:
@@ -109,3 +114,4 @@ class ScratchDirectory:
         path = self.path(name)
         _remove(path + "-D")
         _remove(path + "-H")
+        _remove(path + OPTIONS_SUFFIX)

@@ -15,8 +15,10 @@ checked by L{checkSchemaName} before it gets here.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
@@ -30,7 +32,7 @@ _CLAIMED = (
     "m.id, m.sender, m.recipient, m.domain, m.data,"
     " extract(epoch FROM m.queued_at)::float8, m.failures,"
     " extract(epoch FROM m.next_attempt)::float8,"
-    " extract(epoch FROM m.last_failure)::float8, m.last_reason, m.warned")
+    " extract(epoch FROM m.last_failure)::float8, m.last_reason, m.warned, m.options")
 
 #: What makes a lease end C{%s} seconds from now.
 _LEASE = "clock_timestamp() + make_interval(secs => %s)"
@@ -49,6 +51,8 @@ class ClaimedMessage:
     data: bytes
     queuedAt: float
     state: RetryState
+    #: Its options (C{MessageOptions.toState()}), if any.
+    options: Any = None
 
 
 @dataclass
@@ -64,6 +68,36 @@ class ClaimedBatch:
     destination: str | None
     slot: bool
     messages: list[ClaimedMessage] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """
+    A batch a worker holds (see L{ClaimedBatch}).
+    """
+
+
+    token: uuid.UUID
+    destination: str | None
+    slot: bool
+    names: set[str] = field(default_factory=set)
+    #: Connections still open for it (see L{PGQueue.holdSlots}).
+    holds: int = 0
+
+
+@dataclass
+class _Held:
+    """
+    A message a worker holds, and the batch it came in.
+    """
+
+
+    name: str
+    batch: _Batch
+    queuedAt: float
+    state: RetryState
+    started: bool = False
+    lost: bool = False
 
 
 def _state(row: tuple[Any, ...]) -> RetryState:
@@ -90,18 +124,23 @@ def _checkText(value: str | bytes, what: str) -> str:
 
 def enqueueProgram(
     s: str, name: str, sender: str | bytes, recipient: str | bytes, data: bytes,
-    origin: str | None = None,
+    origin: str | None = None, options: Mapping[str, Any] | None = None,
 ) -> Program:
     """
     Queue a message under C{name}, unless one of that name is queued: return
     whether it was.  The insert trigger wakes the listening workers.
+
+    @param options: the message's options (C{MessageOptions.toState()}),
+        kept with it in the same row.
     """
     sender = _checkText(sender, "sender")
     recipient = _checkText(recipient, "recipient")
     inserted = yield Statement(
-        "INSERT INTO %s.messages (id, sender, recipient, domain, data, origin)"
-        " VALUES (%%s, %%s, %%s, %%s, %%s, %%s) ON CONFLICT (id) DO NOTHING RETURNING id" % (s,),
-        (name, sender, recipient, recipientDomainOf(recipient), bytes(data), origin))
+        "INSERT INTO %s.messages (id, sender, recipient, domain, data, origin, options)"
+        " VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s::jsonb)"
+        " ON CONFLICT (id) DO NOTHING RETURNING id" % (s,),
+        (name, sender, recipient, recipientDomainOf(recipient), bytes(data), origin,
+         None if not options else json.dumps(dict(options))))
     return bool(inserted.rows)
 
 
@@ -200,7 +239,8 @@ def claimProgram(
             row = rows.get(placeholder.name)
             if row is not None:
                 messages.append(ClaimedMessage(
-                    row[0], row[1], row[2], row[3], bytes(row[4]), row[5], _state(row)))
+                    row[0], row[1], row[2], row[3], bytes(row[4]), row[5], _state(row),
+                    row[11]))
         batch.messages = messages
     return batches
 

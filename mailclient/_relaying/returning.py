@@ -9,6 +9,7 @@ import os
 import pickle
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailclient._relaying.bounce import DeliveryFailure, generateBounce
@@ -57,7 +58,19 @@ def returnToSender(
         with openQueueFile(queue.getPath(name) + "-D") as body:
             arrival = os.fstat(body.fileno()).st_mtime
             _, to, report = generateBounce(body, sender, [failure], reportingMTA, arrival)
-        _enqueue(queue, "", envelopeText(to), report)
+        returnMessage = getattr(queue, "returnMessage", None)
+        if returnMessage is not None:
+            # Queued and the original removed together (in one transaction
+            # for the PostgreSQL queue): never two bounces for one message.
+            # The directory queue's raises OSError (a full disk): the
+            # message stays.  The PostgreSQL queue's fires later; if its
+            # transaction fails, the message stays leased, and comes back.
+            result = returnMessage(name, report, envelopeText(to))
+            if isinstance(result, defer.Deferred):
+                result.addErrback(
+                    lambda f: _log.failure("Cannot return {message}", f, message=name))
+        else:
+            _enqueue(queue, "", envelopeText(to), report)
     except OSError as e:
         _log.error("Cannot return {message}: {error}", message=name, error=e)
         return False
@@ -85,3 +98,30 @@ def _enqueue(queue: Any, sender: str, recipient: str, message: bytes) -> None:
     for line in message.splitlines():
         receiver.lineReceived(line)
     receiver.eomReceived()
+
+
+def delayWarning(
+    queue: Any, message: str, failure: DeliveryFailure, reportingMTA: str, until: float,
+) -> tuple[bytes, str] | None:
+    """
+    The RFC 3464 warning that a message is delayed and will be tried until
+    C{until}: C{(report, recipient)} to queue from the null sender, or
+    L{None} for a message from the null sender (or one that cannot be
+    read).
+    """
+    name = os.path.basename(message)
+    try:
+        with queue.getEnvelopeFile(name) as f:
+            sender, recipient = loadEnvelope(readEnvelopeData(f, name))
+        if isNullSender(sender):
+            return None
+        notice = DeliveryFailure(recipient, failure.status, failure.diagnostic,
+                                 failure.remoteMTA, failure.reason)
+        with openQueueFile(queue.getPath(name) + "-D") as body:
+            arrival = os.fstat(body.fileno()).st_mtime
+            _, to, report = generateBounce(body, sender, [notice], reportingMTA, arrival,
+                                           delayedUntil=until)
+    except (OSError, EnvelopeError) as e:
+        _log.error("Cannot warn of the delay of {message}: {error}", message=name, error=e)
+        return None
+    return report, envelopeText(to)

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from mailclient._relaying.manager import SmartHostESMTPRelayingManager
-from mailclient._relaying.pgdb import ThreadedDatabase
+from mailclient._relaying.pgdb import Statement, ThreadedDatabase
 from mailclient._relaying.pgschema import createSchema
 from mailclient._relaying.pgqueue import PGQueue
 from mailclient._relaying.pgworker import PGRelayService
@@ -95,6 +95,106 @@ class RelayServiceTests(PostgresTestMixin, TestCase):
         [bounce] = self.server.messages
         self.assertEqual((bounce.sender, bounce.recipients), (b"", [b"alice@example.com"]))
         self.assertIn(b"5.1.1", bounce.data)
+
+
+    @defer.inlineCallbacks
+    def waitFor(self, program: Any, check: Any, timeout: float = 30) -> Any:
+        for _ in range(int(timeout * 10)):
+            rows = yield self.db.run(program, self.schema)
+            if check(rows):
+                return rows
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.fail("never: %r" % (rows,))
+
+    @defer.inlineCallbacks
+    def test_temporaryFailureScheduledInTheDatabase(self) -> Any:
+        """
+        A message refused for now has its failure counted and its next
+        attempt set in its row, on the database's clock: a restarted
+        worker resumes the back-off instead of trying it at once.
+        """
+        service = yield self.worker()
+        service.manager.backoffDelay = 3600
+        self.server.rcptReplies[b"later@example.org"] = b"451 4.3.0 try again later"
+        yield service.queue.enqueueMessage("alice@example.com", "later@example.org",
+                                           b"Subject: later\n\nbody\n")
+
+        def schedule(schema: str) -> Any:
+            result = yield Statement(
+                "SELECT failures, next_attempt > clock_timestamp() + interval '50 minutes',"
+                " last_reason FROM %s.messages" % (schema,))
+            return result.rows
+
+        [(failures, later, reason)] = yield self.waitFor(schedule, lambda rows: rows and rows[0][0])
+        self.assertEqual((failures, later), (1, True))
+        self.assertIn("451", reason)
+        stats = yield service.queue.stats()
+        self.assertEqual(stats["queued"], 1)
+        self.assertEqual(len(self.server.messages), 0)
+
+    @defer.inlineCallbacks
+    def test_421BacksOffTheDestination(self) -> Any:
+        """
+        A destination that answers 421 is left alone by every worker for
+        the manager's C{destinationBackoff}: it is recorded in the
+        database, not in one worker's memory.
+        """
+        service = yield self.worker()
+        service.manager.destinationBackoff = 600
+        self.server.rcptReplies[b"busy@example.org"] = b"421 4.7.0 too many connections"
+        yield service.queue.enqueueMessage("alice@example.com", "busy@example.org",
+                                           b"Subject: busy\n\nbody\n")
+
+        def destinations(schema: str) -> Any:
+            result = yield Statement(
+                "SELECT destination, not_before > clock_timestamp() + interval '9 minutes'"
+                " FROM %s.destinations WHERE not_before IS NOT NULL" % (schema,))
+            return result.rows
+
+        rows = yield self.waitFor(destinations, lambda rows: bool(rows))
+        self.assertEqual([later for _, later in rows], [True])
+        self.assertIn("127.0.0.1", rows[0][0])
+
+
+class RequireTLSTests(PostgresTestMixin, TestCase):
+    """
+    A REQUIRETLS message keeps its flag in the PostgreSQL queue: it is
+    never relayed over a hop without verified TLS.
+    """
+
+    @defer.inlineCallbacks
+    def test_flagKept(self) -> Any:
+        from mailclient._relaying.msgoptions import MessageOptions
+
+        db = self.database()
+        yield self.createQueueSchema(db)
+        server = startServer(self, RelayTestServer())
+        database = self.database(size=2)
+        queue = PGQueue(database, self.mktemp(), schema=self.schema)
+        queue.noisy = False
+        manager = SmartHostESMTPRelayingManager(
+            queue, 1, 4, smartHost=("127.0.0.1", portOf(server)))
+        manager.fArgs = (None, None, b"worker.example.com")
+        manager.reportingMTA = "worker.example.com"
+        reports: List[Any] = []
+        manager.deliveryObservers.append(reports.append)
+        service = PGRelayService(manager, queue, pollInterval=1.0)
+        yield service.startService()
+        self.addCleanup(service.stopService)
+        yield queue.enqueueMessage("alice@example.com", "bob@example.org",
+                                   b"Subject: secret\n\nbody\n",
+                                   options=MessageOptions(requireTLS=True))
+        yield queue.enqueueMessage("alice@example.com", "carol@example.org",
+                                   b"Subject: plain\n\nbody\n")
+        for _ in range(300):
+            if len(reports) >= 2:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        yield server.idle()
+        self.assertEqual(server.recipients(), [b"carol@example.org"])
+        deferred = [r for r in reports if r.outcome.value == "deferred"]
+        self.assertEqual(len(deferred), 1)
+        self.assertTrue(deferred[0].status.startswith("4.7."), deferred[0])
 
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "scaleout.rst")

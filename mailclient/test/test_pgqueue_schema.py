@@ -138,6 +138,22 @@ class SchemaTests(PostgresTestMixin, TestCase):
         self.assertEqual(columns, [])
 
     @defer.inlineCallbacks
+    def test_upgradeFromVersion1(self) -> Any:
+        """
+        A queue made by the first version (no C{options} column) is
+        upgraded to the current one by L{upgradeSchema}, its messages kept.
+        """
+        yield createSchema(self.db, self.schema)
+        self.sql("ALTER TABLE {s}.messages DROP COLUMN options")
+        self.sql("UPDATE {s}.schema_version SET version = 1")
+        self.sql("INSERT INTO {s}.messages (id, sender, recipient, data)"
+                 " VALUES ('old', 'a@example.com', 'b@example.org', 'x')")
+        yield self.assertFailure(checkSchema(self.db, self.schema), SchemaVersionError)
+        self.assertEqual((yield upgradeSchema(self.db, self.schema)), SCHEMA_VERSION)
+        self.assertEqual(self.sql("SELECT id, options FROM {s}.messages"), [("old", None)])
+        self.assertEqual((yield checkSchema(self.db, self.schema)), SCHEMA_VERSION)
+
+    @defer.inlineCallbacks
     def test_drop(self) -> Any:
         """
         L{dropSchema} removes everything.

@@ -737,6 +737,74 @@ class RetryTests(_ManagerTestMixin, TestCase):
         self.assertEqual(manager.retryDelay(10**6), 100.0)
 
     @defer.inlineCallbacks
+    def test_restartResumesBackOff(self) -> Any:
+        """
+        The schedule of a message refused for now is kept with it (its
+        C{-R} file): a manager started on the same directory later (a
+        restarted relay) does not try it before its time, and tries it
+        then, with the failure count carried on.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.3.0 later"
+        name = self.add("bob@example.org")
+        manager = self.manager()
+        yield self.relayOnce(manager)
+        self.assertEqual(self.server.connections, 1)
+        self.assertTrue(os.path.exists(self.queue.getPath(name) + "-R"))
+        self.queue.releaseRelayLock()
+
+        restarted = Queue(self.directory)
+        restarted.noisy = False
+        self.queue = restarted
+        again = self.manager()
+        self.assertEqual(again.retries, {})
+        self.clock.advance(again.backoffDelay - 1)
+        self.assertIsNone(again.checkState())
+        self.assertEqual(self.server.connections, 1)
+        self.clock.advance(1)
+        yield self.relayOnce(again)
+        self.assertEqual(self.server.connections, 2)
+        self.assertEqual(restarted.schedule(name).failures, 2)
+        self.assertEqual(again.retries[name], (2, self.clock.seconds() + again.retryDelay(2)))
+
+    @defer.inlineCallbacks
+    def test_delayWarningOnce(self) -> Any:
+        """
+        With C{delayWarningAfter}, a message still waiting that long gets
+        one delay warning (RFC 3464, C{Action: delayed}, the original's
+        headers only), relayed like any message; later failures send no
+        other.
+        """
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.3.0 later"
+        name = self.add("bob@example.org", b"Subject: slow\n\nsecret body\n")
+        # Queue times are file times: the manager's clock tells the time.
+        self.clock.advance(os.stat(self.queue.getPath(name) + "-D").st_mtime)
+        manager = self.manager()
+        manager.delayWarningAfter = 0
+        for _ in range(3):
+            yield self.relayAll(manager)
+            self.clock.advance(manager.maxBackoffDelay)
+        warnings = [m for m in self.server.messages if m.sender == b""]
+        [warning] = warnings
+        self.assertEqual(warning.recipients, [b"alice@example.com"])
+        self.assertIn(b"Action: delayed", warning.data)
+        self.assertIn(b"Will-Retry-Until:", warning.data)
+        self.assertIn(b"Subject: slow", warning.data)
+        self.assertNotIn(b"secret body", warning.data)
+        self.assertTrue(self.queue.schedule(name).warned)
+        self.assertIn(name, self.waiting())
+
+    @defer.inlineCallbacks
+    def test_noDelayWarningByDefault(self) -> Any:
+        self.server.rcptReplies[b"bob@example.org"] = b"451 4.3.0 later"
+        self.add("bob@example.org")
+        manager = self.manager()
+        self.assertIsNone(manager.delayWarningAfter)
+        yield self.relayAll(manager)
+        self.clock.advance(manager.maxBackoffDelay)
+        yield self.relayAll(manager)
+        self.assertEqual([m for m in self.server.messages if m.sender == b""], [])
+
+    @defer.inlineCallbacks
     def test_delaysGrow(self) -> Any:
         """
         A message refused for now again and again is tried once per delay,

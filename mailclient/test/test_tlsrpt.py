@@ -153,7 +153,9 @@ class RelayCountTests(_RelayMixin, TestCase):
         yield self.relay(manager)
         good = SMTPTestServer(hostname=MX, tlsCertificate=CERTS.selfSigned.serverOptions())
         manager.PORT = self.listen(good)
-        manager.retries.clear()
+        # The deferred messages are due again (their schedule is the
+        # queue's).
+        self.clock.advance(manager.maxBackoffDelay)
         self.queue.enqueue("alice@example.com", "carol@example.org", b"x\n")
         yield self.relay(manager)
         self.assertEqual(len(good.messages), 3)
