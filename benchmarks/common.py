@@ -191,6 +191,8 @@ def workloads(quick: bool = False) -> List[Workload]:
             "pool",
             messages=q(10000, 1000),
             concurrency=10,
+            clients=["mailclient", "twisted", "aiosmtplib", "smtplib", "mailclient-serial",
+                     "mailclient-pool"],
         ),
     ]
 

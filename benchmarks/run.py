@@ -48,6 +48,7 @@ CLIENT_SCRIPTS = {
     "raw-data": ["raw_client.py", "--variant", "data"],
     "raw-bdat": ["raw_client.py", "--variant", "bdat"],
     "raw-twisted": ["raw_twisted_client.py"],
+    "mailclient-pool": ["mailclient_pool_client.py"],
 }
 RUN_TIMEOUT = 900
 # The workloads --profile runs by default.

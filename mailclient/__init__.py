@@ -19,6 +19,15 @@ from mailclient import smtp as _smtp
 from mailclient.smtp import *  # noqa: F401,F403 - the public surface, by design
 from mailclient.smtp import __all__ as _smtpNames
 
+# mailclient's own connection pool (mailclient.pool), on the package too; not
+# in __all__, which is mailclient.smtp's (Twisted's names) and the version.
+from mailclient.pool import (  # noqa: F401
+    DeliveryResult,
+    DeliveryStatusUnknownError,
+    PoolClosedError,
+    SMTPPool,
+)
+
 __version__ = "0.1.0"
 
 #: Private modules that moved, whose old names pickles made by earlier

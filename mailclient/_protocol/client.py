@@ -439,7 +439,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         # Marked here, where the end of the data is written: for the body
         # sender and for subclasses that send the body themselves, as
         # Twisted's smtpState_data does, and end it with this method.
-        self._mailclient.transaction.phase = Phase.DATA_ENDED
+        self._mailclient.transaction.endData()
         if not lastsent or lastsent == b"\n":
             line = b"."
         else:

@@ -187,7 +187,7 @@ def _chunkWritten(client: ESMTPClient, txn: Transaction, line: bytes, last: bool
             # The final reply is due now: RFC 5321's limit for it (4.5.3.2.6).
             client.setTimeout(timeouts.finalReply)
         if txn.phase is Phase.OPEN:
-            txn.phase = Phase.DATA_ENDED
+            txn.endData()
 
 
 def _chunksDone(client: ESMTPClient, txn: Transaction) -> None:

@@ -133,13 +133,16 @@ class Transaction:
     @ivar ownError: the error this transaction failed with on its own
         while another one's replies were awaited.
     @ivar parked: its Twisted attributes while it waits (see L{park}).
+    @ivar dataWritten: whether the end of its data was ever written (set
+        with L{Phase.DATA_ENDED}, and kept when the phase moves on): after
+        it, a lost connection leaves the message's fate unknown.
     """
 
     __slots__ = (
         "phase", "body", "chunks", "encoder", "pendingFile",
         "pendingRecipients", "quoted", "pipeline", "pipelined", "chunked",
         "allWritten", "mailReply", "bdatFailure", "options", "mailParams",
-        "refuseEightBit", "ownError", "parked",
+        "refuseEightBit", "ownError", "parked", "dataWritten",
     )
 
     def __init__(self) -> None:
@@ -161,6 +164,7 @@ class Transaction:
         self.refuseEightBit = False
         self.ownError: SMTPClientError | None = None
         self.parked: tuple[object, ...] | None = None
+        self.dataWritten = False
 
     @property
     def reported(self) -> bool:
@@ -168,6 +172,13 @@ class Transaction:
         Whether the outcome of this attempt was reported.
         """
         return self.phase is Phase.REPORTED
+
+    def endData(self) -> None:
+        """
+        The end of the data was written.
+        """
+        self.phase = Phase.DATA_ENDED
+        self.dataWritten = True
 
     @property
     def dataEnded(self) -> bool:
