@@ -254,9 +254,10 @@ class SMTPSenderFactory(protocol.ClientFactory):
         """
         if not isinstance(retries, int):
             raise TypeError("retries must be an int, not %r" % (retries,))
-        settings = settingsFrom(None, **options)
-        settings = settings.replace(
-            timeout=timeout, retry=replace(settings.retry, retries=max(0, retries)))
+        retry = options.pop("retry", None) or settingsFrom(None).retry
+        if retry.retries != max(0, retries):
+            retry = replace(retry, retries=max(0, retries))
+        settings = settingsFrom(None, timeout=timeout, retry=retry, **options)
         self._mailclient = SenderState(settings)
         toEmail = _recipients(toEmail)
         self.fromEmail = Address(fromEmail)

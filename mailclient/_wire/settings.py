@@ -188,17 +188,25 @@ def bindAddresses(bindAddress: object) -> dict[int, tuple[str, int]]:
     return found
 
 
+#: The defaults (frozen, so shared).
+_DEFAULTS = ClientSettings()
+
+
 def settingsFrom(settings: ClientSettings | None, **options: Any) -> ClientSettings:
     """
     C{settings} (or the defaults) with C{options} applied.
 
     @raise TypeError: for an option L{ClientSettings} does not have.
     """
-    base = settings if settings is not None else ClientSettings()
-    unknown = set(options) - set(ClientSettings.__dataclass_fields__)
+    base = settings if settings is not None else _DEFAULTS
+    fields = ClientSettings.__dataclass_fields__
+    unknown = [name for name in options if name not in fields]
     if unknown:
         raise TypeError("unknown option(s): %s" % (", ".join(sorted(unknown)),))
-    return base.replace(**options) if options else base
+    # Only what differs (a copy is checked again whole: one per factory).
+    changes = {name: value for name, value in options.items()
+               if getattr(base, name) is not value}
+    return base.replace(**changes) if changes else base
 
 
 __all__ = ["ClientSettings", "settingsFrom", "bindAddresses", "addressFamily"]
