@@ -90,6 +90,49 @@ MIGRATE_EXIT_CODES: list[tuple[int, str]] = [
     (EX_SOFTWARE, "Internal error: a bug in mailclient; please report it."),
 ]
 
+#: The exit codes of C{mailclient relay}.
+RELAY_EXIT_CODES: list[tuple[int, str]] = [
+    (EX_OK, "Stopped by Ctrl-C or SIGTERM."),
+    (EX_USAGE, "Usage error: an unknown, conflicting or invalid option, --user "
+               "without a password, --queue with a database password in it."),
+    (EX_NOINPUT, "The queue directory does not exist, or a file named on the "
+                 "command line (--cafile, --password-file) cannot be read."),
+    (EX_UNAVAILABLE, "The queue's database cannot be reached, or psycopg (for a "
+                     "PostgreSQL queue) or TLS support is not installed."),
+    (EX_SOFTWARE, "Internal error: a bug in mailclient; please report it."),
+    (EX_CANTCREAT, "The --scratch directory cannot be created or written."),
+    (EX_TEMPFAIL, "Another relay holds the queue directory (or the --scratch "
+                  "directory): one relay per directory.  Try again later."),
+    (EX_NOPERM, "Permission denied: the queue directory cannot be written, or "
+                "the database role lacks privileges on the queue's tables."),
+    (EX_CONFIG, "Configuration error: the queue's schema is missing (mailclient "
+                "queue init) or of another version (mailclient queue upgrade); "
+                "--cafile holds no certificate; --password-file is empty, has "
+                "several lines or is readable by others."),
+]
+
+#: The exit codes of C{mailclient queue}.
+QUEUE_EXIT_CODES: list[tuple[int, str]] = [
+    (EX_OK, "Done."),
+    (EX_USAGE, "Usage error: an unknown or invalid option, a missing --queue, "
+               "delete with neither message ids nor --all --yes."),
+    (EX_DATAERR, "requeue: a message of a queue directory still cannot be read "
+                 "(its envelope or data file is damaged)."),
+    (EX_NOINPUT, "The queue directory does not exist, or no queued message has "
+                 "an id given (nothing was changed)."),
+    (EX_UNAVAILABLE, "The queue's database cannot be reached or refused the "
+                     "request, or psycopg is not installed."),
+    (EX_SOFTWARE, "Internal error: a bug in mailclient; please report it."),
+    (EX_CANTCREAT, "init: the queue directory cannot be created."),
+    (EX_IOERR, "Reading or writing the queue directory failed."),
+    (EX_TEMPFAIL, "delete: a message is being relayed by a worker (nothing was "
+                  "deleted; --force deletes it anyway)."),
+    (EX_NOPERM, "Permission denied: on the queue directory, or the database "
+                "role lacks privileges on the queue's tables."),
+    (EX_CONFIG, "The queue's schema is missing (mailclient queue init) or of "
+                "another version (mailclient queue upgrade)."),
+]
+
 
 def exitCodeHelp(codes: list[tuple[int, str]]) -> str:
     """

@@ -1,5 +1,6 @@
 """
-The C{mailclient} command: C{send}, C{demo}, C{sink} and C{migrate}.
+The C{mailclient} command: C{send}, C{demo}, C{sink}, C{migrate}, C{relay}
+and C{queue}.
 
 Every input is checked before the reactor starts; every failure is one line
 on standard error and an exit code of C{sysexits.h} (the table is in
@@ -32,6 +33,7 @@ from mailclient._commands.common import (
     EX_UNAVAILABLE,
     EX_USAGE,
     MIGRATE_EXIT_CODES,
+    QUEUE_EXIT_CODES,
     SEND_EXIT_CODES,
     SINK_EXIT_CODES,
     CommandError,
@@ -406,6 +408,10 @@ examples:
       --user alice@example.com -t -f report.eml
   mailclient sink --port 2525 --maildir /tmp/Maildir
   mailclient migrate --write myapp/
+  mailclient queue init --queue /var/spool/mailclient
+  mailclient relay --queue /var/spool/mailclient --smart-host smtp.example.com:587 \\
+      --user relay@example.com
+  mailclient queue list --queue /var/spool/mailclient
 
 'mailclient COMMAND --help' lists the options and the exit codes of COMMAND.
 Exit codes follow sysexits.h: 0 success, 64 usage error, 70 internal error;
@@ -432,7 +438,10 @@ class _TopParser(_ArgumentParser):
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            parser = self.subcommands.get(getattr(parsed, "command", None) or "", self)
+            command = getattr(parsed, "command", None) or ""
+            action = getattr(parsed, "queue_command", None)
+            parser = (self.subcommands.get("%s %s" % (command, action))
+                      or self.subcommands.get(command, self))
             parser.error("unrecognized arguments: %s" % (" ".join(extras),))
         return parsed
 
@@ -553,7 +562,25 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("paths", nargs="+", metavar="PATH",
                          help="Python files or directories (no default)")
 
-    parser.subcommands = {"send": send, "demo": demo, "sink": sink, "migrate": migrate}
+    from mailclient._commands.queue import QUEUE_EXAMPLES, configureQueueParser
+    from mailclient._commands.relay import RELAY_EPILOG, configureRelayParser
+
+    relay = add("relay", "relay a queue (directory or PostgreSQL) until stopped",
+                "Relay the messages of a queue, a directory or a PostgreSQL database, "
+                "through a smart host or to each recipient domain's mail exchanges, "
+                "until Ctrl-C or SIGTERM.  Each delivery is reported on standard error.",
+                RELAY_EPILOG)
+    configureRelayParser(relay)
+    queue = add("queue", "create, list and change a relay queue",
+                "Create, upgrade, list, show, flush, delete and requeue the messages of "
+                "a relay queue: a directory, or a PostgreSQL database.  'mailclient "
+                "queue ACTION --help' lists the options of ACTION.",
+                QUEUE_EXAMPLES + "\n" + exitCodeHelp(QUEUE_EXIT_CODES))
+    actions = configureQueueParser(queue, _ArgumentParser)
+
+    parser.subcommands = {"send": send, "demo": demo, "sink": sink, "migrate": migrate,
+                          "relay": relay, "queue": queue}
+    parser.subcommands.update(actions)
     return parser
 
 
@@ -584,6 +611,14 @@ def _run(argv: Sequence[str] | None) -> int:
             return runReactor(sink.start, sys.stderr, PROG)
         finally:
             sink.close()
+    if args.command == "relay":
+        from mailclient._commands.relay import runRelayCommand
+
+        return runRelayCommand(args, sys.stderr)
+    if args.command == "queue":
+        from mailclient._commands.queue import runQueueCommand
+
+        return runQueueCommand(args)
     from mailclient._commands.migrate import migratePaths
 
     return migratePaths(args.paths, args.write, sys.stdout, sys.stderr)
