@@ -341,7 +341,10 @@ def _show(queue: Queue, args: argparse.Namespace, out: TextIO) -> int:
             _write(out, "%s: %s\n" % (name, " ".join(value.split())))
         _write(out, "\n")
         if not args.body:
-            _writeBytes(out, header)
+            # A message with no empty line ends where its data ends, maybe
+            # within a line: the output still ends with a line ending.
+            _writeBytes(out, header if header.endswith(b"\n") or not header
+                        else header + b"\n")
             return EX_OK
         _writeBytes(out, head)
         while rest is not None:

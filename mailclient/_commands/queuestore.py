@@ -535,9 +535,12 @@ class DirectoryQueue:
         relaying manager quarantines a message only while it runs); its
         next attempt is now.
 
-        @return: Each id, and whether it was quarantined (unreadable) on
-            the previous look: always C{False} here, as a directory keeps no
-            quarantine.
+        @return: Each id, and whether it was changed: C{True} for a message
+            that waited for a later attempt and is due now, C{False} for
+            one left as it was (it was due already).  A directory keeps no
+            quarantine of its own, so this is what C{requeue} can report.
+            (It used to be always C{False}, so C{requeue} said "left as it
+            is" of messages whose schedule it had just changed.)
         @raise CommandError: with L{EX_DATAERR} if one still cannot be read.
         """
         infos = self.find(ids)
@@ -546,12 +549,13 @@ class DirectoryQueue:
             raise CommandError(EX_DATAERR, "cannot requeue %s: %s (fix or delete it; "
                                "nothing was changed)" % (broken[0].id, broken[0].problem))
         now = time.time()
+        changed = []
         try:
             for info in infos:
-                self._makeDue(info, now)
+                changed.append((info.id, self._makeDue(info, now)))
         except OSError as e:
             raise osError(e, "write the queue directory %s" % (self.path,)) from None
-        return [(info.id, False) for info in infos]
+        return changed
 
     def isRelayed(self) -> bool:
         """

@@ -28,7 +28,8 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Callable, TextIO
+import weakref
+from typing import Any, Callable, TextIO, cast
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -164,7 +165,7 @@ def configureRelayParser(relay: argparse.ArgumentParser) -> None:
         help="PostgreSQL: this worker's name in its leases (default: host name, process "
              "id and a random suffix)")
     relay.add_argument(
-        "--lease", default="60", metavar="SECONDS",
+        "--lease", metavar="SECONDS",
         help="PostgreSQL: how long a claim lasts unless renewed: a dead worker's "
              "messages come back after it (default: 60)")
     relay.add_argument(
@@ -218,8 +219,22 @@ def parseSmartHost(value: str) -> tuple[str, int]:
         host, port = value.split(":")
     else:
         host, port = value, None
+        if ":" in host and not _isIPAddress(host):
+            # checkHost's hint ("a port goes in --port") is send's: relay
+            # has no --port.
+            raise CommandError(EX_USAGE, "%s: %r is not HOST[:PORT] (an IPv6 address "
+                               "goes in brackets with a port: [2001:db8::1]:25)"
+                               % (option, value))
     checkHost(host, option)
     return host, 25 if port is None else checkPort(port, option)
+
+
+def _isIPAddress(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _checkIdentity(value: str) -> str:
@@ -250,7 +265,7 @@ def _noUse(option: str, why: str) -> CommandError:
 
 
 _DATABASE_ONLY = (("--scratch", "scratch"), ("--worker", "worker"),
-                  ("--destination-limit", "destination_limit"))
+                  ("--lease", "lease"), ("--destination-limit", "destination_limit"))
 
 
 def _checkCombinations(args: argparse.Namespace, location: QueueLocation,
@@ -273,8 +288,6 @@ def _checkCombinations(args: argparse.Namespace, location: QueueLocation,
         for option, name in _DATABASE_ONLY:
             if getattr(args, name) is not None:
                 raise _noUse(option, "with a queue directory")
-        if args.lease != "60":
-            raise _noUse("--lease", "with a queue directory")
     if (args.user is not None and smartHost is not None and not _isLoopback(smartHost[0])
             and args.tls_level in ("none", "may", "encrypt")):
         raise CommandError(
@@ -328,9 +341,15 @@ class _DirectoryService(service.Service):
 
         attempts.addBoth(over)
 
-    def stopService(self, timeout: float = 30) -> defer.Deferred[bool]:  # type: ignore[override]
+    def stopService(  # type: ignore[override]
+        self, timeout: float = 30, onTimeout: Callable[[], object] | None = None,
+    ) -> defer.Deferred[bool]:
         """
         Stop; the Deferred fires with whether every attempt ended in time.
+
+        @param onTimeout: Called if some have not after C{timeout} seconds
+            (to close their connections); their end is then awaited a little
+            longer (L{SETTLE_TIMEOUT}) before the directory is let go.
         """
         service.Service.stopService(self)
         if self._loop is not None and self._loop.running:
@@ -340,11 +359,41 @@ class _DirectoryService(service.Service):
         self._soon = None
         d = _bounded(defer.DeferredList(list(self.attempts)), timeout, self.clock)
 
+        def late(finished: bool) -> defer.Deferred[bool]:
+            if finished or onTimeout is None or not self.attempts:
+                return defer.succeed(finished)
+            onTimeout()
+            return _bounded(defer.DeferredList(list(self.attempts)), SETTLE_TIMEOUT,
+                            self.clock).addCallback(lambda _: False)
+
         def release(finished: bool) -> bool:
             self.manager.queue.releaseRelayLock()
             return finished
 
-        return d.addCallback(release)
+        return d.addCallback(late).addCallback(release)
+
+
+#: How long, after closing the connections still sending when the stop
+#: timeout ended, their messages' outcomes (deferred) may take to be
+#: recorded before the queue is closed.
+SETTLE_TIMEOUT = 10.0
+
+
+def _trackingFactory(base: type[Any], relayers: weakref.WeakSet[Any]) -> type[Any]:
+    """
+    The relayer factory class C{base}, adding each relayer it builds to
+    C{relayers}, so that a relay that stops can close their connections.
+    """
+    class TrackingRelayerFactory(base):  # type: ignore[misc]
+        def buildProtocol(self, addr: Any) -> Any:
+            relayer = super().buildProtocol(addr)
+            if relayer is not None:
+                relayers.add(relayer)
+            return relayer
+
+    TrackingRelayerFactory.__name__ = base.__name__
+    TrackingRelayerFactory.__qualname__ = base.__qualname__
+    return TrackingRelayerFactory
 
 
 def _bounded(d: defer.Deferred[Any], timeout: float, clock: Any) -> defer.Deferred[bool]:
@@ -353,7 +402,12 @@ def _bounded(d: defer.Deferred[Any], timeout: float, clock: Any) -> defer.Deferr
     C{False} after C{timeout} seconds, whichever comes first.
     """
     done: defer.Deferred[bool] = defer.Deferred()
-    timer = clock.callLater(timeout, lambda: done.called or done.callback(False))
+
+    def expired() -> None:
+        if not done.called:
+            done.callback(False)
+
+    timer = clock.callLater(timeout, expired)
 
     def ended(result: object) -> None:
         if timer.active():
@@ -414,6 +468,8 @@ class Relay:
         self.started = False
         self._announced = False
         self._stopping: defer.Deferred[None] | None = None
+        self._relayers: weakref.WeakSet[Any] = weakref.WeakSet()
+        manager.factory = _trackingFactory(manager.factory, self._relayers)
         manager.deliveryObservers.append(self._reported)
 
     def say(self, text: str) -> None:
@@ -455,7 +511,7 @@ class Relay:
             self.announce()
 
         def failed(failure: Failure) -> Failure:
-            error = failure.value
+            error = cast(BaseException, failure.value)
             if isinstance(error, OSError):
                 # Only the scratch directory is made or written on start.
                 scratch = getattr(self.queue, "directory", "")
@@ -481,7 +537,8 @@ class Relay:
         return self._stopping
 
     def _stopFailed(self, failure: Failure) -> None:
-        self.say("error while stopping: %s" % (internalErrorLine(failure.value),))
+        self.say("error while stopping: %s"
+                 % (internalErrorLine(cast(BaseException, failure.value)),))
         self._cleanUp()
 
     def _stop(self) -> defer.Deferred[None]:
@@ -493,9 +550,25 @@ class Relay:
         if self.service is None or not self.service.running:
             d: defer.Deferred[Any] = defer.succeed(True)
         elif isinstance(self.service, _DirectoryService):
-            d = self.service.stopService(self.stopTimeout)
+            d = self.service.stopService(self.stopTimeout, self._closeConnections)
         else:
-            d = _bounded(self.service.stopService(), self.stopTimeout, self._clock)
+            # The queue's stop waits (up to its lease) for the messages being
+            # sent; the database must stay open until it is over.  Closing it
+            # when the stop timeout ended, with the connections still open,
+            # left their outcomes to a closed database ("error: Cannot free
+            # connection slots", "Not recording the failure") and printed
+            # their reports after the "stopped" line.
+            stopping = self.service.stopService()
+            d = _bounded(stopping, self.stopTimeout, self._clock)
+
+            def late(finished: bool) -> bool | defer.Deferred[bool]:
+                if finished:
+                    return True
+                self._closeConnections()
+                return _bounded(stopping, SETTLE_TIMEOUT, self._clock).addCallback(
+                    lambda _: False)
+
+            d.addCallback(late)
 
         def stopped(finished: bool) -> defer.Deferred[None] | None:
             if started:
@@ -511,6 +584,21 @@ class Relay:
             return self._cleanUp()
 
         return d.addCallback(stopped)
+
+    def _closeConnections(self) -> None:
+        """
+        The stop timeout ended with messages still being sent: close their
+        connections now, while the queue is open, so that each is recorded
+        as deferred (and reported) before the relay stops.
+        """
+        sending = [r for r in list(self._relayers)
+                   if getattr(getattr(r, "transport", None), "connected", False)]
+        if not sending:
+            return
+        self.say("stop timeout: closing %d connection%s still sending; their messages "
+                 "stay queued" % (len(sending), "" if len(sending) == 1 else "s"))
+        for relayer in sending:
+            relayer.transport.abortConnection()
 
     def _cleanUp(self) -> defer.Deferred[None] | None:
         cleanups, self.cleanups = self.cleanups, []
@@ -590,7 +678,9 @@ def prepareRelay(args: argparse.Namespace, err: TextIO, reactor: Any = None) -> 
     interval = checkSeconds(args.interval, "--interval") if args.interval is not None \
         else (30.0 if location.isDatabase else 5.0)
     stopTimeout = checkSeconds(args.stop_timeout, "--stop-timeout")
-    lease = checkSeconds(args.lease, "--lease")
+    # Given or not (None): compared with the default's text, "--lease 60"
+    # with a queue directory went unnoticed while "--lease 61" was refused.
+    lease = checkSeconds(args.lease, "--lease") if args.lease is not None else 60.0
     limit = None if args.destination_limit is None else checkCount(
         args.destination_limit, "--destination-limit")
     identity = _checkIdentity(args.identity) if args.identity is not None \
@@ -754,7 +844,7 @@ def runRelay(relay: Relay, err: TextIO, verbose: bool = False) -> int:
         d = relay.start(reactor)
 
         def failed(failure: Failure) -> None:
-            error = failure.value
+            error = cast(BaseException, failure.value)
             if isinstance(error, CommandError):
                 outcome[0] = error.code
                 fail(err, PROG, error.message)
