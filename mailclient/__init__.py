@@ -12,8 +12,9 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
-from typing import Any
 from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 from mailclient import smtp as _smtp
 from mailclient.smtp import *  # noqa: F401,F403 - the public surface, by design
@@ -42,15 +43,16 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     Import an old private module name as the module it moved to.
     """
 
-    def find_spec(self, name: str, path: Sequence[str] | None, target: Any = None) -> Any:
+    def find_spec(self, name: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if name in _MOVED:
             return importlib.util.spec_from_loader(name, self)
         return None
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
         return importlib.import_module(_MOVED[spec.name])
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: ModuleType) -> None:
         pass
 
 
@@ -60,7 +62,7 @@ sys.meta_path.append(_MovedModules())
 __all__ = list(_smtpNames) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> bytes:
     # DNSNAME is looked up on first use, not at import time.
     if name == "DNSNAME":
         return _smtp.DNSNAME

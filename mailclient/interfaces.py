@@ -2,10 +2,13 @@
 Interfaces of mailclient.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping, Sequence
 
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from mailclient._relaying.bounce import DeliveryFailure
 
 
 class IClientAuthentication(Interface):
@@ -116,7 +119,7 @@ class IRelayManagerHooks(Interface):
         Remove a delivered (or returned) message from the queue.
         """
 
-    def deferMessages(messages: Sequence[str], failures: Mapping[str, Any]) -> None:
+    def deferMessages(messages: Sequence[str], failures: "Mapping[str, DeliveryFailure]") -> None:
         """
         These messages could not be delivered for now (C{failures}: why, by
         message): let them wait again.

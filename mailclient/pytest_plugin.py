@@ -30,14 +30,14 @@ the reactor (trial, or pytest-twisted); the fixture stops it after the test.
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from mailclient.testing import SMTPTestServer
 
 
-def pytest_configure(config: Any) -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """
     Register the C{smtp_server} marker.
     """
@@ -49,7 +49,7 @@ def pytest_configure(config: Any) -> None:
     )
 
 
-def _serverConfig(markerConfig: dict[str, Any]) -> dict[str, Any]:
+def _serverConfig(markerConfig: Mapping[str, Any]) -> dict[str, Any]:
     """
     The keyword arguments for the fixture's L{SMTPTestServer}, from an
     C{smtp_server} marker's: as given, with C{starttls=False} unless the
@@ -62,7 +62,7 @@ def _serverConfig(markerConfig: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def smtp_server(request: Any) -> Iterator[SMTPTestServer]:
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[SMTPTestServer]:
     """
     A fresh L{SMTPTestServer}, configured by an C{smtp_server} marker's
     keyword arguments if there is one; it offers no STARTTLS unless asked
@@ -74,7 +74,7 @@ def smtp_server(request: Any) -> Iterator[SMTPTestServer]:
     if server.listening:
         # Listening under pytest-twisted: stop, waiting on its reactor.
         try:
-            from pytest_twisted import blockon  # type: ignore[import-not-found, unused-ignore]
+            from pytest_twisted import blockon
         except ImportError:
             server.stopListening()
         else:

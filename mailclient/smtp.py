@@ -8,8 +8,6 @@ there.  The logic lives in private modules; this module only gathers it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mailclient._wire.address import Address, quoteaddr
 from mailclient._protocol.client import SUCCESS, SMTPClient
 from mailclient._protocol.credentials import LOGINCredentials
@@ -72,7 +70,7 @@ from mailclient._wire.xtext import (
 from mailclient.interfaces import IClientAuthentication
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> bytes:
     # DNSNAME is looked up on first use, not at import time.  (It is not in
     # __all__, as in Twisted, so that a star import does not look it up.)
     if name == "DNSNAME":

@@ -35,7 +35,7 @@ from twisted.internet.interfaces import IAddress, IConnector, IDelayedCall
 from twisted.python.failure import Failure
 from twisted.python.util import LineLog
 
-from mailclient._protocol.client import SUCCESS, abortConnection
+from mailclient._protocol.outcome import SUCCESS, abortConnection
 from mailclient._protocol.esmtp import ESMTPClient, tlsRecordOf
 from mailclient._wire.errors import CannotSendError, InvalidAddressError, SMTPConnectError
 from mailclient._wire.state import Transaction
@@ -147,7 +147,7 @@ class PooledClient(ESMTPClient):
         self.started: deque[Delivery] = deque()
         self._overlap = overlap
 
-    @property  # type: ignore[override]
+    @property
     def pipelineMessages(self) -> bool:
         """
         Start the next message before the previous one's replies only when
@@ -322,7 +322,7 @@ class ConnectionFactory(protocol.ClientFactory):
         self.pool = pool
         self.connection = connection
 
-    def buildProtocol(self, addr: IAddress) -> PooledClient | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> PooledClient | None:
         return self.pool._buildProtocol(self, self.connection)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:

@@ -14,10 +14,10 @@ as one failure of the retry policy; while the policy's delay runs
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet import error
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,9 +32,10 @@ from mailclient._wire.host import getDNSName
 from mailclient._wire.sasl import CramMD5ClientAuthenticator, LOGINAuthenticator, PLAINAuthenticator
 from mailclient._wire.settings import ClientSettings
 from mailclient._wire.tlspolicy import TLSPolicy
+from mailclient._wire.types import RecipientResult
 
 if TYPE_CHECKING:
-    from mailclient._pool.pool import Delivery
+    from mailclient._pool.pool import Delivery, Reported
 
 _log = Logger(namespace="mailclient.pool")
 
@@ -78,7 +79,7 @@ class ConnectionManager:
     noopAfter: float | None
     settings: ClientSettings
     tlsPolicy: TLSPolicy
-    _reactor: Any
+    _reactor: IReactorTCP
     _clock: IReactorTime
     _context: object
     _username: bytes | None
@@ -115,7 +116,7 @@ class ConnectionManager:
                 error: BaseException | None = None) -> None:
         raise NotImplementedError()
 
-    def _finish(self, delivery: Delivery, result: Any) -> None:
+    def _finish(self, delivery: Delivery, result: Reported) -> None:
         raise NotImplementedError()
 
     def _maybeClosed(self) -> None:
@@ -125,7 +126,7 @@ class ConnectionManager:
         raise NotImplementedError()
 
     def _answered(self, connection: Connection, delivery: Delivery, code: int, resp: bytes,
-                  addresses: list[Any], log: bytes) -> None:
+                  addresses: list[RecipientResult], log: bytes) -> None:
         raise NotImplementedError()
 
     def _failed(self, connection: Connection, delivery: Delivery, exc: Exception) -> None:

@@ -15,7 +15,7 @@ from the copy sent.
 from __future__ import annotations
 
 import email.message
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -52,9 +52,9 @@ def _text(address: object, what: str) -> str:
 
 
 def _recipients(recipients: object) -> tuple[str, ...]:
-    if type(recipients) in (list, tuple) and all(
-            type(r) is str for r in recipients):  # type: ignore[attr-defined]
-        return tuple(recipients)  # type: ignore[arg-type]
+    if (type(recipients) is list or type(recipients) is tuple) and all(
+            type(r) is str for r in recipients):
+        return tuple(recipients)
     if isinstance(recipients, (str, bytes)):
         items: Iterable[object] = [recipients]
     else:
@@ -66,9 +66,9 @@ def _recipients(recipients: object) -> tuple[str, ...]:
     return tuple(_text(r, "a recipient") for r in items)
 
 
-def _readBody(message: object) -> bytes:
+def _readBody(read: Callable[[], object]) -> bytes:
     try:
-        data = message.read()  # type: ignore[attr-defined]
+        data = read()
     except Exception as e:
         raise MessageReadError(
             "Could not read the message to send: %s: %s" % (type(e).__name__, e)) from e
@@ -123,8 +123,8 @@ def prepareMessage(message: object, sender: object = None,
         body = bytes(message)
     elif isinstance(message, str):
         body = message.encode("utf-8")
-    elif callable(getattr(message, "read", None)):
-        body = _readBody(message)
+    elif callable(read := getattr(message, "read", None)):
+        body = _readBody(read)
     else:
         raise TypeError("cannot send %r: give an email.message.Message, bytes, str or a file"
                         % (type(message).__name__,))

@@ -36,17 +36,18 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Union, cast
+from typing import TYPE_CHECKING, Union, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailclient._pool.connection import Connection, PooledClient, State
 from mailclient._pool.connections import ConnectionManager
 from mailclient._pool.message import PreparedMessage, prepareMessage
-from mailclient._protocol.client import SUCCESS, checkIdentity
+from mailclient._protocol.client import checkIdentity
+from mailclient._protocol.outcome import SUCCESS
 from mailclient._protocol.events import (
     DELIVERY_FORMAT,
     deliveryEvent,
@@ -78,6 +79,9 @@ from mailclient._wire.settings import ClientSettings, settingsFrom
 from mailclient._wire.text import hostName
 from mailclient._wire.tlspolicy import TLSPolicy
 from mailclient._wire.types import RecipientResult
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 _log = Logger(namespace="mailclient.pool")
 
@@ -184,10 +188,10 @@ class SMTPPool(ConnectionManager):
         pipelineMessages: bool = True,
         senderDomainName: str | bytes | None = None,
         settings: ClientSettings | None = None,
-        reactor: Any = None,
+        reactor: IReactorTCP | None = None,
         clock: IReactorTime | None = None,
-        metrics: Any = True,
-        **options: Any,
+        metrics: bool | CollectorRegistry | None = True,
+        **options: object,
     ) -> None:
         """
         @param host: the server's host name or IP address (a name is
@@ -242,7 +246,7 @@ class SMTPPool(ConnectionManager):
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
-            reactor = globalReactor
+            reactor = cast(IReactorTCP, globalReactor)
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
         if settings is None:

@@ -14,7 +14,7 @@ from typing import IO, cast
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
-from mailclient._wire.types import MessageFile
+from mailclient._wire.types import BinaryFile, MessageFile
 
 
 class _TextToBytes(io.RawIOBase):
@@ -48,7 +48,7 @@ class _TextToBytes(io.RawIOBase):
         return self._text.seek(offset, whence)
 
 
-def binaryFile(f: MessageFile | None) -> MessageFile | None:
+def binaryFile(f: MessageFile | None) -> BinaryFile | None:
     """
     Return C{f}, or a bytes view of it if it is a text-mode file.
     """
@@ -57,7 +57,7 @@ def binaryFile(f: MessageFile | None) -> MessageFile | None:
     mode = getattr(f, "mode", "")
     if isinstance(mode, str) and mode and "b" not in mode and "r" in mode:
         return _TextToBytes(cast(IO[str], f))
-    return f
+    return cast("BinaryFile | None", f)  # (not in text mode)
 
 
 class _TransferStopped(Exception):
@@ -95,6 +95,7 @@ class BodySender(basic.FileSender):
     """
 
     CHUNK_SIZE = 2**16
+    # The last byte written: bytes (Twisted's FileSender says "", as text).
     lastSent = b""  # type: ignore[assignment]
     _ahead = b""
 
@@ -137,7 +138,7 @@ class BodySender(basic.FileSender):
         if d is not None:
             d.callback(self.lastSent)
 
-    def abort(self, reason: Failure) -> None:
+    def abort(self, reason: Failure | BaseException) -> None:
         """
         Stop producing and fail the transfer with C{reason}.
         """

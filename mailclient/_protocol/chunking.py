@@ -9,12 +9,14 @@ endings are normalised to CRLF; nothing is dot-stuffed.
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Callable
+from typing import cast
 
 from twisted.python.failure import Failure
 from zope.interface import implementer
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IConsumer, IPullProducer
+
+from mailclient._wire.types import BinaryFile
 
 
 @implementer(IPullProducer)
@@ -36,8 +38,8 @@ class ChunkSender:
 
     def __init__(
         self,
-        file: Any,
-        transport: Any,
+        file: BinaryFile | None,
+        transport: IConsumer,
         encode: Callable[[bytes], bytes],
         onChunk: Callable[[bytes, bool], None],
         onError: Callable[[Failure], None],
@@ -77,7 +79,8 @@ class ChunkSender:
     def _readEncoded(self) -> bytes | None:
         while True:
             size = self._readSize
-            raw = self._file.read(size)
+            # (No file: the AttributeError fails the message.)
+            raw = cast(BinaryFile, self._file).read(size)
             if not raw:
                 return None
             data = self._encode(raw)

@@ -17,8 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import cast
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure
 from twisted.python.util import LineLog
@@ -29,28 +28,31 @@ from mailclient._protocol.body import (
     _TransferStopped,
     binaryFile,
 )
+from mailclient._protocol.outcome import (
+    SUCCESS,
+    _TooSlow,
+    abortConnection,
+    abortTransfer,
+    fail,
+    internalError,
+    invalidAddress,
+    readError,
+    reportOutcome,
+)
 from mailclient._wire.address import quoteaddr
 from mailclient._wire.data import DataEncoder
 from mailclient._wire.errors import (
-    CannotSendError,
     InvalidAddressError,
-    MessageReadError,
     SMTPClientError,
     SMTPConnectError,
     SMTPProtocolError,
     SMTPTimeoutError,
 )
 from mailclient._protocol.transcript import TranscriptLog, redact
-from mailclient._wire.options import OptionError
 from mailclient._wire.reply import MalformedReply
 from mailclient._wire.state import ClientState, Phase, Scheduler, Transaction
 from mailclient._wire.timeouts import Timeouts
-from mailclient._wire.types import MessageFile, RecipientResult
-
-# Used for fast success code lookup, as in Twisted.
-SUCCESS = dict.fromkeys(range(200, 300))
-
-_log = Logger()
+from mailclient._wire.types import BinaryFile, MessageFile, RecipientResult
 
 #: An address as subclasses give it: text, bytes, an Address, or anything
 #: whose str() is one.
@@ -177,7 +179,8 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             limit = _clampToSession(self, limit)
         if limit is not None:
             self.setTimeout(limit)
-        self.transport.write(line + self.delimiter)  # type: ignore[union-attr]
+        # (Sent on a connection only: its transport is set.)
+        cast(ITransport, self.transport).write(line + self.delimiter)
 
     def connectionMade(self) -> None:
         timeouts = phaseTimeouts(self)
@@ -202,7 +205,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
         self.mailFile = None
         body, state.transaction.body = state.transaction.body, None
         if body is not None:
-            body.abort(Failure(_TransferStopped()))
+            body.abort(_TransferStopped())
         if not (state.transaction.reported or state.quitting):
             fail(
                 self,
@@ -633,12 +636,6 @@ def _clampToSession(client: SMTPClient, period: float | None) -> float | None:
     return left if period is None else min(period, left)
 
 
-class _TooSlow(Exception):
-    """
-    The transport takes the message body slower than the minimum rate.
-    """
-
-
 def beginBody(client: SMTPClient) -> None:
     """
     A message body starts: measure its rate from now.
@@ -670,21 +667,6 @@ def _bodyProgress(client: SMTPClient, size: int) -> None:
         )
 
 
-def abortConnection(client: SMTPClient) -> None:
-    """
-    Drop C{client}'s connection at once, discarding what is not yet sent:
-    a half-written body must never be completed by the transport.
-    """
-    transport = client.transport
-    if transport is None:
-        return
-    abort = getattr(transport, "abortConnection", None)
-    if abort is not None:
-        abort()
-    else:
-        transport.loseConnection()
-
-
 def noMoreMessages(client: SMTPClient) -> None:
     """
     C{getMailFrom} returned L{None}: end the session.  After a success
@@ -713,78 +695,7 @@ def beginTransaction(client: SMTPClient) -> Transaction:
     return txn
 
 
-def internalError(client: SMTPClient, failure: Failure) -> None:
-    """
-    A hook or handler raised: log it, and fail the message with it.
-    """
-    _log.failure("Error in the SMTP client", failure)
-    fail(
-        client,
-        SMTPClientError(
-            -1,
-            "Unexpected error in the SMTP client: %s" % (failure.getErrorMessage(),),
-            client.log.str(),
-            isFatal=True,
-        ),
-    )
-
-
-def fail(client: SMTPClient, exc: SMTPClientError) -> None:
-    """
-    Report C{exc} for the current message attempt, or, when there is no
-    attempt left to report on, just close the connection.
-
-    With C{pipelineMessages}, the message started after the current one
-    (or the error that kept it from starting) is reported too: every
-    started message gets one report.
-    """
-    state = client._mailclient
-    later: list[tuple[Transaction, SMTPClientError]] = []
-    following, state.following = state.following, None
-    if following is not None and not following.reported:
-        later.append((following, following.ownError or exc))
-    deferred, state.deferredStart = state.deferredStart, None
-    if deferred is not None and deferred[0] is not None and deferred[2] is not None:
-        later.append((deferred[0], deferred[2]))
-    txn = state.transaction
-    if txn.reported or state.quitting:
-        if txn.dataEnded:
-            txn.phase = Phase.OPEN
-        abortTransfer(client)
-        if client.transport is not None:
-            client.transport.loseConnection()
-    else:
-        reportError(client, exc)
-    for txn, error in later:
-        state.transaction = txn
-        txn.unpark(client)
-        abortTransfer(client)
-        if isinstance(error, InvalidAddressError):
-            error.log = client.log.str()
-        reportError(client, error)
-
-
-def reportError(client: SMTPClient, exc: SMTPClientError) -> None:
-    """
-    Report C{exc} through L{SMTPClient.sendError} as the outcome of the
-    current message attempt; an exception from C{sendError} is logged and
-    closes the connection.
-    """
-    client._mailclient.transaction.phase = Phase.REPORTED
-    try:
-        client.sendError(exc)
-    except Exception:
-        _log.failure("Error in sendError", Failure())
-        if client.transport is not None:
-            client.transport.loseConnection()
-
-
-def invalidAddress(client: SMTPClient, exc: InvalidAddressError) -> None:
-    exc.log = client.log.str()
-    fail(client, exc)
-
-
-def messageFile(client: SMTPClient) -> MessageFile | None:
+def messageFile(client: SMTPClient) -> BinaryFile | None:
     """
     The message of the current transaction (from C{getMailData}, unless
     it was already asked for), as a binary file.
@@ -852,70 +763,6 @@ def _transferFailed(client: SMTPClient, txn: Transaction, reason: Failure) -> No
         )
         return
     fail(client, readError(client, reason))
-
-
-def readError(client: SMTPClient, reason: Failure) -> SMTPClientError:
-    """
-    The error a message fails with when its body could not be read or
-    encoded: a refusal of its content (L{CannotSendError}, for 8-bit data
-    the server cannot take) or a L{MessageReadError}.
-    """
-    if reason.check(_TooSlow):
-        return SMTPTimeoutError(-1, reason.getErrorMessage(), client.log.str())
-    if reason.check(OptionError):
-        return CannotSendError(
-            reason.getErrorMessage(), client.log.str(), isFatal=True,
-            status=cast(OptionError, reason.value).status,
-        )
-    return MessageReadError(
-        "Could not read the message to send: %s" % (reason.getErrorMessage(),),
-        client.log.str(),
-    )
-
-
-def abortTransfer(client: SMTPClient) -> None:
-    """
-    Stop writing the current message's body.  A DATA body cut short takes
-    the connection with it; a BDAT chunk whose command line went out is
-    completed first (the server counts its bytes).
-    """
-    txn = client._mailclient.transaction
-    chunks, txn.chunks = txn.chunks, None
-    if chunks is not None and not chunks.finished:
-        if chunks.allWritten:
-            chunks.stop()
-        else:
-            chunks.stopProducing()
-            abortConnection(client)
-    body, txn.body = txn.body, None
-    if body is not None:
-        body.abort(Failure(_TransferStopped()))
-        abortConnection(client)
-
-
-def reportOutcome(client: SMTPClient, code: int, resp: bytes) -> None:
-    """
-    Report the outcome of the current message through
-    L{SMTPClient.sentMail}.
-    """
-    txn = client._mailclient.transaction
-    if code in SUCCESS and not txn.dataEnded:
-        # Never report a message delivered before its data was sent.
-        resp = b"Positive reply from the SMTP server before the end of the data: %03d %s" % (
-            code, resp)
-        code = -1
-    if client._from is not None and not txn.reported:
-        # (Not after sendError: replies that arrive while the connection
-        # closes after a fatal error must not report a second outcome.)
-        txn.phase = Phase.REPORTED
-        client.sentMail(
-            code, resp, len(client.successAddresses), client.toAddressesResult,
-            client.log,
-        )
-    elif txn.dataEnded:
-        txn.phase = Phase.OPEN
-    client.toAddressesResult = []
-    client._from = None
 
 
 def _rsetFailed(client: SMTPClient, code: int, resp: bytes) -> None:

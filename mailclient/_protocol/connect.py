@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Protocol as TypingProtocol, cast
 
 from twisted.internet import error
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -47,8 +47,9 @@ from twisted.internet.interfaces import (
     IAddress,
     IConnector,
     IDelayedCall,
+    IHostnameResolver,
     IHostResolution,
-    IProtocolFactory,
+    IReactorTCP,
     IReactorTime,
     IResolutionReceiver,
 )
@@ -57,10 +58,24 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from mailclient._protocol.outcome import abortConnection
 from mailclient._wire.eyeballs import ATTEMPT_DELAY, CONNECT_TIMEOUT, interleave
 from mailclient._wire.settings import bindAddresses, addressFamily as family
 
+if TYPE_CHECKING:
+    # What a client factory's buildProtocol returns (Twisted 24.7 and later).
+    from twisted.internet.protocol import _ProtoWithFactory
+
 _log = Logger()
+
+
+class _ReactorSSL(TypingProtocol):
+    # A reactor given a contextFactory provides IReactorSSL too: connectSSL as
+    # reactors take it (IReactorSSL says ClientContextFactory, and no defaults).
+    def connectSSL(self, host: str, port: int, factory: ClientFactory, contextFactory: object,
+                   timeout: float = ..., bindAddress: tuple[str, int] | None = ..., /
+                   ) -> IConnector: ...
+
 
 class IAttemptAware(Interface):
     """
@@ -161,10 +176,10 @@ class HappyEyeballsConnector:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTCP,
         host: str,
         port: int,
-        factory: IProtocolFactory,
+        factory: ClientFactory,
         timeout: float | None = CONNECT_TIMEOUT,
         bindAddress: object = None,
         *,
@@ -367,14 +382,13 @@ class HappyEyeballsConnector:
         self._startNext()
 
     def _connectOne(self, attempt: _Attempt) -> IConnector:
-        factory: Any = self.factory if self._aware else _AttemptFactory(self, attempt)
+        factory = self.factory if self._aware else _AttemptFactory(self, attempt)
         timeout = CONNECT_TIMEOUT if self.timeout is None else self.timeout
         bind = self._bind.get(family(attempt.address))
         if self.contextFactory is not None:
-            return cast(IConnector, self.reactor.connectSSL(
-                attempt.address, self.port, factory, self.contextFactory, timeout, bind))
-        return cast(IConnector, self.reactor.connectTCP(
-            attempt.address, self.port, factory, timeout, bind))
+            return cast(_ReactorSSL, self.reactor).connectSSL(
+                attempt.address, self.port, factory, self.contextFactory, timeout, bind)
+        return self.reactor.connectTCP(attempt.address, self.port, factory, timeout, bind)
 
     def _checkExhausted(self) -> None:
         """
@@ -397,7 +411,7 @@ class HappyEyeballsConnector:
         self._deliverFailure(reason)
 
     def _deliverFailure(self, reason: Failure) -> None:
-        self.factory.clientConnectionFailed(self, reason)  # type: ignore[attr-defined]
+        self.factory.clientConnectionFailed(self, reason)
 
     def _cancelTimers(self) -> None:
         for name in ("_timer", "_resolutionTimer"):
@@ -534,13 +548,7 @@ class _Refused(Protocol):
     """
 
     def connectionMade(self) -> None:
-        transport = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None:
-                abort()
-            else:
-                transport.loseConnection()
+        abortConnection(self)
 
 
 class _AttemptFactory(ClientFactory):
@@ -566,22 +574,22 @@ class _AttemptFactory(ClientFactory):
             self.attempt.connector = connector
         outer = self.race.attemptStarted(self.attempt)
         if outer is not None:
-            self.race.factory.startedConnecting(outer)  # type: ignore[attr-defined]
+            self.race.factory.startedConnecting(outer)
 
-    def buildProtocol(self, addr: IAddress | None) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> _ProtoWithFactory | None:
         if self.race.attemptConnected(self.attempt):
-            return self.race.factory.buildProtocol(cast(IAddress, addr))
+            return self.race.factory.buildProtocol(addr)
         return _Refused()
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         outer = self.race.attemptFailed(self.attempt, reason)
         if outer is not None:
-            self.race.factory.clientConnectionFailed(outer, reason)  # type: ignore[attr-defined]
+            self.race.factory.clientConnectionFailed(outer, reason)
 
     def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
         outer = self.race.attemptLost(self.attempt)
         if outer is not None:
-            self.race.factory.clientConnectionLost(outer, reason)  # type: ignore[attr-defined]
+            self.race.factory.clientConnectionLost(outer, reason)
 
 
 # What attempt-aware factories call.  Each returns the connector the
@@ -677,7 +685,7 @@ def currentConnector(factory: object) -> HappyEyeballsConnector | None:
     return _raceOf(factory)
 
 
-def nameResolverOf(reactor: object) -> Any:
+def nameResolverOf(reactor: object) -> IHostnameResolver | None:
     """
     The reactor's name resolver (C{nameResolver}), or L{None} when it has
     none.
@@ -697,10 +705,10 @@ def nameResolverOf(reactor: object) -> Any:
 
 
 def connectSender(
-    reactor: Any,
+    reactor: IReactorTCP,
     host: str | bytes,
     port: int,
-    factory: IProtocolFactory,
+    factory: ClientFactory,
     timeout: float | None = None,
     bindAddress: object = None,
     *,
@@ -754,7 +762,7 @@ def connectSender(
     if isIPLiteral(host) or nameResolverOf(reactor) is None:
         if bindAddress is None and contextFactory is None and timeout in (None, CONNECT_TIMEOUT):
             # Exactly Twisted's call.
-            return cast(IConnector, reactor.connectTCP(host, port, factory))
+            return reactor.connectTCP(host, port, factory)
         return _plainConnect(reactor, host, port, factory, timeout, bindAddress, contextFactory)
     connector = HappyEyeballsConnector(
         reactor, host, port, factory, timeout, bindAddress,
@@ -765,7 +773,7 @@ def connectSender(
 
 
 def _plainConnect(
-    reactor: Any, host: str, port: int, factory: IProtocolFactory,
+    reactor: IReactorTCP, host: str, port: int, factory: ClientFactory,
     timeout: float | None, bindAddress: object, contextFactory: object,
 ) -> IConnector:
     """
@@ -776,12 +784,12 @@ def _plainConnect(
     bind = None
     if binds:
         bind = binds.get(family(host)) if isIPLiteral(host) else next(iter(binds.values()))
-    extra: tuple[Any, ...] = ()
+    extra: tuple[()] | tuple[float, tuple[str, int] | None] = ()
     if (timeout is not None and timeout != CONNECT_TIMEOUT) or bind is not None:
         extra = (CONNECT_TIMEOUT if timeout is None else timeout, bind)
     if contextFactory is not None:
-        return cast(IConnector, reactor.connectSSL(host, port, factory, contextFactory, *extra))
-    return cast(IConnector, reactor.connectTCP(host, port, factory, *extra))
+        return cast(_ReactorSSL, reactor).connectSSL(host, port, factory, contextFactory, *extra)
+    return reactor.connectTCP(host, port, factory, *extra)
 
 
 __all__ = [

@@ -19,6 +19,8 @@ class LOGINCredentials(UsernamePassword):
     """
 
     def __init__(self) -> None:
+        # As Twisted's: no user name or password until the client gives them
+        # (UsernamePassword's annotations say bytes).
         UsernamePassword.__init__(self, None, None)  # type: ignore[arg-type]
         self.challenges = [b"Password:", b"Username:"]
         self.responses = [b"password", b"username"]

@@ -28,16 +28,13 @@ from twisted.python.failure import Failure
 
 from mailclient._wire.address import extractAddress, quoteaddr
 from mailclient._protocol.client import (
-    SUCCESS,
     SMTPClient,
     beginTransaction,
     binaryFile,
-    fail,
-    invalidAddress,
     noMoreMessages,
     recipientList,
-    reportOutcome,
 )
+from mailclient._protocol.outcome import SUCCESS, fail, invalidAddress, reportOutcome
 from mailclient._wire.errors import CannotSendError, InvalidAddressError
 from mailclient._wire.options import (
     CONVERSION_NEEDED,
@@ -85,7 +82,7 @@ from mailclient._protocol.tls import (
     tlsRecord,
 )
 from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
-from mailclient._wire.types import MessageFile, Text
+from mailclient._wire.types import BinaryFile, MessageFile, Text
 from mailclient.interfaces import IClientAuthentication
 
 _log = Logger()
@@ -769,7 +766,7 @@ def _plan(
     )
 
 
-def _converted(message: MessageFile | None) -> MessageFile:
+def _converted(message: MessageFile | None) -> BinaryFile:
     """
     The message converted to 7 bits (see L{mailclient._wire.sevenbit}).
 

@@ -16,10 +16,10 @@ field (L{DELIVERY_EVENT}, L{RETRY_EVENT}).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from time import time
-from typing import cast
+from typing import Concatenate, ParamSpec
 
 from twisted.logger import Logger, LogLevel
 
@@ -194,14 +194,34 @@ def emit(log: Logger, level: LogLevel, format: str, event: dict[str, object]) ->
     log.observer(event)
 
 
-def emitDelivery(log: Logger, **fields: object) -> dict[str, object]:
+P = ParamSpec("P")
+
+
+def _emitter(
+    make: Callable[P, dict[str, object]], level: Callable[[dict[str, object]], LogLevel],
+    format: str, name: str, doc: str,
+) -> Callable[Concatenate[Logger, P], dict[str, object]]:
     """
+    A function that makes an event with C{make} (from the same keyword
+    arguments), emits it on a logger at its C{level} and returns it.
+    """
+
+    def emitEvent(log: Logger, /, *args: P.args, **fields: P.kwargs) -> dict[str, object]:
+        event = make(*args, **fields)
+        emit(log, level(event), format, event)
+        return event
+
+    emitEvent.__name__ = emitEvent.__qualname__ = name
+    emitEvent.__doc__ = doc
+    return emitEvent
+
+
+emitDelivery = _emitter(
+    deliveryEvent, lambda event: levelOf(Outcome(event["outcome"])), DELIVERY_FORMAT,
+    "emitDelivery", """
     Emit the event of one delivery attempt on C{log}; the keyword
     arguments are those of L{deliveryEvent}.  Return the event.
-    """
-    event = deliveryEvent(**fields)  # type: ignore[arg-type]
-    emit(log, levelOf(cast(Outcome, fields["outcome"])), DELIVERY_FORMAT, event)
-    return event
+    """)
 
 
 def retryEvent(
@@ -239,14 +259,11 @@ def retryEvent(
     }
 
 
-def emitRetry(log: Logger, **fields: object) -> dict[str, object]:
-    """
+emitRetry = _emitter(
+    retryEvent, lambda event: LogLevel.info, RETRY_FORMAT, "emitRetry", """
     Emit the event of a retry being scheduled on C{log}; the keyword
     arguments are those of L{retryEvent}.  Return the event.
-    """
-    event = retryEvent(**fields)  # type: ignore[arg-type]
-    emit(log, LogLevel.info, RETRY_FORMAT, event)
-    return event
+    """)
 
 
 __all__ = [

@@ -16,7 +16,12 @@ C{prometheus_client}'s own tools.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram
 
 #: Latency buckets, in seconds: from a local relay's milliseconds to a
 #: slow server's final reply.
@@ -29,17 +34,17 @@ class DeliveryMetrics:
     The delivery counter and latency histogram of one registry.
     """
 
-    def __init__(self, prometheus: Any, registry: Any) -> None:
+    def __init__(self, prometheus: ModuleType, registry: CollectorRegistry) -> None:
         labels = ("destination", "outcome")
-        self.deliveries = prometheus.Counter(
+        self.deliveries: Counter = prometheus.Counter(
             "mailclient_deliveries", "SMTP delivery attempts, by destination and outcome.",
             labels, registry=registry)
-        self.latency = prometheus.Histogram(
+        self.latency: Histogram = prometheus.Histogram(
             "mailclient_delivery_seconds",
             "Latency of SMTP delivery attempts (start of the transaction to its "
             "outcome), by destination and outcome.",
             labels, registry=registry, buckets=BUCKETS)
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, destination: str, outcome: str, latency: float | None) -> None:
         """
@@ -59,10 +64,10 @@ class DeliveryMetrics:
 
 
 #: One L{DeliveryMetrics} per registry (a metric can be registered once).
-_byRegistry: dict[int, tuple[Any, DeliveryMetrics]] = {}
+_byRegistry: dict[int, tuple[CollectorRegistry, DeliveryMetrics]] = {}
 
 
-def deliveryMetrics(registry: Any = None) -> DeliveryMetrics | None:
+def deliveryMetrics(registry: CollectorRegistry | None = None) -> DeliveryMetrics | None:
     """
     The delivery metrics registered in C{registry} (L{None}:
     C{prometheus_client}'s default registry), made on first use; L{None}

@@ -12,24 +12,22 @@ from __future__ import annotations
 
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IConsumer
 from twisted.python.failure import Failure
 
 from mailclient._protocol.chunking import ChunkSender
-from mailclient._protocol.client import (
+from mailclient._protocol.client import beginBody, encodeFor, messageFile, phaseTimeouts
+from mailclient._protocol.outcome import (
     SUCCESS,
     abortConnection,
     abortTransfer,
-    beginBody,
-    encodeFor,
     fail,
     internalError,
-    messageFile,
     readError,
     reportOutcome,
-    phaseTimeouts,
 )
 from mailclient._wire.data import DataEncoder
 from mailclient._wire.errors import SMTPClientError, SMTPConnectError, SMTPProtocolError
@@ -166,11 +164,12 @@ def _activateFollowing(client: ESMTPClient) -> None:
 
 
 def _startChunks(client: ESMTPClient, txn: Transaction) -> None:
-    client.mailFile = messageFile(client)
+    message = client.mailFile = messageFile(client)
     txn.encoder = DataEncoder(dotStuff=False)
     beginBody(client)
     txn.chunks = ChunkSender(
-        client.mailFile, client.transport, partial(encodeFor, client, txn),
+        # (A transport is a consumer, which ITransport does not say.)
+        message, cast(IConsumer, client.transport), partial(encodeFor, client, txn),
         partial(_chunkWritten, client, txn), partial(_chunksFailed, client, txn),
         partial(_chunksDone, client, txn),
     )

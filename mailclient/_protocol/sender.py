@@ -43,6 +43,7 @@ from mailclient._wire.sasl import (
     LOGINAuthenticator,
     PLAINAuthenticator,
 )
+from mailclient._wire.retry import RetryPolicy
 from mailclient._wire.settings import ClientSettings, settingsFrom
 from mailclient._wire.status import isPermanent, parseEnhancedStatus
 from mailclient._protocol.tls import contextForPolicy, verifyingContext
@@ -214,7 +215,9 @@ class SMTPSenderFactory(protocol.ClientFactory):
     @ivar retries: Twisted's retry counter: minus the retries left.
     """
 
-    domain: bytes | str = _DefaultDomain()  # type: ignore[assignment]  # a descriptor
+    # Twisted's attribute (bytes or text, set by callers); by default a
+    # descriptor giving this host's name.
+    domain: bytes | str = _DefaultDomain()  # type: ignore[assignment]
     protocol: type[SMTPClient] = SMTPSender
     #: No "Starting factory" / "Stopping factory" log lines for every
     #: message (Twisted's factories write both; set True to get them).
@@ -233,7 +236,7 @@ class SMTPSenderFactory(protocol.ClientFactory):
         deferred: defer.Deferred[SendResult],
         retries: int = 5,
         timeout: float | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         """
         @param fromEmail: The RFC 2821 address from which to send this
@@ -254,7 +257,8 @@ class SMTPSenderFactory(protocol.ClientFactory):
         """
         if not isinstance(retries, int):
             raise TypeError("retries must be an int, not %r" % (retries,))
-        retry = options.pop("retry", None) or settingsFrom(None).retry
+        # (Not a RetryPolicy: refused, by the AttributeError or the settings.)
+        retry = cast(RetryPolicy, options.pop("retry", None) or settingsFrom(None).retry)
         if retry.retries != max(0, retries):
             retry = replace(retry, retries=max(0, retries))
         settings = settingsFrom(None, timeout=timeout, retry=retry, **options)
@@ -563,7 +567,7 @@ class ESMTPSenderFactory(SMTPSenderFactory):
         requireAuthentication: bool = True,
         requireTransportSecurity: bool = True,
         hostname: str | bytes | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         """
         Arguments as Twisted's, plus (mailclient addition, keyword only)

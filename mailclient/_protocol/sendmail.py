@@ -7,7 +7,7 @@ from __future__ import annotations
 import email.message
 import enum
 import io
-from typing import Any, cast
+from typing import cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import (
@@ -74,7 +74,7 @@ def sendmail(
     implicitTLS: bool | None = None,
     retries: int = 5,
     _factoryClass: type[ESMTPSenderFactory] = ESMTPSenderFactory,
-    **options: Any,
+    **options: object,
 ) -> defer.Deferred[SendResult]:
     """
     Send an email, as C{twisted.mail.smtp.sendmail} does.

@@ -8,7 +8,7 @@ rewrites outgoing lines before they are recorded.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import SupportsIndex, cast, overload
 from collections.abc import Iterator
 
 from twisted.python import util
@@ -40,7 +40,13 @@ class TranscriptLog(util.LineLog):
     C{LineLog} (C{.str()}, C{bytes()}, C{.clear()}).
     """
 
-    def __getitem__(self, item: Any) -> Any:
+    @overload
+    def __getitem__(self, item: SupportsIndex) -> bytes: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[bytes]: ...
+
+    def __getitem__(self, item: SupportsIndex | slice) -> bytes | list[bytes]:
         return list(self)[item]
 
     def __iter__(self) -> Iterator[bytes]:

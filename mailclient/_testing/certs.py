@@ -23,10 +23,21 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import threading
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union, cast
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.x509 import Certificate, GeneralName
+    from OpenSSL import crypto
     from twisted.internet import ssl
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+    #: A private key and its certificate.
+    KeyAndCertificate = Tuple[EllipticCurvePrivateKey, Certificate]
+    #: The private keys pyOpenSSL takes.
+    SigningKey = Union[rsa.RSAPrivateKey, dsa.DSAPrivateKey, EllipticCurvePrivateKey,
+                       ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey]
 
 
 def tlsAvailable() -> bool:
@@ -98,9 +109,10 @@ class LocalCertificates:
 
         key = serialization.load_pem_private_key(self.serverKeyPEM, password=None)
         certificate = x509.load_pem_x509_certificate(self.serverCertificatePEM)
-        return certificateOptions(key, certificate)
+        # (An elliptic-curve key, as this module makes them.)
+        return certificateOptions(cast("SigningKey", key), certificate)
 
-    def clientOptions(self, hostname: Optional[str] = None) -> Any:
+    def clientOptions(self, hostname: Optional[str] = None) -> IOpenSSLClientConnectionCreator:
         """
         Return client-side TLS options (an
         L{twisted.internet.interfaces.IOpenSSLClientConnectionCreator}) that
@@ -114,7 +126,9 @@ class LocalCertificates:
         )
 
 
-def certificateOptions(key: Any, certificate: Any) -> ssl.CertificateOptions:
+def certificateOptions(
+    key: SigningKey, certificate: Certificate
+) -> ssl.CertificateOptions:
     """
     Server-side L{ssl.CertificateOptions} presenting C{certificate} (a
     C{cryptography} certificate) with C{key} (its C{cryptography} private
@@ -126,12 +140,13 @@ def certificateOptions(key: Any, certificate: Any) -> ssl.CertificateOptions:
     if not _takesCryptographyObjects():
         from OpenSSL import crypto
 
-        key = crypto.PKey.from_cryptography_key(key)
-        certificate = crypto.X509.from_cryptography(certificate)
+        return ssl.CertificateOptions(privateKey=crypto.PKey.from_cryptography_key(key),
+                                      certificate=crypto.X509.from_cryptography(certificate))
     # Twisted passes both straight to pyOpenSSL's Context.use_privatekey and
     # use_certificate (23.10 and later alike); its annotations still say
     # PKey and X509.
-    return ssl.CertificateOptions(privateKey=key, certificate=certificate)
+    return ssl.CertificateOptions(privateKey=cast("crypto.PKey", key),
+                                  certificate=cast("crypto.X509", certificate))
 
 
 def privateCertificateOptions(certificate: ssl.PrivateCertificate) -> ssl.CertificateOptions:
@@ -175,7 +190,7 @@ def _validity() -> Tuple[datetime.datetime, datetime.datetime]:
     return now - datetime.timedelta(days=1), now + datetime.timedelta(days=365)
 
 
-def _newAuthority() -> Tuple[Any, Any]:
+def _newAuthority() -> KeyAndCertificate:
     """
     A new CA: its private key and self-signed certificate.
     """
@@ -221,14 +236,14 @@ def _newAuthority() -> Tuple[Any, Any]:
     return caKey, caCert
 
 
-def _subjectAltNames(hostname: str, ipAddresses: Sequence[str]) -> list:
+def _subjectAltNames(hostname: str, ipAddresses: Sequence[str]) -> list[GeneralName]:
     """
     The subject alternative names of a server certificate: C{hostname} (as
     an IP address if it is one) and each of C{ipAddresses}, once each.
     """
     from cryptography import x509
 
-    names: list = []
+    names: list[GeneralName] = []
     addresses = list(ipAddresses)
     try:
         ipaddress.ip_address(hostname)
@@ -246,12 +261,12 @@ def _subjectAltNames(hostname: str, ipAddresses: Sequence[str]) -> list:
 
 
 def _issue(
-    caKey: Any,
-    caCert: Any,
+    caKey: EllipticCurvePrivateKey | None,
+    caCert: Certificate | None,
     hostnames: Sequence[str],
     ipAddresses: Sequence[str],
     selfSigned: bool = False,
-) -> Tuple[Any, Any]:
+) -> KeyAndCertificate:
     """
     A server key and a certificate for C{hostnames} (the first is its
     common name) and C{ipAddresses}, signed by the CA, or by itself.
@@ -263,7 +278,7 @@ def _issue(
 
     notBefore, notAfter = _validity()
     serverKey = ec.generate_private_key(ec.SECP256R1())
-    altNames: list = []
+    altNames: list[GeneralName] = []
     for i, name in enumerate(hostnames):
         altNames += [n for n in _subjectAltNames(name, ipAddresses if i == 0 else ())
                      if n not in altNames]
@@ -279,6 +294,7 @@ def _issue(
     )
     if selfSigned:
         return serverKey, builder.issuer_name(serverName).sign(serverKey, hashes.SHA256())
+    assert caKey is not None and caCert is not None
     caSKI = caCert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     serverCert = (
         builder.issuer_name(caCert.subject)
@@ -299,7 +315,8 @@ def _issue(
     return serverKey, serverCert
 
 
-def _pem(caCert: Any, serverKey: Any, serverCert: Any, hostname: str) -> LocalCertificates:
+def _pem(caCert: Certificate, serverKey: EllipticCurvePrivateKey, serverCert: Certificate,
+         hostname: str) -> LocalCertificates:
     from cryptography.hazmat.primitives import serialization
 
     pem = serialization.Encoding.PEM
@@ -338,11 +355,11 @@ def generateCertificates(
 
 
 _lock = threading.Lock()
-_authorityCache: Optional[Tuple[Any, Any]] = None
-_byHostname: dict = {}
+_authorityCache: Optional[KeyAndCertificate] = None
+_byHostname: dict[str, LocalCertificates] = {}
 
 
-def _authority() -> Tuple[Any, Any]:
+def _authority() -> KeyAndCertificate:
     """
     This process's CA (private key, certificate), made on the first call.
     """

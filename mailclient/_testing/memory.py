@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import error, protocol
 from twisted.internet.address import IPv4Address
@@ -22,6 +22,9 @@ from twisted.test import iosim
 from zope.interface import directlyProvides, implementer
 
 if TYPE_CHECKING:
+    from OpenSSL import SSL, crypto
+    from twisted.protocols.tls import SomeConnectionCreator, TLSMemoryBIOProtocol
+
     from mailclient._testing.server import SMTPTestServer
 
 _IOSIM_TAKES_CLOCK = "clock" in inspect.signature(iosim.connect).parameters
@@ -45,7 +48,7 @@ class _RawSide:
     def loseConnection(self) -> None:
         iosim.FakeTransport.loseConnection(self._transport)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._transport, name)
 
 
@@ -59,21 +62,23 @@ class _MemoryTransport(iosim.FakeTransport):
     def __init__(self, proto: IProtocol, isServer: bool, host: IPv4Address,
                  peer: IPv4Address) -> None:
         super().__init__(proto, isServer, host, peer)
-        self._tlsLayer: Any = None
+        self._tlsLayer: TLSMemoryBIOProtocol | None = None
         self.other: _MemoryTransport | None = None
         self.onLost: Callable[[Failure], None] | None = None
 
-    def startTLS(self, contextFactory: Any, beNormal: bool = True) -> None:
+    def startTLS(self, contextFactory: SomeConnectionCreator, beNormal: bool = True) -> None:
         from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
         isClient = (not self.isServer) if beNormal else self.isServer
+        # (No wrapped factory: the protocol is made here, around the one
+        # connected.  Twisted's annotation asks for one.)
         factory = TLSMemoryBIOFactory(contextFactory, isClient, None)  # type: ignore[arg-type]
         # Not factory.protocol: newer Twisted's buffers small writes until a
         # turn of the global reactor, which never comes in memory.
-        self._tlsLayer = TLSMemoryBIOProtocol(factory, self.protocol, False)
-        self.protocol = self._tlsLayer
+        tlsLayer = self._tlsLayer = TLSMemoryBIOProtocol(factory, self.protocol, False)
+        self.protocol = tlsLayer
         directlyProvides(self, ISSLTransport)
-        self._tlsLayer.makeConnection(_RawSide(self))
+        tlsLayer.makeConnection(_RawSide(self))
 
     def write(self, data: bytes) -> None:
         if self._tlsLayer is not None:
@@ -91,16 +96,19 @@ class _MemoryTransport(iosim.FakeTransport):
     def abortConnection(self) -> None:
         self.stream = []
         self.disconnecting = True
+        # (iosim's class attribute is a ConnectionDone, so its type says.)
         self.disconnectReason = error.ConnectionAborted()  # type: ignore[assignment]
         if self.other is not None:
             self.other.disconnectReason = error.ConnectionLost(  # type: ignore[assignment]
                 "Connection reset by peer")
 
-    def getPeerCertificate(self) -> Any:
-        return self._tlsLayer.getPeerCertificate()
+    # (Asked once TLS is on.)
 
-    def getHandle(self) -> Any:
-        return self._tlsLayer.getHandle()
+    def getPeerCertificate(self) -> crypto.X509 | None:
+        return cast("TLSMemoryBIOProtocol", self._tlsLayer).getPeerCertificate()
+
+    def getHandle(self) -> SSL.Connection:
+        return cast("TLSMemoryBIOProtocol", self._tlsLayer).getHandle()
 
     def reportDisconnect(self) -> None:
         reason = Failure(self.disconnectReason)
@@ -178,7 +186,8 @@ class MemoryConnection:
                 factory.startedConnecting(connector)
             client = factory.buildProtocol(serverAddress)
         if isinstance(client, policies.TimeoutMixin):
-            # Its timeouts would otherwise go to the global reactor.
+            # Its timeouts would otherwise go to the global reactor.  (Twisted's
+            # idiom: the instance's callLater replaced by the clock's.)
             client.callLater = self.clock.callLater  # type: ignore[method-assign,assignment]
         serverProto = self.server.buildProtocol(clientAddress)
         serverProto.clock = self.clock

@@ -7,7 +7,7 @@ sessions and runs on loopback or in memory.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address
@@ -43,8 +43,16 @@ from mailclient._testing.protocol import _SMTPServerProtocol
 from mailclient._testing.records import ReceivedMessage, Session
 from mailclient._testing.syntax import _parseEHLO
 
+if TYPE_CHECKING:
+    from twisted.internet import ssl
 
-class SMTPTestServer(protocol.ServerFactory):
+    # A factory of server protocols (Twisted's factories are generic only
+    # from Twisted 24.7, and only to the type checker).
+    _ServerFactory = protocol.ServerFactory[_SMTPServerProtocol]
+else:
+    _ServerFactory = protocol.ServerFactory
+
+class SMTPTestServer(_ServerFactory):
     """
     A scriptable SMTP server that records everything, for test suites.
 
@@ -66,7 +74,7 @@ class SMTPTestServer(protocol.ServerFactory):
         to STARTTLS, as a man in the middle would inject them.
     """
 
-    protocol = _SMTPServerProtocol  # type: ignore[assignment]
+    protocol = _SMTPServerProtocol
     noisy = False
 
     def __init__(
@@ -127,7 +135,7 @@ class SMTPTestServer(protocol.ServerFactory):
         self.requireAuth = requireAuth
         self.requireTLS = requireTLS
         self._tlsCertificate = tlsCertificate
-        self._tlsOptions: tuple[str, Any] | None = None
+        self._tlsOptions: tuple[str, ssl.CertificateOptions] | None = None
         self.maxSize = maxSize
         self.starttlsInjection = starttlsInjection
         self.reactor = reactor
@@ -270,7 +278,7 @@ class SMTPTestServer(protocol.ServerFactory):
 
     # Running.
 
-    def buildProtocol(self, addr: IAddress | None) -> _SMTPServerProtocol:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> _SMTPServerProtocol:
         """
         Make the protocol for one connection.
         """
@@ -293,7 +301,9 @@ class SMTPTestServer(protocol.ServerFactory):
             reactor = cast(IReactorTCP, globalReactor)
         if self.reactor is None and IReactorTime.providedBy(reactor):
             self.reactor = cast(IReactorTime, reactor)
-        self._port = reactor.listenTCP(port, self, interface=interface)
+        # (listenTCP's annotation takes a factory of any protocol only.)
+        self._port = reactor.listenTCP(port, cast(protocol.ServerFactory, self),
+                                       interface=interface)
         return self._port
 
     @property

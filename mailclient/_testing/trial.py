@@ -7,13 +7,16 @@ and assertions on what it received.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol
 
 from twisted.internet.interfaces import IReactorTCP
 
 from mailclient._testing.actions import Text, _b
 from mailclient._testing.records import ReceivedMessage, Session
 from mailclient._testing.server import SMTPTestServer
+
+
+P = ParamSpec("P")
 
 
 class _TestCase(Protocol):
@@ -25,7 +28,8 @@ class _TestCase(Protocol):
     def failureException(self) -> type[BaseException]:
         ...
 
-    def addCleanup(self, __function: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    def addCleanup(self, function: Callable[P, object], /, *args: P.args,
+                   **kwargs: P.kwargs) -> None:
         ...
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
 
 from mailclient._wire.errors import AddressError, InvalidAddressError
 from mailclient._wire.host import getDNSName
@@ -218,7 +217,7 @@ class Address:
     atomre = _ATOM
     dequotebs = _BACKSLASHED
 
-    def __init__(self, addr: Any, defaultDomain: bytes | None = None) -> None:
+    def __init__(self, addr: object, defaultDomain: bytes | None = None) -> None:
         dest = getattr(addr, "dest", None)
         if dest is not None and not isinstance(addr, (str, bytes)):
             addr = dest

@@ -25,8 +25,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from collections.abc import Iterable, Sequence
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
 
 #: The record type of TLSA (RFC 6698).
 TLSA_TYPE = 52
@@ -123,7 +126,7 @@ class DANEMismatch(Exception):
     """
 
 
-def _selected(certificate: Any, selector: int) -> bytes:
+def _selected(certificate: Certificate, selector: int) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     if selector == 0:
@@ -132,7 +135,7 @@ def _selected(certificate: Any, selector: int) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def recordMatches(record: TLSARecord, certificate: Any) -> bool:
+def recordMatches(record: TLSARecord, certificate: Certificate) -> bool:
     """
     Whether C{record}'s data is the certificate (a C{cryptography}
     certificate) as its selector and matching type say.
@@ -145,7 +148,7 @@ def recordMatches(record: TLSARecord, certificate: Any) -> bool:
     return _DIGESTS[record.matchingType](selected).digest() == record.data
 
 
-def _load(chain: Sequence[bytes]) -> list[Any]:
+def _load(chain: Sequence[bytes]) -> list[Certificate]:
     from cryptography import x509
 
     certificates = []
@@ -196,7 +199,7 @@ def matchChain(
                        % (", ".join(r.describe() for r in records) or "no usable record",))
 
 
-def _trustedPath(path: list[Any], names: Sequence[str], now: datetime.datetime | None) -> str | None:
+def _trustedPath(path: list[Certificate], names: Sequence[str], now: datetime.datetime | None) -> str | None:
     """
     Why the path from the server's certificate to the trust anchor matched
     (its last) cannot be trusted, or L{None}.
@@ -215,7 +218,7 @@ def _trustedPath(path: list[Any], names: Sequence[str], now: datetime.datetime |
     return None
 
 
-def certificateNames(certificate: Any, name: str) -> bool:
+def certificateNames(certificate: Certificate, name: str) -> bool:
     """
     Whether the certificate's DNS names (subject alternative names; a
     wildcard covers one left-most label) include C{name}.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailclient._wire.types import T
+
 
 class Capabilities(dict[bytes, bytes | None]):
     """
@@ -30,7 +32,7 @@ class Capabilities(dict[bytes, bytes | None]):
         # Keys are stored upper-case: most lookups hit without upper().
         return dict.__contains__(self, key) or dict.__contains__(self, key.upper())
 
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+    def get(self, key: bytes, default: T | None = None) -> bytes | T | None:
         return dict.get(self, key.upper(), default)
 
     def authMechanisms(self) -> Iterable[bytes]:

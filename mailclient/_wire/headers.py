@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import email.message
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from mailclient._wire.address import checkAddress
@@ -256,9 +256,24 @@ class _Parser:
         self.problems.append((self.where, text, reason))
 
     def parseList(self) -> None:
+        self.elements(self.address, "")
+
+    def elements(self, element: Callable[[], object], close: str) -> None:
+        """
+        Parse the comma-separated elements of an address list (C{close}
+        empty: up to the end) or of a group (up to and past C{close}) with
+        C{element}.  A bad element is recorded, and parsing goes on after
+        the next separator.
+        """
+        separators = "," + close
         while True:
             token = self.peek()
             if token is None:
+                if close:
+                    raise _Bad("the group is not closed with '%s'" % (close,))
+                return
+            if close and self.isSpecial(token, close):
+                self.i += 1
                 return
             if self.isSpecial(token, ","):
                 # An empty element (obs-addr-list): nothing to lose.
@@ -266,12 +281,15 @@ class _Parser:
                 continue
             start = token.start
             try:
-                self.address()
+                element()
                 after = self.peek()
-                if after is not None and not self.isSpecial(after, ","):
+                if after is None:
+                    if close:
+                        raise _Bad("the group is not closed with '%s'" % (close,))
+                elif not self.isSpecial(after, separators):
                     raise self.unexpected(after)
             except _Bad as e:
-                self.record(start, self.skipTo(","), e.reason)
+                self.record(start, self.skipTo(separators), e.reason)
 
     def phrase(self) -> list[_Token]:
         words: list[_Token] = []
@@ -294,26 +312,7 @@ class _Parser:
         self.found.append(self.mailboxAfter(words))
 
     def group(self) -> None:
-        while True:
-            token = self.peek()
-            if token is None:
-                raise _Bad("the group is not closed with ';'")
-            if self.isSpecial(token, ";"):
-                self.i += 1
-                return
-            if self.isSpecial(token, ","):
-                self.i += 1
-                continue
-            start = token.start
-            try:
-                self.found.append(self.mailboxAfter(self.phrase()))
-                after = self.peek()
-                if after is None:
-                    raise _Bad("the group is not closed with ';'")
-                if not self.isSpecial(after, ",;"):
-                    raise self.unexpected(after)
-            except _Bad as e:
-                self.record(start, self.skipTo(",;"), e.reason)
+        self.elements(lambda: self.found.append(self.mailboxAfter(self.phrase())), ";")
 
     def mailboxAfter(self, words: list[_Token]) -> str:
         token = self.peek()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Any
-from collections.abc import Iterable, Sequence
+from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
 
 #: The longest C{max_age} RFC 8461 allows (section 3.2: about a year).
 MAX_AGE_LIMIT = 31557600
@@ -150,7 +150,7 @@ class STSPolicy:
         lines.append("max_age: %d" % (self.maxAge,))
         return lines
 
-    def toState(self) -> dict[str, Any]:
+    def toState(self) -> dict[str, object]:
         """
         The policy as plain data (for the cache on disk).
         """
@@ -158,7 +158,7 @@ class STSPolicy:
                 "id": self.id}
 
     @classmethod
-    def fromState(cls, state: dict[str, Any]) -> STSPolicy:
+    def fromState(cls, state: Mapping[str, object]) -> STSPolicy:
         """
         The policy L{toState} gave.
 
@@ -166,7 +166,8 @@ class STSPolicy:
         """
         try:
             mode = STSMode(state["mode"])
-            patterns = tuple(_pattern(str(p)) for p in state["mx"])
+            # (Not a list: the TypeError below.)
+            patterns = tuple(_pattern(str(p)) for p in cast(Iterable[object], state["mx"]))
             maxAge = state["max_age"]
             policyId = str(state.get("id", ""))
         except (KeyError, TypeError, ValueError) as e:
@@ -300,13 +301,13 @@ class CachedPolicy:
         """
         return now >= self.fetched + self.policy.maxAge
 
-    def toState(self) -> dict[str, Any]:
+    def toState(self) -> dict[str, object]:
         state = self.policy.toState()
         state["fetched"] = self.fetched
         return state
 
     @classmethod
-    def fromState(cls, state: dict[str, Any]) -> CachedPolicy:
+    def fromState(cls, state: Mapping[str, object]) -> CachedPolicy:
         fetched = state.get("fetched") if isinstance(state, dict) else None
         if not isinstance(fetched, (int, float)):
             raise PolicyError("not a cached MTA-STS policy: no fetch time")

@@ -10,10 +10,11 @@ message, compute parameters, or say why the message cannot be sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 from collections.abc import Sequence
 
 from mailclient._wire.ehlo import Capabilities
+from mailclient._wire.types import MessageFile, Seekable
 from mailclient._wire.xtext import xtext_encode
 
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY", "NEVER"})
@@ -216,10 +217,11 @@ def checkEightBit(options: MailOptions, caps: Capabilities, eightBit: bool | Non
         raise OptionError(EIGHT_BIT_REFUSED, CONVERSION_NEEDED)
 
 
-def fileSize(f: Any) -> int | None:
+def fileSize(message: MessageFile | None) -> int | None:
     """
     The number of bytes left in a seekable file, or L{None}.
     """
+    f = cast(Seekable, message)  # (if it is not: the exception below)
     try:
         start = f.tell()
         end = f.seek(0, 2)
@@ -231,11 +233,12 @@ def fileSize(f: Any) -> int | None:
     return end - start
 
 
-def holdsEightBit(f: Any, chunkSize: int = 1 << 16) -> bool | None:
+def holdsEightBit(message: MessageFile | None, chunkSize: int = 1 << 16) -> bool | None:
     """
     Whether the rest of a seekable file holds a byte above 127 (L{None} if
     the file cannot be rewound), leaving its position unchanged.
     """
+    f = cast(Seekable, message)  # (if it is not: the exception below)
     try:
         start = f.tell()
         found = False

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 from collections.abc import Sequence
 
 from mailclient._wire.ehlo import Capabilities
@@ -160,7 +159,7 @@ class TransactionPlan:
     mailParameters: list[bytes]
     refuseEightBit: bool
     warning: str | None = None
-    group: list[tuple[bytes, Any]] = field(default_factory=list)
+    group: list[tuple[bytes, object]] = field(default_factory=list)
 
 
 def planTransaction(
@@ -168,7 +167,7 @@ def planTransaction(
     switches: Switches,
     options: MailOptions,
     quotedSender: bytes,
-    recipients: Sequence[Any],
+    recipients: Sequence[object],
     quotedRecipients: Sequence[bytes],
     size: int | None,
     eightBit: bool | None,
@@ -203,7 +202,7 @@ def planTransaction(
         and b"8BITMIME" not in caps
         and not options.allowEightBitWithout8BITMIME
     )
-    group: list[tuple[bytes, Any]] = []
+    group: list[tuple[bytes, object]] = []
     if pipelined:
         if early:
             # Whatever became of the previous transaction, this one starts

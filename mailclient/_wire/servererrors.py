@@ -7,8 +7,6 @@ Pure: no I/O, no Twisted.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mailclient._wire.address import Address
 from mailclient._wire.errors import SMTPError
 
@@ -18,7 +16,7 @@ class SMTPServerError(SMTPError):
     An error reply, as raised by server-side code.
     """
 
-    def __init__(self, code: int, resp: Any) -> None:
+    def __init__(self, code: int, resp: object) -> None:
         self.code = code
         self.resp = resp
 
@@ -31,7 +29,7 @@ class SMTPAddressError(SMTPServerError):
     An address was refused.
     """
 
-    def __init__(self, addr: Any, code: int, resp: Any) -> None:
+    def __init__(self, addr: object, code: int, resp: object) -> None:
         SMTPServerError.__init__(self, code, resp)
         self.addr = Address(addr)
 
@@ -46,9 +44,9 @@ class SMTPBadRcpt(SMTPAddressError):
 
     def __init__(
         self,
-        addr: Any,
+        addr: object,
         code: int = 550,
-        resp: Any = "Cannot receive for specified address",
+        resp: object = "Cannot receive for specified address",
     ) -> None:
         SMTPAddressError.__init__(self, addr, code, resp)
 
@@ -59,6 +57,6 @@ class SMTPBadSender(SMTPAddressError):
     """
 
     def __init__(
-        self, addr: Any, code: int = 550, resp: Any = "Sender not acceptable"
+        self, addr: object, code: int = 550, resp: object = "Sender not acceptable"
     ) -> None:
         SMTPAddressError.__init__(self, addr, code, resp)

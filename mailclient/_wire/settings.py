@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from mailclient._wire.options import MailOptions
 from mailclient._wire.retry import RetryPolicy
 from mailclient._wire.timeouts import Timeouts
 from mailclient._wire.text import hostName
 from mailclient._wire.tlspolicy import TLSPolicy
+
+if TYPE_CHECKING:
+    from mailclient.interfaces import IClientAuthentication
 
 
 @dataclass(frozen=True)
@@ -69,18 +73,18 @@ class ClientSettings:
     requireAuthentication: bool = True
     requireTransportSecurity: bool = True
     allowCleartextAuthentication: bool = False
-    contextFactory: Any = None
+    contextFactory: object = None
     hostname: str | None = None
     tls: bool = True
     implicitTLS: bool = False
     tlsPolicy: TLSPolicy | None = None
-    authenticators: tuple[Any, ...] | None = None
+    authenticators: tuple[IClientAuthentication, ...] | None = None
     pipelining: bool = True
     chunking: bool = True
     mailOptions: MailOptions | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connectTimeout: float = 30.0
-    bindAddress: Any = None
+    bindAddress: object = None
 
     def __post_init__(self) -> None:
         if self.connectTimeout != 30.0 and not (
@@ -166,7 +170,7 @@ def bindAddresses(bindAddress: object) -> dict[int, tuple[str, int]]:
     """
     if bindAddress is None:
         return {}
-    items: Any
+    items: Sequence[object]
     if (isinstance(bindAddress, tuple) and len(bindAddress) == 2
             and isinstance(bindAddress[0], str)):
         items = [bindAddress]
@@ -192,7 +196,7 @@ def bindAddresses(bindAddress: object) -> dict[int, tuple[str, int]]:
 _DEFAULTS = ClientSettings()
 
 
-def settingsFrom(settings: ClientSettings | None, **options: Any) -> ClientSettings:
+def settingsFrom(settings: ClientSettings | None, **options: object) -> ClientSettings:
     """
     C{settings} (or the defaults) with C{options} applied.
 

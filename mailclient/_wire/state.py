@@ -33,14 +33,14 @@ import enum
 from collections import deque
 from operator import attrgetter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailclient._wire.data import DataEncoder
 from mailclient._wire.errors import SMTPClientError
 from mailclient._wire.options import DEFAULT_OPTIONS, MailOptions
 from mailclient._wire.reply import ReplyAssembler
 from mailclient._wire.tlspolicy import TLSPolicy, TLSRecord
-from mailclient._wire.types import MessageFile
+from mailclient._wire.types import BinaryFile
 
 
 class BodyProducer(Protocol):
@@ -48,7 +48,7 @@ class BodyProducer(Protocol):
     The DATA producer, as the state machine uses it.
     """
 
-    def abort(self, reason: Any) -> None: ...  # a Failure
+    def abort(self, reason: BaseException) -> None: ...
 
 
 class ChunkProducer(Protocol):
@@ -150,7 +150,7 @@ class Transaction:
         self.body: BodyProducer | None = None
         self.chunks: ChunkProducer | None = None
         self.encoder = DataEncoder()
-        self.pendingFile: MessageFile | None = None
+        self.pendingFile: BinaryFile | None = None
         self.pendingRecipients: list[object] | None = None
         self.quoted: dict[int, tuple[object, bytes]] = {}
         self.pipeline: deque[PipelinedCommand] = deque()

@@ -44,7 +44,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any, Union, cast
+
+from mailclient._wire.dane import TLSARecord
 
 
 class TLSLevel(str, enum.Enum):
@@ -156,11 +158,11 @@ class TLSPolicy:
     implicit: bool = False
     verifyWhenUsed: bool = False
     hostname: str | None = None
-    context: Any = None
+    context: object = None
     caFile: str | None = None
     caCertificates: tuple[bytes, ...] = ()
     matchNames: tuple[str, ...] = ()
-    tlsa: tuple[Any, ...] = ()
+    tlsa: tuple[TLSARecord, ...] = ()
     source: PolicySource = field(default=DEFAULT_SOURCE, compare=False)
 
     def __post_init__(self) -> None:
@@ -206,7 +208,7 @@ class TLSPolicy:
         cls,
         *,
         tls: bool = True,
-        contextFactory: Any = None,
+        contextFactory: object = None,
         hostname: str | None = None,
         requireTransportSecurity: bool = False,
         requireAuthentication: bool = False,
@@ -248,7 +250,7 @@ def _pems(value: object) -> tuple[bytes, ...]:
     if isinstance(value, (bytes, str)):
         items = [value]
     else:
-        items = value  # type: ignore[assignment]
+        items = cast(Iterable[object], value)  # (if it is not: a TypeError below)
     pems = []
     for item in items:
         if isinstance(item, str):
@@ -264,7 +266,8 @@ def _names(value: object) -> tuple[str, ...]:
     """
     C{matchNames} as a tuple of lower-case names without a trailing dot.
     """
-    items: Iterable[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    # (Not iterable: a TypeError below.)
+    items = [value] if isinstance(value, str) else cast(Iterable[object], value)
     names = []
     for item in items:
         if not isinstance(item, str):
@@ -422,7 +425,7 @@ class TLSRecord:
                                            self.level.value, where)
 
 
-def policyState(policy: TLSPolicy) -> dict[str, Any]:
+def policyState(policy: TLSPolicy) -> dict[str, object]:
     """
     A policy as plain data (its context, if any, as it is).
     """
@@ -447,8 +450,8 @@ def replacePolicy(policy: TLSPolicy, **changes: Any) -> TLSPolicy:
 
 def hopPolicy(
     entry: TLSPolicy | None, host: str, port: int, *, smartHost: bool,
-    context: Any = None, level: TLSLevel | str | None = None, credentials: bool = False,
-    caFile: str | None = None, caCertificates: tuple[Any, ...] = (),
+    context: object = None, level: TLSLevel | str | None = None, credentials: bool = False,
+    caFile: str | None = None, caCertificates: tuple[bytes, ...] = (),
     implicit: bool | None = None,
 ) -> TLSPolicy:
     """
@@ -478,7 +481,9 @@ def hopPolicy(
             return TLSPolicy(TLSLevel.MAY, verifyWhenUsed=True, context=context, hostname=host)
         if level is None:
             level = TLSLevel.VERIFY if smartHost and (credentials or hasAnchors) else TLSLevel.MAY
-        policy = TLSPolicy(level, **(anchors if smartHost else {}))  # type: ignore[arg-type]
+        level = TLSLevel(level)
+        policy = (TLSPolicy(level, caFile=caFile, caCertificates=tuple(caCertificates))
+                  if smartHost else TLSPolicy(level))
     if smartHost and not policy.implicit and policy.level is not TLSLevel.NONE:
         if implicit if implicit is not None else port == 465:
             policy = replacePolicy(policy, implicit=True)

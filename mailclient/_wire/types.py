@@ -32,9 +32,19 @@ class MessageFile(Protocol):
     def read(self, size: int = -1, /) -> bytes | str: ...
 
 
+class BinaryFile(Protocol):
+    """
+    A message file read as bytes (see C{_protocol.body.binaryFile}).
+    """
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class Seekable(MessageFile, Protocol):
     """
-    A message file that can be rewound (for a retry).
+    A message file that can be rewound (for a retry), or measured.
     """
+
+    def tell(self) -> int: ...
 
     def seek(self, offset: int, whence: int = 0, /) -> int: ...

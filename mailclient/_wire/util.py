@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any
 from collections.abc import Iterable, Callable, Iterator, Sequence
 
 from mailclient._wire.host import getDNSName
@@ -66,7 +65,7 @@ def idGenerator() -> Iterator[int]:
 _gen = idGenerator()
 
 
-def messageid(uniq: str | None = None, N: Callable[[], Any] = lambda: next(_gen)) -> bytes:
+def messageid(uniq: str | None = None, N: Callable[[], object] = lambda: next(_gen)) -> bytes:
     """
     Return a globally unique string in RFC 2822 Message-ID format,
     C{<datetime.pid.random[.uniq].N@host>}.

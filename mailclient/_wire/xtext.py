@@ -8,7 +8,11 @@ from __future__ import annotations
 import codecs
 import re
 import sys
-from typing import Any
+from collections.abc import Sized
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 _HEX2 = re.compile(rb"[0-9A-Fa-f]{2}\Z")
@@ -28,7 +32,7 @@ def xtext_encode(s: str | bytes, errors: str | None = None) -> tuple[bytes, int]
     return bytes(out), len(s)
 
 
-def xtext_decode(s: bytes | str, errors: str | None = None) -> tuple[str, int]:
+def xtext_decode(s: ReadableBuffer | str, errors: str | None = None) -> tuple[str, int]:
     """
     Decode the xtext-encoded C{s}.  A C{+} not followed by two hex digits is
     kept as it is.
@@ -44,7 +48,8 @@ def xtext_decode(s: bytes | str, errors: str | None = None) -> tuple[str, int]:
             continue
         out.append(data[i])
         i += 1
-    return out.decode("utf-8", "replace"), len(s)
+    # (Every buffer type has a length: bytes, bytearray, memoryview, array.)
+    return out.decode("utf-8", "replace"), len(cast(Sized, s))
 
 
 class xtextStreamReader(codecs.StreamReader):
@@ -52,7 +57,7 @@ class xtextStreamReader(codecs.StreamReader):
     Stream reader of the xtext codec.
     """
 
-    def decode(self, s: Any, errors: str = "strict") -> tuple[str, int]:
+    def decode(self, s: ReadableBuffer | str, errors: str = "strict") -> tuple[str, int]:
         return xtext_decode(s)
 
 
@@ -61,7 +66,7 @@ class xtextStreamWriter(codecs.StreamWriter):
     Stream writer of the xtext codec.
     """
 
-    def encode(self, s: Any, errors: str = "strict") -> tuple[bytes, int]:
+    def encode(self, s: str | bytes, errors: str = "strict") -> tuple[bytes, int]:
         return xtext_encode(s)
 
 
@@ -72,7 +77,7 @@ def xtext_codec(name: str) -> codecs.CodecInfo | None:
     if name == "xtext":
         return codecs.CodecInfo(
             xtext_encode,
-            xtext_decode,  # type: ignore[arg-type]
+            xtext_decode,
             xtextStreamReader,
             xtextStreamWriter,
             name="xtext",
