@@ -9,23 +9,43 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 from collections.abc import Mapping, Sequence
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IConnector, IReactorTCP, IReactorTime
+from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailclient._relaying.bounce import DeliveryFailure
 from mailclient._relaying.returning import returnToSender
+from mailclient._wire.exchanges import Exchange
 from mailclient._wire.host import getDNSName
 from mailclient._wire.tlspolicy import TLSRecord
 from mailclient.interfaces import IAttemptManager, IDeliveryProgress, IRelayManagerHooks
 
+if TYPE_CHECKING:
+    from mailclient._relaying.queue import Queue
+
 _log = Logger()
 
-Exchange = tuple
+
+class RelayingManager(Protocol):
+    """
+    What an attempt manager uses of its relaying manager, as Twisted's
+    does: the messages each running relayer factory has yet to relay, and
+    the queue.
+    """
+
+    @property
+    def managed(self) -> dict[object, list[str]]:
+        ...
+
+    @property
+    def queue(self) -> Queue:
+        ...
 
 
 class DeliveryOutcome(str, enum.Enum):
@@ -89,7 +109,9 @@ class DeliveryReport:
         return text + "; TLS: " + tls
 
 
-def annotate(failure: DeliveryFailure, relay: Any, nextHop: str | None = None) -> DeliveryFailure:
+def annotate(
+    failure: DeliveryFailure, relay: object, nextHop: str | None = None
+) -> DeliveryFailure:
     """
     Note on C{failure} where the connection of C{relay} (a managed relayer
     factory) went, and the TLS it got.
@@ -118,14 +140,18 @@ class _AttemptManager:
     @ivar exchange: The C{(host, port)} being tried.
     """
 
-    def __init__(self, manager: Any, noisy: bool = True, reactor: Any = None) -> None:
+    def __init__(
+        self, manager: RelayingManager, noisy: bool = True, reactor: IReactorTime | None = None
+    ) -> None:
         self.manager = manager
         self.noisy = noisy
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
         self.reactor = reactor
-        self._hooks: Any = IRelayManagerHooks(manager, None) or _TwistedManagerHooks(
-            manager, reactor)
+        self._hooks: IRelayManagerHooks = IRelayManagerHooks(
+            manager, None) or _TwistedManagerHooks(manager, reactor)
         self._completionDeferreds: list[defer.Deferred[None]] | None = []
         self.exchanges: list[Exchange] = []
         self.exchange: Exchange | None = None
@@ -149,14 +175,14 @@ class _AttemptManager:
             self._completionDeferreds.append(d)
         return d
 
-    def start(self, exchanges: Sequence[Exchange], relay: Any) -> None:
+    def start(self, exchanges: Sequence[Exchange], relay: object) -> None:
         """
         Try the exchanges, in order, until one can be talked to.
         """
         self.exchanges = list(exchanges)
         self._connectNext(relay)
 
-    def _connectNext(self, relay: Any) -> None:
+    def _connectNext(self, relay: object) -> None:
         self.exchange = self.exchanges.pop(0)
         self._answered = False
         self._sending = set()
@@ -165,7 +191,7 @@ class _AttemptManager:
             if getattr(relay, name, None) is not None:
                 setattr(relay, name, None)
         pending = self.manager.managed.get(relay, [])
-        relay.messages = [self.manager.queue.getPath(m) for m in pending]
+        setattr(relay, "messages", [self.manager.queue.getPath(m) for m in pending])
         host, port = self.exchange
         d = self._hooks.connectExchange(host, port, relay)
 
@@ -180,14 +206,14 @@ class _AttemptManager:
 
         d.addErrback(unreachable)
 
-    def _finish(self, relay: Any, message: str) -> None:
+    def _finish(self, relay: object, message: str) -> None:
         name = os.path.basename(message)
         pending = self.manager.managed.get(relay)
         if pending is not None and name in pending:
             pending.remove(name)
         self._hooks.deliveryDone(name)
 
-    def notifySuccess(self, relay: Any, message: str) -> None:
+    def notifySuccess(self, relay: object, message: str) -> None:
         """
         The message was accepted: remove it from the queue.
         """
@@ -199,7 +225,7 @@ class _AttemptManager:
         self._report(relay, message, DeliveryOutcome.DELIVERED)
         self._finish(relay, message)
 
-    def notifyFailure(self, relay: Any, message: str) -> None:
+    def notifyFailure(self, relay: object, message: str) -> None:
         """
         The message was refused for good: return it to its sender and remove
         it from the queue.
@@ -220,13 +246,13 @@ class _AttemptManager:
         if returned:
             self._finish(relay, message)
 
-    def notifySending(self, relay: Any, message: str) -> None:
+    def notifySending(self, relay: object, message: str) -> None:
         """
         The message is about to be sent.  (mailclient addition)
         """
         self._sending.add(os.path.basename(message))
 
-    def notifyTemporaryFailure(self, relay: Any, message: str) -> None:
+    def notifyTemporaryFailure(self, relay: object, message: str) -> None:
         """
         The message was refused for now: it will be tried again.
         (mailclient addition)
@@ -241,7 +267,7 @@ class _AttemptManager:
                 failure.remoteMTA = self.exchange[0]
             self._temporary[name] = annotate(failure, relay)
 
-    def forget(self, relay: Any, message: str) -> None:
+    def forget(self, relay: object, message: str) -> None:
         """
         The message has left the queue by other means (its files are gone).
         (mailclient addition)
@@ -252,7 +278,7 @@ class _AttemptManager:
             pending.remove(name)
         self._hooks.forgetMessage(name)
 
-    def notifyDone(self, relay: Any) -> None:
+    def notifyDone(self, relay: object) -> None:
         """
         The connection is over.  If the exchange answered nothing and
         another is left, try it; otherwise put the messages left back to
@@ -293,7 +319,7 @@ class _AttemptManager:
         for d in notifications:
             d.callback(None)
 
-    def notifyNoConnection(self, relay: Any) -> None:
+    def notifyNoConnection(self, relay: object) -> None:
         """
         The exchange could not be reached: mark it bad and, if another is
         left, try it when the connection attempt is done; otherwise defer the
@@ -335,7 +361,7 @@ class _AttemptManager:
         return left is None or left() > 0
 
     def _report(
-        self, relay: Any, message: str, outcome: DeliveryOutcome, status: str | None = None,
+        self, relay: object, message: str, outcome: DeliveryOutcome, status: str | None = None,
         reason: str = "",
     ) -> None:
         """
@@ -358,7 +384,7 @@ def _diagnosticText(diagnostic: bytes | None) -> str:
     return diagnostic.decode("utf-8", "replace").strip()[:300]
 
 
-def _lostReason(relay: Any, host: str) -> str:
+def _lostReason(relay: object, host: str) -> str:
     tls = getattr(relay, "tlsRecord", None)
     if tls is not None and not tls.encrypted and tls.reason:
         return "connection to %s failed: %s" % (host, tls.reason)
@@ -375,18 +401,23 @@ class _TwistedManagerHooks:
     #: Twisted lets messages that could not be sent wait this long.
     backoff = 30
 
-    def __init__(self, manager: Any, reactor: Any) -> None:
+    def __init__(self, manager: RelayingManager, reactor: IReactorTime) -> None:
         self.manager = manager
         self.reactor = reactor
 
-    def connectExchange(self, host: str, port: int, factory: Any) -> defer.Deferred[Any]:
-        return defer.maybeDeferred(self.reactor.connectTCP, host, port, factory)
+    def connectExchange(self, host: str, port: int, factory: object) -> defer.Deferred[IConnector]:
+        # As Twisted's managers connect: the reactor's connectTCP, with their
+        # relayer factory.
+        return defer.maybeDeferred(cast(IReactorTCP, self.reactor).connectTCP, host, port,
+                                   cast(ClientFactory, factory))
 
     def deliveryDone(self, message: str) -> None:
         self.manager.queue.done(message)
 
-    def deferMessages(self, messages: Sequence[str], failures: Mapping[str, Any]) -> None:
-        def setWaiting(queue: Any, messages: Sequence[str]) -> None:
+    def deferMessages(
+        self, messages: Sequence[str], failures: Mapping[str, DeliveryFailure]
+    ) -> None:
+        def setWaiting(queue: Queue, messages: Sequence[str]) -> None:
             for message in messages:
                 queue.setWaiting(message)
 
@@ -397,7 +428,7 @@ class _TwistedManagerHooks:
         remoteMTA: str | None = None, reason: str = "",
     ) -> bool:
         return returnToSender(
-            self.manager.queue, message, status, diagnostic, remoteMTA, reason,
+            self.manager.queue, message, DeliveryFailure("", status, diagnostic, remoteMTA, reason),
             getDNSName().decode("ascii"),
         )
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, IO, Union
+from typing import IO, TYPE_CHECKING, Union
 from collections.abc import Sequence
 
 from mailclient._wire.status import parseEnhancedStatus
 from mailclient._wire.text import displayText
 from mailclient._wire.util import messageid, rfc822date
+
+if TYPE_CHECKING:
+    from mailclient._wire.tlspolicy import TLSRecord
 
 Text = Union[str, bytes]
 
@@ -48,7 +51,7 @@ class DeliveryFailure:
 
     nextHop: str | None = None
     address: str | None = None
-    tls: Any = None
+    tls: TLSRecord | None = None
 
     def __init__(
         self,

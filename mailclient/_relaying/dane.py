@@ -7,8 +7,8 @@ C{smtp_dns_support_level = dnssec}).
 Twisted does not validate DNSSEC: L{DNSSECResolver} asks the trusted
 resolver (a local validating one, such as Unbound on 127.0.0.1) with the
 AD bit set in the query (RFC 6840 section 5.7) and believes the AD bit of
-its answer.  Any object with a C{lookupTLSA(host, port)} method returning
-a Deferred L{TLSAAnswer} can stand in for it.
+its answer.  An object with a C{lookupTLSA(host, port)} method returning
+a Deferred L{TLSAAnswer} (a L{TLSAResolver}) can stand in for it.
 
 What the records mean for a connection is in L{mailclient._wire.dane};
 the match against the server's chain happens during the handshake
@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 from collections.abc import Sequence
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorUDP
+from twisted.python.failure import Failure
 
 from mailclient._wire.dane import TLSA_TYPE, TLSAError, TLSARecord, parseTLSA, tlsaName, usable
+
+if TYPE_CHECKING:
+    from twisted.names import dns
 
 
 class TLSALookupError(Exception):
@@ -66,7 +71,21 @@ class TLSAAnswer:
         return self.authenticated and bool(self.records or self.malformed)
 
 
-def answerFromMessage(message: Any, name: str) -> TLSAAnswer:
+class TLSAResolver(Protocol):
+    """
+    What the relay asks of the resolver it trusts for TLSA records (see
+    L{DNSSECResolver}).
+    """
+
+    def lookupTLSA(self, host: str, port: int = 25) -> defer.Deferred[TLSAAnswer]:
+        """
+        The TLSA records of C{host}'s SMTP service on C{port}.
+
+        @raise TLSALookupError: (in the Deferred) if they cannot be had.
+        """
+
+
+def answerFromMessage(message: dns.Message, name: str) -> TLSAAnswer:
     """
     The TLSA answer in a DNS response (L{twisted.names.dns.Message}).
 
@@ -106,9 +125,12 @@ class DNSSECResolver:
     """
 
     def __init__(self, servers: Sequence[tuple[str, int]] = (("127.0.0.1", 53),),
-                 reactor: Any = None, timeout: float = 10) -> None:
+                 reactor: IReactorUDP | None = None, timeout: float = 10) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+
+            # Every reactor Twisted ships listens on UDP (IReactorUDP).
+            reactor = cast(IReactorUDP, globalReactor)
         if not servers:
             raise ValueError("DNSSECResolver needs a resolver to trust")
         self.servers = [(str(host), int(port)) for host, port in servers]
@@ -140,7 +162,9 @@ class DNSSECResolver:
         return defer.ensureDeferred(self._lookup(host, port))
 
 
-def _query(reactor: Any, server: tuple[str, int], query: Any, timeout: float) -> defer.Deferred[Any]:
+def _query(
+    reactor: IReactorUDP, server: tuple[str, int], query: dns.Query, timeout: float
+) -> defer.Deferred[dns.Message]:
     """
     One query over UDP to C{server}, with the AD bit set, from a port of
     its own closed once answered.
@@ -148,14 +172,16 @@ def _query(reactor: Any, server: tuple[str, int], query: Any, timeout: float) ->
     from twisted.names import dns
 
     class ADQuery(dns.DNSDatagramProtocol):
-        def writeMessage(self, message: Any, address: Any) -> None:
+        def writeMessage(self, message: dns.Message, address: tuple[str, int]) -> None:
             # RFC 6840 section 5.7: ask the validating resolver to say
             # whether it validated the answer.
             message.authenticData = 1
             dns.DNSDatagramProtocol.writeMessage(self, message, address)
 
     class Controller:
-        def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
+        def messageReceived(
+            self, message: dns.Message, protocol: object, address: object = None
+        ) -> None:
             pass
 
     address = ipaddress.ip_address(server[0].split("%")[0])
@@ -167,7 +193,7 @@ def _query(reactor: Any, server: tuple[str, int], query: Any, timeout: float) ->
     listening = reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=512)
     d = protocol.query(server, [query], timeout)
 
-    def stop(result: Any) -> Any:
+    def stop(result: dns.Message | Failure) -> dns.Message | Failure:
         listening.stopListening()
         return result
 

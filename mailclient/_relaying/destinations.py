@@ -21,14 +21,16 @@ the policy map or the default only (and REQUIRETLS).
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 from collections.abc import Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from mailclient._relaying.bounce import DeliveryFailure
 from mailclient._relaying.dane import TLSAAnswer, TLSALookupError
-from mailclient._relaying.mtasts import STSLookup
+from mailclient._relaying.mtasts import MTASTS, STSLookup
 from mailclient._wire.exchanges import RefusedExchange
 from mailclient._wire.mtasts import STSMode, STSPolicy
 from mailclient._wire.options import ENCRYPTION_NEEDED
@@ -40,6 +42,10 @@ from mailclient._wire.tlspolicy import (
     replacePolicy,
     requireVerified,
 )
+
+if TYPE_CHECKING:
+    from mailclient._relaying.managed import SMTPManagedRelayerFactory
+    from mailclient._relaying.manager import SmartHostSMTPRelayingManager
 
 _log = Logger()
 
@@ -61,7 +67,7 @@ class DANELookupFailed(RefusedExchange):
     """
 
 
-def defaultMTASTS(manager: Any) -> Any:
+def defaultMTASTS(manager: SmartHostSMTPRelayingManager) -> MTASTS:
     """
     The L{MTASTS} of a relay: TXT records looked up with its MX
     calculator's resolver, policies fetched over HTTPS with the system
@@ -69,14 +75,14 @@ def defaultMTASTS(manager: Any) -> Any:
     """
     import os
 
-    from mailclient._relaying.mtasts import CACHE_NAME, MTASTS
+    from mailclient._relaying.mtasts import CACHE_NAME
 
     directory = os.fsdecode(manager.queue.directory)
     return MTASTS(getattr(manager.mxcalc, "resolver", None), reactor=manager.reactor,
                   clock=manager.clock, cachePath=os.path.join(directory, CACHE_NAME))
 
 
-def today(manager: Any) -> datetime.date:
+def today(manager: SmartHostSMTPRelayingManager) -> datetime.date:
     """
     The day (UTC) on the manager's clock.
     """
@@ -84,12 +90,14 @@ def today(manager: Any) -> datetime.date:
                                            datetime.timezone.utc).date()
 
 
-def _eligible(manager: Any, domain: str | None) -> bool:
+def _eligible(manager: SmartHostSMTPRelayingManager, domain: str | None) -> bool:
     return manager.smartHost is None and domain is not None and not domain.startswith("[")
 
 
-def applySTS(exchanges: list[tuple[str, int]], manager: Any, domain: str | None,
-             factory: Any) -> Any:
+def applySTS(
+    exchanges: list[tuple[str, int]], manager: SmartHostSMTPRelayingManager, domain: str | None,
+    factory: SMTPManagedRelayerFactory,
+) -> list[tuple[str, int]] | defer.Deferred[list[tuple[str, int]]]:
     """
     Look up the MTA-STS policy of C{domain} (when the manager has
     L{MTASTS}) and keep it on C{factory}; in mode C{enforce}, keep only
@@ -131,8 +139,8 @@ def applySTS(exchanges: list[tuple[str, int]], manager: Any, domain: str | None,
     return sts.policyFor(domain).addCallback(apply)
 
 
-def hopPolicy(manager: Any, nextHop: str | None, host: str, port: int,
-              factory: Any) -> defer.Deferred[TLSPolicy]:
+def hopPolicy(manager: SmartHostSMTPRelayingManager, nextHop: str | None, host: str, port: int,
+              factory: SMTPManagedRelayerFactory) -> defer.Deferred[TLSPolicy]:
     """
     The TLS policy of the connection to C{host}:C{port} for mail to
     C{nextHop} (see the module's precedence).
@@ -151,7 +159,7 @@ def hopPolicy(manager: Any, nextHop: str | None, host: str, port: int,
     else:
         d = defer.maybeDeferred(resolver.lookupTLSA, host, 25)
 
-    def failed(failure: Any) -> Any:
+    def failed(failure: Failure) -> TLSPolicy:
         failure.trap(TLSALookupError, Exception)
         reason = "TLSA lookup for %s failed: %s" % (host, failure.getErrorMessage())
         factory.connectionError = reason
@@ -166,11 +174,16 @@ def hopPolicy(manager: Any, nextHop: str | None, host: str, port: int,
     return d.addCallbacks(choose, failed)
 
 
-def _anchors(manager: Any) -> dict[str, Any]:
+class _Anchors(TypedDict):
+    caFile: str | None
+    caCertificates: tuple[bytes, ...]
+
+
+def _anchors(manager: SmartHostSMTPRelayingManager) -> _Anchors:
     return {"caFile": manager.tlsCAFile, "caCertificates": tuple(manager.tlsCACertificates)}
 
 
-def _sourced(manager: Any, base: TLSPolicy, answer: TLSAAnswer | None,
+def _sourced(manager: SmartHostSMTPRelayingManager, base: TLSPolicy, answer: TLSAAnswer | None,
              sts: STSPolicy | None, host: str) -> TLSPolicy:
     if answer is not None and answer.present:
         records = answer.usable
@@ -192,7 +205,7 @@ def _sourced(manager: Any, base: TLSPolicy, answer: TLSAAnswer | None,
     return base
 
 
-def _required(manager: Any, policy: TLSPolicy) -> TLSPolicy:
+def _required(manager: SmartHostSMTPRelayingManager, policy: TLSPolicy) -> TLSPolicy:
     """
     C{policy} for a REQUIRETLS message, with the manager's trust anchors
     when it needs a trust store and names none.
@@ -205,13 +218,15 @@ def _required(manager: Any, policy: TLSPolicy) -> TLSPolicy:
     return policy
 
 
-def countSession(manager: Any, factory: Any) -> None:
+def countSession(
+    manager: SmartHostSMTPRelayingManager, factory: SMTPManagedRelayerFactory
+) -> None:
     """
     Count the session C{factory}'s relayer just had (its TLS record is
     known) for TLS-RPT: sessions to mail exchanges only.
     """
-    domain = getattr(factory, "nextHop", None)
-    if not _eligible(manager, domain):
+    domain: str | None = getattr(factory, "nextHop", None)
+    if domain is None or not _eligible(manager, domain):
         return
     sts = getattr(factory, "stsPolicy", None)
     manager.tlsReport.recordSession(
@@ -220,7 +235,7 @@ def countSession(manager: Any, factory: Any) -> None:
         sts.policyStrings() if sts is not None else (), sts.mx if sts is not None else ())
 
 
-def requireTLSFailure(failure: Any) -> Any:
+def requireTLSFailure(failure: DeliveryFailure | None) -> DeliveryFailure | None:
     """
     A REQUIRETLS message deferred: when it did not get verified TLS, its
     status says encryption is needed (RFC 8689 section 5).

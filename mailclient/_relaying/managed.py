@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from twisted.internet import protocol
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import IAddress, IConnector
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+from twisted.python.util import LineLog
 from zope.interface import implementer
 
 from mailclient._protocol.client import SUCCESS
@@ -25,8 +27,13 @@ from mailclient._protocol.connect import (
 from mailclient._protocol.esmtp import ESMTPClient, tlsRecordOf
 from mailclient._protocol.tls import contextForPolicy
 from mailclient._relaying.bounce import DeliveryFailure, statusFromReply
-from mailclient._relaying.relayer import ESMTPRelayer, RelayerMixin, SMTPRelayer, dropCurrent
-from mailclient._wire.address import extractAddress
+from mailclient._relaying.relayer import (
+    ESMTPRelayer,
+    MessagePath,
+    RelayerMixin,
+    SMTPRelayer,
+    dropCurrent,
+)
 from mailclient._wire.errors import (
     CannotSendError,
     InvalidAddressError,
@@ -34,10 +41,13 @@ from mailclient._wire.errors import (
     TLSRequiredError,
 )
 from mailclient._wire.host import getDNSName
+from mailclient._wire.mtasts import STSPolicy
 from mailclient._wire.options import MailOptions
-from mailclient._wire.text import displayText, envelopeText
+from mailclient._wire.queuestate import recipientDomainOf
+from mailclient._wire.text import displayText
 from mailclient._wire.tlspolicy import TLSLevel, TLSPolicy, TLSRecord
-from mailclient.interfaces import IDeliveryProgress
+from mailclient._wire.types import RecipientResult
+from mailclient.interfaces import IAttemptManager, IDeliveryProgress
 
 if TYPE_CHECKING:
     _RelayerBase = RelayerMixin
@@ -50,16 +60,9 @@ def recipientDomain(recipient: str | bytes) -> str | None:
     Return the lower-cased domain of an envelope recipient, or L{None} if it
     has none (so the message cannot be routed).
     """
-    # Our own parser: email.utils.parseaddr refuses domain literals such as
-    # user@[192.0.2.1] since Python 3.13.
-    try:
-        address = extractAddress(envelopeText(recipient))
-    except InvalidAddressError:
-        return None
-    local, at, domain = address.rpartition("@")
-    if not (at and local and domain):
-        return None
-    return domain.lower()
+    # Our own parser (the queues route by it too): email.utils.parseaddr
+    # refuses domain literals such as user@[192.0.2.1] since Python 3.13.
+    return recipientDomainOf(recipient)
 
 
 class ManagedRelayerMixin(_RelayerBase):
@@ -84,12 +87,13 @@ class ManagedRelayerMixin(_RelayerBase):
     """
 
     timeout: float | None = 600
+    # Twisted's protocol attribute, as Twisted declares it.
     factory: Any = None
 
-    def __init__(self, manager: Any) -> None:
+    def __init__(self, manager: IAttemptManager) -> None:
         self.manager = manager
 
-    def getMailFrom(self) -> Any | None:
+    def getMailFrom(self) -> object | None:
         """
         Return the sender of the next message, telling the manager that
         the message is being sent.
@@ -102,7 +106,8 @@ class ManagedRelayerMixin(_RelayerBase):
         return sender
 
     def sentMail(
-        self, code: int, resp: bytes | None, numOk: int, addresses: Any, log: Any
+        self, code: int, resp: bytes | None, numOk: int, addresses: list[RecipientResult],
+        log: LineLog,
     ) -> None:
         """
         Report the server's answer to the current message to the manager.
@@ -168,13 +173,13 @@ class ManagedRelayerMixin(_RelayerBase):
             self.manager.notifyDone(self.factory)
 
 
-def _noteTLS(relayer: Any, exc: Exception | None = None) -> None:
+def _noteTLS(relayer: ManagedRelayerMixin, exc: Exception | None = None) -> None:
     """
     Keep the TLS C{relayer}'s connection got (a L{TLSRecord}) on its
     factory, for the report of each delivery; C{exc}, when TLS failed,
     says why.
     """
-    factory = relayer.factory
+    factory: SMTPManagedRelayerFactory | None = relayer.factory
     if factory is None or not hasattr(factory, "tlsRecord"):
         return
     first = factory.tlsRecord is None
@@ -214,7 +219,8 @@ def _replyText(code: int, resp: bytes | None) -> bytes:
 
 
 def _recordFailure(
-    relayer: Any, message: str, status: str, diagnostic: bytes | None, reason: str = ""
+    relayer: ManagedRelayerMixin, message: str, status: str, diagnostic: bytes | None,
+    reason: str = "",
 ) -> None:
     """
     Keep why C{message} was refused on the relayer's factory, for the
@@ -227,7 +233,7 @@ def _recordFailure(
         )
 
 
-def _defaultIdentity(args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
+def _defaultIdentity(args: tuple[object, ...], kw: Mapping[str, object]) -> tuple[object, ...]:
     # Twisted's managers pass no client arguments by default, which makes
     # SMTPClient.__init__ fail; use this host's name as the identity.
     if args or "identity" in kw:
@@ -243,7 +249,7 @@ class SMTPManagedRelayer(ManagedRelayerMixin, SMTPRelayer):
     @ivar factory: The factory that created this relayer.
     """
 
-    def __init__(self, messages: Sequence[Any], manager: Any, *args: Any, **kw: Any) -> None:
+    def __init__(self, messages: Sequence[MessagePath], manager: IAttemptManager, *args: Any, **kw: Any) -> None:
         """
         @param messages: The base paths of the messages to relay.
         @param manager: The attempt manager.
@@ -262,7 +268,7 @@ class ESMTPManagedRelayer(ManagedRelayerMixin, ESMTPRelayer):
     attempt manager informed.
     """
 
-    def __init__(self, messages: Sequence[Any], manager: Any, *args: Any, **kw: Any) -> None:
+    def __init__(self, messages: Sequence[MessagePath], manager: IAttemptManager, *args: Any, **kw: Any) -> None:
         """
         @param messages: The base paths of the messages to relay.
         @param manager: The attempt manager.
@@ -315,17 +321,19 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
         for TLS-RPT).  (mailclient addition)
     """
 
-    protocol: type[Any] = SMTPManagedRelayer
+    protocol: Callable[..., ManagedRelayerMixin] = SMTPManagedRelayer
     requireTLS: bool = False
-    stsPolicy: Any = None
-    sessionObserver: Any = None
+    stsPolicy: STSPolicy | None = None
+    sessionObserver: Callable[[SMTPManagedRelayerFactory], object] | None = None
     nextHop: str | None = None
     tlsPolicy: TLSPolicy | None = None
     tlsRecord: TLSRecord | None = None
     peerAddress: str | None = None
     connectionError: str | None = None
 
-    def __init__(self, messages: list[str], manager: Any, *args: Any, **kw: Any) -> None:
+    def __init__(
+        self, messages: list[str], manager: IAttemptManager, *args: Any, **kw: Any
+    ) -> None:
         """
         @param messages: The base paths of the messages to relay.
         @param manager: The attempt manager.
@@ -338,7 +346,7 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
         self.pKwArgs = kw
         self.failures: dict[str, DeliveryFailure] = {}
 
-    def buildProtocol(self, addr: Any) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         """
         Make a relayer for the messages.
         """
@@ -350,7 +358,7 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
         relayer.factory = self
         return relayer
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         """
         Tell the attempt manager that the server could not be reached (at
         any of its addresses).
@@ -362,14 +370,14 @@ class SMTPManagedRelayerFactory(protocol.ClientFactory):
         self.manager.notifyNoConnection(self)
         self.manager.notifyDone(self)
 
-    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
         """
         The connection is over (the relayer tells the attempt manager).
         """
         lostThrough(self, connector, reason)
 
 
-def _noteConnection(factory: Any, addr: Any) -> None:
+def _noteConnection(factory: SMTPManagedRelayerFactory, addr: IAddress | None) -> None:
     """
     A connection was made: forget what the last one got.
     """
@@ -388,16 +396,15 @@ class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
         L{None}.
     """
 
-    protocol = ESMTPManagedRelayer
+    protocol: Callable[..., ESMTPManagedRelayer] = ESMTPManagedRelayer
 
     def __init__(
         self,
         messages: list[str],
-        manager: Any,
-        secret: Callable[[Any], Any] | None = None,
-        contextFactory: Any = None,
-        *args: Any,
-        **kw: Any,
+        manager: IAttemptManager,
+        secret: Callable[[IAddress | None], bytes | str | None] | None = None,
+        contextFactory: object = None,
+        *args: Any, **kw: Any,
     ) -> None:
         """
         @param messages: The base paths of the messages to relay.
@@ -413,7 +420,7 @@ class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
         self.contextFactory = contextFactory
         SMTPManagedRelayerFactory.__init__(self, messages, manager, *args, **kw)
 
-    def buildProtocol(self, addr: Any) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         """
         Make a relayer for the messages, with the TLS policy of the exchange
         (L{tlsPolicy}) when the manager gave one: its context (SNI and
@@ -443,7 +450,7 @@ class ESMTPManagedRelayerFactory(SMTPManagedRelayerFactory):
         return relayer
 
 
-def applyPolicy(relayer: Any, policy: TLSPolicy) -> None:
+def applyPolicy(relayer: ESMTPClient, policy: TLSPolicy) -> None:
     """
     Make an ESMTP relayer follow C{policy}: TLS required at levels
     C{encrypt} and C{verify} (no fallback to HELO then), never at level

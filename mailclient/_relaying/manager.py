@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable, cast
+from typing import Any, Callable, Literal, cast
 from collections.abc import Mapping, Sequence
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IConnector, IReactorTCP, IReactorTime
+from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
@@ -35,11 +37,13 @@ from mailclient._relaying.managed import (
     recipientDomain,
 )
 from mailclient._relaying import destinations
+from mailclient._relaying.dane import TLSAResolver
 from mailclient._relaying.msgoptions import (
     MessageOptionsError,
     readMessageOptions,
     removeMessageOptions,
 )
+from mailclient._relaying.mtasts import MTASTS
 from mailclient._relaying.mx import MXCalculator, UndeliverableDomain, normalName
 from mailclient._relaying.tlsrpt import TLSReportCounters
 from mailclient._relaying.queue import Queue, QueueBusyError, checkQueueFile, readEnvelope
@@ -180,7 +184,7 @@ class SmartHostSMTPRelayingManager:
 
     PORT = 25
 
-    mxcalc: Any = None
+    mxcalc: MXCalculator | None = None
 
     backoffDelay: float = 30
 
@@ -210,15 +214,15 @@ class SmartHostSMTPRelayingManager:
 
     connectTimeout: float = CONNECT_TIMEOUT
 
-    bindAddress: Any = None
+    bindAddress: tuple[str, int] | Sequence[tuple[str, int]] | None = None
 
     addressPreference: str = "ipv6"
 
     connectionAttemptDelay: float = ATTEMPT_DELAY
 
-    mtaSTS: Any = None
+    mtaSTS: MTASTS | None = None
 
-    daneResolver: Any = None
+    daneResolver: TLSAResolver | None = None
 
     def __init__(
         self,
@@ -227,16 +231,16 @@ class SmartHostSMTPRelayingManager:
         maxMessagesPerConnection: int = 10,
         *,
         smartHost: SmartHost | None = None,
-        mxcalc: Any = None,
-        reactor: Any = None,
-        clock: Any = None,
+        mxcalc: MXCalculator | None = None,
+        reactor: IReactorTCP | None = None,
+        clock: IReactorTime | None = None,
         tlsPolicies: Mapping[str, PolicyEntry] | None = None,
         tlsSecurityLevel: TLSLevel | str | None = None,
         tlsCAFile: str | None = None,
-        bindAddress: Any = None,
+        bindAddress: tuple[str, int] | Sequence[tuple[str, int]] | None = None,
         connectTimeout: float | None = None,
-        mtaSTS: Any = None,
-        daneResolver: Any = None,
+        mtaSTS: MTASTS | Literal[True] | None = None,
+        daneResolver: TLSAResolver | None = None,
     ) -> None:
         """
         @param queue: The queue to relay.
@@ -262,11 +266,11 @@ class SmartHostSMTPRelayingManager:
         """
         self.maxConnections = maxConnections
         self.maxMessagesPerConnection = maxMessagesPerConnection
-        self.managed: dict[Any, list[str]] = {}
+        self.managed: dict[object, list[str]] = {}
         self.retries: dict[str, tuple[int, float]] = {}
         self.queue = queue
-        self.fArgs: tuple[Any, ...] = ()
-        self.fKwArgs: dict[str, Any] = {}
+        self.fArgs: tuple[object, ...] = ()
+        self.fKwArgs: dict[str, object] = {}
         self.smartHost: list[Exchange] | None = None
         if smartHost is not None:
             self.smartHost = smartHosts(smartHost, self.PORT)
@@ -293,7 +297,7 @@ class SmartHostSMTPRelayingManager:
         # Whether "another manager holds the queue" was logged.
         self._busyLogged = False
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         """
         Return the non-volatile state of this object.
         """
@@ -335,17 +339,18 @@ class SmartHostSMTPRelayingManager:
         self.clock = None
         self._busyLogged = False
 
-    def _reactor(self) -> Any:
+    def _reactor(self) -> IReactorTCP:
         if self.reactor is None:
             from twisted.internet import reactor
 
             return reactor
         return self.reactor
 
-    def _clock(self) -> Any:
-        return self._reactor() if self.clock is None else self.clock
+    def _clock(self) -> IReactorTime:
+        # A reactor is a clock too (IReactorTime).
+        return cast(IReactorTime, self._reactor()) if self.clock is None else self.clock
 
-    def checkState(self) -> defer.Deferred[Any] | None:
+    def checkState(self) -> defer.Deferred[list[tuple[bool, None]]] | None:
         """
         Look at the queue and start relayers for waiting messages, if
         connections are free.
@@ -448,7 +453,9 @@ class SmartHostSMTPRelayingManager:
                     reason += " (%s)" % (failure.reason,)
                 diagnostic = failure.diagnostic if failure is not None else None
                 remoteMTA = failure.remoteMTA if failure is not None else None
-                if self._returnToSender(message, "4.4.7", diagnostic, remoteMTA, reason):
+                if self._returnToSender(
+                    message, DeliveryFailure("", "4.4.7", diagnostic, remoteMTA, reason)
+                ):
                     self._done(message)
                     reportFailure(self, message, DeliveryOutcome.BOUNCED, failure,
                                         "4.4.7", reason)
@@ -522,7 +529,7 @@ class SmartHostSMTPRelayingManager:
             if domain is None:
                 self.queue.setRelaying(message)
                 if self._returnToSender(
-                    message, "5.1.3", reason="Bad destination address syntax"
+                    message, DeliveryFailure("", "5.1.3", reason="Bad destination address syntax")
                 ):
                     self._done(message)
                 else:
@@ -532,7 +539,7 @@ class SmartHostSMTPRelayingManager:
                 # A plain SMTP relayer has no TLS at all.
                 self.queue.setRelaying(message)
                 reason = "REQUIRETLS support required: an SMTP relayer has no TLS"
-                if self._returnToSender(message, "5.7.30", reason=reason):
+                if self._returnToSender(message, DeliveryFailure("", "5.7.30", reason=reason)):
                     self._done(message)
                     self.reportDelivery(DeliveryReport(
                         message, DeliveryOutcome.BOUNCED, domain, status="5.7.30", reason=reason))
@@ -552,7 +559,7 @@ class SmartHostSMTPRelayingManager:
             self.queue.setRelaying(message)
         return batches
 
-    def _checkStateMX(self) -> defer.Deferred[Any]:
+    def _checkStateMX(self) -> defer.Deferred[list[tuple[bool, None]]]:
         batches = self._batches()
         if self.mxcalc is None and self.smartHost is None:
             self.mxcalc = MXCalculator(clock=self._clock())
@@ -580,7 +587,7 @@ class SmartHostSMTPRelayingManager:
 
                 def attemptFailed(
                     failure: Failure, done: defer.Deferred[None] = done,
-                    factory: Any = factory, domain: str | None = domain,
+                    factory: SMTPManagedRelayerFactory = factory, domain: str | None = domain,
                 ) -> None:
                     # The messages are dealt with (and reported) before the
                     # attempt is said to be over.
@@ -593,10 +600,11 @@ class SmartHostSMTPRelayingManager:
                 relays.append(done)
         return defer.DeferredList(relays, consumeErrors=True)
 
-    def _countSession(self, factory: Any) -> None:
+    def _countSession(self, factory: SMTPManagedRelayerFactory) -> None:
         destinations.countSession(self, factory)
 
-    def _exchangesFor(self, domain: str | None, factory: Any = None) -> defer.Deferred[list[Exchange]]:
+    def _exchangesFor(self, domain: str | None, factory: SMTPManagedRelayerFactory | None = None
+                      ) -> defer.Deferred[list[Exchange]]:
         """
         Find the C{(host, port)} to try, in order, for C{domain} (L{None}:
         the smart host): those its MTA-STS policy allows, if it has one in
@@ -613,7 +621,9 @@ class SmartHostSMTPRelayingManager:
         if getExchanges is not None:
             d = getExchanges(domain)
         else:
-            d = self.mxcalc.getMX(domain)
+            # A calculator with Twisted's interface (made by now: see
+            # _checkStateMX).
+            d = cast(MXCalculator, self.mxcalc).getMX(domain)
             d.addCallback(lambda record: [record])
         d.addCallback(lambda records: [(normalName(r.name), self.PORT) for r in records])
         if factory is not None:
@@ -622,7 +632,7 @@ class SmartHostSMTPRelayingManager:
         return d
 
     def tlsPolicyFor(
-        self, nextHop: str | None, host: str, port: int, factory: Any = None
+        self, nextHop: str | None, host: str, port: int, factory: object = None
     ) -> TLSPolicy:
         """
         The TLS policy of a connection to C{host}:C{port} for mail to
@@ -671,8 +681,8 @@ class SmartHostSMTPRelayingManager:
         return defer.succeed(None)
 
     def _connectExchange(
-        self, addresses: list[str] | None, host: str, port: int, factory: Any, limit: int
-    ) -> Any:
+        self, addresses: list[str] | None, host: str, port: int, factory: ClientFactory, limit: int
+    ) -> IConnector:
         """
         Connect to a mail exchange (or smart host), trying its addresses in
         the order of L{addressPreference}, at most C{limit} of them (happy
@@ -714,7 +724,9 @@ class SmartHostSMTPRelayingManager:
         connector.connect()
         return connector
 
-    def _ebExchange(self, failure: Failure, factory: Any, domain: str | None) -> None:
+    def _ebExchange(
+        self, failure: Failure, factory: SMTPManagedRelayerFactory, domain: str | None
+    ) -> None:
         """
         No exchange could be found for C{domain}: return the messages to
         their senders if the domain cannot receive mail; otherwise let them
@@ -725,7 +737,7 @@ class SmartHostSMTPRelayingManager:
             error = cast(UndeliverableDomain, failure.value)
             _log.info("Returning mail for {domain}: {error}", domain=domain, error=error)
             for message in messages:
-                if self._returnToSender(message, error.status, reason=str(error)):
+                if self._returnToSender(message, DeliveryFailure("", error.status, reason=str(error))):
                     self._done(message)
                     self.reportDelivery(DeliveryReport(
                         os.path.basename(message), DeliveryOutcome.BOUNCED, domain,
@@ -756,21 +768,12 @@ class SmartHostSMTPRelayingManager:
         if self.smartHost is None and self.mxcalc is not None:
             self.mxcalc.markGood(host)
 
-    def _returnToSender(
-        self,
-        message: str,
-        status: str,
-        diagnostic: bytes | None = None,
-        remoteMTA: str | None = None,
-        reason: str = "",
-    ) -> bool:
+    def _returnToSender(self, message: str, failure: DeliveryFailure) -> bool:
         """
         Queue a delivery status notification for a message that failed for
-        good (see L{returnToSender}).
+        good, for C{failure} (see L{returnToSender}).
         """
-        return returnToSender(
-            self.queue, message, status, diagnostic, remoteMTA, reason, self._reportingMTA()
-        )
+        return returnToSender(self.queue, message, failure, self._reportingMTA())
 
     def _reportingMTA(self) -> str:
         return self.reportingMTA or getDNSName().decode("ascii")

@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mailclient._wire.queuestate import OPTIONS_SUFFIX
+
+if TYPE_CHECKING:
+    from mailclient._relaying.queue import Queue
 
 #: The largest side file read.
 _MAX_SIZE = 4096
@@ -44,7 +47,7 @@ class MessageOptions:
 
     requireTLS: bool = False
 
-    def toState(self) -> dict[str, Any]:
+    def toState(self) -> dict[str, object]:
         """
         The options as plain data (what the side file holds, and what
         another queue may store).
@@ -143,7 +146,7 @@ def removeMessageOptions(basePath: str) -> None:
 
 
 def enqueueWithOptions(
-    queue: Any, sender: str | bytes, recipient: str | bytes, data: bytes,
+    queue: Queue, sender: str | bytes, recipient: str | bytes, data: bytes,
     options: MessageOptions,
 ) -> str:
     """
@@ -153,7 +156,7 @@ def enqueueWithOptions(
 
     @return: The base name of the new message.
     """
-    from mailclient._relaying.queue import dumpEnvelope
+    from mailclient._relaying.queuefiles import dumpEnvelope
 
     header, message = queue.createNewMessage()
     base = header.name[: -len("-H")]

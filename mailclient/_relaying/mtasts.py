@@ -12,26 +12,41 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IPushProducer,
+    IReactorTCP,
+    IReactorTime,
+    IResolver,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailclient._relaying.mx import TwistedResolver
 from mailclient._wire.mtasts import (
     MAX_POLICY_SIZE,
     CachedPolicy,
     PolicyError,
     STSMode,
     STSPolicy,
+    STSRecord,
     isPolicyMediaType,
     parsePolicy,
     parseSTSRecord,
     policyURL,
 )
+
+if TYPE_CHECKING:
+    from twisted.names import dns
+    from twisted.web.client import URI
+    from twisted.web.iweb import IResponse
 
 _log = Logger()
 
@@ -154,7 +169,8 @@ class _LimitedBody(Protocol):
         self.size += len(data)
         if self.size > self.limit:
             self.done = True
-            self.transport.stopProducing()  # type: ignore[union-attr]
+            # The transport of a response's body produces it.
+            cast(IPushProducer, self.transport).stopProducing()
             self.finished.errback(PolicyFetchError(
                 "the policy is larger than %d bytes" % (self.limit,)))
             return
@@ -192,19 +208,21 @@ class HTTPSPolicyFetcher:
     """
 
     def __init__(
-        self, reactor: Any = None, *, port: int | None = None,
+        self, reactor: IReactorTCP | None = None, *, port: int | None = None,
         caCertificates: tuple[bytes, ...] = (), connectHost: Callable[[str], str] | None = None,
         timeout: float = 60,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
         self.reactor = reactor
         self.port = port
         self.caCertificates = tuple(caCertificates)
         self.connectHost = connectHost
         self.timeout = timeout
 
-    def endpointForURI(self, uri: Any) -> Any:
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         """
         The endpoint of a policy URL (C{IAgentEndpointFactory}): TLS,
         verified for the URL's host name.
@@ -214,7 +232,7 @@ class HTTPSPolicyFetcher:
         from mailclient._protocol.tls import RecordingTLS, verifyingContext
 
         host = uri.host.decode("ascii")
-        creator: Any
+        creator: IOpenSSLClientConnectionCreator | None
         if self.caCertificates:
             creator = RecordingTLS(host, caCertificates=self.caCertificates, enforce=True)
         else:
@@ -237,11 +255,12 @@ class HTTPSPolicyFetcher:
         url = policyURL(domain, self.port).encode("ascii")
         d = agent.request(b"GET", url, Headers({b"User-Agent": [b"mailclient MTA-STS"]}))
         d.addCallback(self._response)
-        d.addTimeout(self.timeout, self.reactor)
+        # A reactor is a clock too (IReactorTime).
+        d.addTimeout(self.timeout, cast(IReactorTime, self.reactor))
         d.addErrback(self._failed)
         return d
 
-    def _response(self, response: Any) -> defer.Deferred[bytes]:
+    def _response(self, response: IResponse) -> defer.Deferred[bytes]:
         finished: defer.Deferred[bytes] = defer.Deferred()
         response.deliverBody(_LimitedBody(finished, MAX_POLICY_SIZE))
 
@@ -305,11 +324,15 @@ class MTASTS:
     """
 
     def __init__(
-        self, resolver: Any = None, *, fetchPolicy: Callable[[str], defer.Deferred[bytes]] | None = None,
-        cachePath: str | None = None, clock: Any = None, reactor: Any = None,
+        self, resolver: IResolver | None = None, *,
+        fetchPolicy: Callable[[str], defer.Deferred[bytes]] | None = None,
+        cachePath: str | None = None, clock: IReactorTime | None = None,
+        reactor: IReactorTCP | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
         if resolver is None:
             from twisted.names.client import createResolver
 
@@ -317,7 +340,8 @@ class MTASTS:
         self.resolver = resolver
         self.fetchPolicy = fetchPolicy or HTTPSPolicyFetcher(reactor)
         self.cache = STSPolicyCache(cachePath)
-        self.clock = clock if clock is not None else reactor
+        # A reactor is a clock too (IReactorTime).
+        self.clock = clock if clock is not None else cast(IReactorTime, reactor)
         self._pending: dict[str, defer.Deferred[STSLookup]] = {}
 
     def policyFor(self, domain: str) -> defer.Deferred[STSLookup]:
@@ -331,14 +355,14 @@ class MTASTS:
             pending.addBoth(self._settled, domain)
         result: defer.Deferred[STSLookup] = defer.Deferred()
 
-        def share(value: Any) -> Any:
+        def share(value: STSLookup | Failure) -> STSLookup | Failure:
             result.callback(value)
             return value
 
         pending.addBoth(share)
         return result
 
-    def _settled(self, value: Any, domain: str) -> Any:
+    def _settled(self, value: STSLookup | Failure, domain: str) -> STSLookup:
         self._pending.pop(domain, None)
         if isinstance(value, Failure):
             _log.failure("MTA-STS lookup for {domain} failed", value, domain=domain)
@@ -382,7 +406,7 @@ class MTASTS:
         return STSLookup(cached.policy if cached is not None else None, failure, reason,
                          cached=cached is not None)
 
-    async def _record(self, domain: str) -> Any:
+    async def _record(self, domain: str) -> STSRecord | None:
         """
         The domain's MTA-STS record, or L{None}.
 
@@ -392,13 +416,13 @@ class MTASTS:
 
         name = "_mta-sts." + domain
         try:
-            answers, _, _ = await self.resolver.lookupText(name)
+            answers, _, _ = await cast(TwistedResolver, self.resolver).lookupText(name)
         except error.DNSNameError:
             return None
         texts = []
         for answer in answers:
             if answer.type == dns.TXT and str(answer.name).lower().rstrip(".") == name:
-                texts.append(b"".join(answer.payload.data))
+                texts.append(b"".join(cast("dns.Record_TXT", answer.payload).data))
         return parseSTSRecord(texts)
 
 

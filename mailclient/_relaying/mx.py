@@ -57,8 +57,12 @@ _Classified: TypeAlias = (
     | tuple[Literal["none"], None]
 )
 
+#: The timeouts of a lookup (L{None}: the resolver's), and what it gives.
+_Timeout: TypeAlias = "Sequence[int] | None"
+_Lookup: TypeAlias = "defer.Deferred[_Response]"
 
-class _TwistedResolver(Protocol):
+
+class TwistedResolver(Protocol):
     """
     The lookups of an L{IResolver} as they are called here and as Twisted's
     resolvers (L{twisted.names.common.ResolverBase}) define them: the
@@ -67,17 +71,10 @@ class _TwistedResolver(Protocol):
     record.)
     """
 
-    def lookupMailExchange(
-        self, name: str, timeout: Sequence[int] | None = None
-    ) -> defer.Deferred[_Response]: ...
-
-    def lookupAddress(
-        self, name: str, timeout: Sequence[int] | None = None
-    ) -> defer.Deferred[_Response]: ...
-
-    def lookupIPV6Address(
-        self, name: str, timeout: Sequence[int] | None = None
-    ) -> defer.Deferred[_Response]: ...
+    def lookupMailExchange(self, name: str, timeout: _Timeout = None) -> _Lookup: ...
+    def lookupAddress(self, name: str, timeout: _Timeout = None) -> _Lookup: ...
+    def lookupIPV6Address(self, name: str, timeout: _Timeout = None) -> _Lookup: ...
+    def lookupText(self, name: str, timeout: _Timeout = None) -> _Lookup: ...
 
 
 class CanonicalNameLoop(Exception):
@@ -360,7 +357,7 @@ class MXCalculator:
     ) -> defer.Deferred[list[dns.Record_MX]]:
         from twisted.names import error
 
-        d = cast(_TwistedResolver, self.resolver).lookupMailExchange(name)
+        d = cast(TwistedResolver, self.resolver).lookupMailExchange(name)
 
         def noSuchDomain(failure: Failure) -> defer.Deferred[list[dns.Record_MX]]:
             failure.trap(error.DNSNameError)
@@ -448,7 +445,7 @@ class MXCalculator:
     def _resolveHost(
         self, host: str, effort: int
     ) -> Generator[defer.Deferred[_Response], _Response, str]:
-        resolver = cast(_TwistedResolver, self.resolver)
+        resolver = cast(TwistedResolver, self.resolver)
         lookups: list[
             tuple[Callable[[str], defer.Deferred[_Response]], Literal["A", "AAAA"]]
         ] = [(resolver.lookupAddress, "A")]
@@ -488,7 +485,7 @@ class MXCalculator:
         if not hasattr(self.resolver, "lookupAddress"):
             d = defer.maybeDeferred(self.resolver.getHostByName, host)
             return d.addCallback(lambda address: [address])
-        resolver = cast(_TwistedResolver, self.resolver)
+        resolver = cast(TwistedResolver, self.resolver)
         lookups = [self._chase(resolver.lookupAddress, host, "A", effort)]
         if hasattr(self.resolver, "lookupIPV6Address"):
             lookups.insert(0, self._chase(resolver.lookupIPV6Address, host, "AAAA", effort))

@@ -28,19 +28,38 @@ import importlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Protocol, TypeVar
-from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Generator, ParamSpec, Protocol, TypeVar, cast
+from collections.abc import Coroutine
 
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorCore,
+    IReactorFromThreads,
+    IReadDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import psycopg
+    from psycopg.abc import Params
+    from psycopg.pq.abc import PGconn
+    from psycopg.rows import TupleRow
+
+    #: The connections of the two drivers.
+    SyncConnection: TypeAlias = psycopg.Connection[TupleRow]
+    AsyncConnection: TypeAlias = psycopg.AsyncConnection[TupleRow]
+
 _log = Logger()
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class QueueDatabaseError(Exception):
@@ -99,7 +118,7 @@ def oneLine(error: BaseException, limit: int = 300) -> str:
     return type(error).__name__
 
 
-def driver() -> Any:
+def driver() -> ModuleType:
     """
     The psycopg module.
 
@@ -140,7 +159,7 @@ class Statement:
     """
 
     sql: str
-    params: Sequence[Any] | Mapping[str, Any] | None = None
+    params: Params | None = None
 
 
 @dataclass(frozen=True)
@@ -150,10 +169,10 @@ class Result:
     none) and how many rows it touched.
     """
 
-    rows: list[tuple[Any, ...]]
+    rows: list[TupleRow]
     rowcount: int
 
-    def one(self) -> tuple[Any, ...] | None:
+    def one(self) -> TupleRow | None:
         """
         The first row, if any.
         """
@@ -170,7 +189,7 @@ class Result:
 Program = Generator[Statement, Result, T]
 
 
-def _driveSync(cursor: Any, program: Program[T]) -> T:
+def _driveSync(cursor: psycopg.Cursor[TupleRow], program: Program[T]) -> T:
     try:
         statement = next(program)
         while True:
@@ -178,12 +197,12 @@ def _driveSync(cursor: Any, program: Program[T]) -> T:
             rows = cursor.fetchall() if cursor.description is not None else []
             statement = program.send(Result(rows, cursor.rowcount))
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return stop.value
     finally:
         program.close()
 
 
-async def _driveAsync(cursor: Any, program: Program[T]) -> T:
+async def _driveAsync(cursor: psycopg.AsyncCursor[TupleRow], program: Program[T]) -> T:
     try:
         statement = next(program)
         while True:
@@ -191,9 +210,23 @@ async def _driveAsync(cursor: Any, program: Program[T]) -> T:
             rows = await cursor.fetchall() if cursor.description is not None else []
             statement = program.send(Result(rows, cursor.rowcount))
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return stop.value
     finally:
         program.close()
+
+
+class ListenConnection(Protocol):
+    """
+    What a L{Listener} uses of the connection it listens on (a psycopg
+    C{Connection} or C{AsyncConnection}).
+    """
+
+    @property
+    def pgconn(self) -> PGconn:
+        ...
+
+    def fileno(self) -> int:
+        ...
 
 
 class Database(Protocol):
@@ -202,20 +235,22 @@ class Database(Protocol):
     give a connection to listen on.
     """
 
-    def run(self, program: Callable[..., Program[T]], *args: Any, **kw: Any) -> defer.Deferred[T]:
+    def run(
+        self, program: Callable[P, Program[T]], *args: P.args, **kw: P.kwargs
+    ) -> defer.Deferred[T]:
         ...
 
-    def listenConnection(self, channel: str) -> defer.Deferred[Any]:
+    def listenConnection(self, channel: str) -> defer.Deferred[ListenConnection]:
         ...
 
-    def closeConnection(self, connection: Any) -> defer.Deferred[None]:
+    def closeConnection(self, connection: ListenConnection) -> defer.Deferred[None]:
         ...
 
     def close(self) -> defer.Deferred[None]:
         ...
 
 
-def _broken(connection: Any) -> bool:
+def _broken(connection: SyncConnection | AsyncConnection) -> bool:
     return bool(connection.closed or connection.broken)
 
 
@@ -229,21 +264,24 @@ class ThreadedDatabase:
     """
 
     def __init__(
-        self, conninfo: str, reactor: Any = None, size: int = 4, connectTimeout: float = 10
+        self, conninfo: str, reactor: IReactorCore | None = None, size: int = 4,
+        connectTimeout: float = 10,
     ) -> None:
         self.psycopg = driver()
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
         self.reactor = reactor
         self.conninfo = conninfo
         self.connectTimeout = connectTimeout
         self._pool = ThreadPool(0, max(1, size), name="mailclient-postgresql")
         self._lock = threading.Lock()
-        self._free: list[Any] = []
+        self._free: list[SyncConnection] = []
         self._closed = False
-        self._shutdown: Any = None
+        self._shutdown: object = None
 
-    def _connect(self, autocommit: bool = False) -> Any:
+    def _connect(self, autocommit: bool = False) -> SyncConnection:
         try:
             return self.psycopg.connect(
                 self.conninfo, autocommit=autocommit,
@@ -251,7 +289,7 @@ class ThreadedDatabase:
         except Exception as e:
             raise translate(e, connecting=True) from None
 
-    def _acquire(self) -> Any:
+    def _acquire(self) -> SyncConnection:
         with self._lock:
             while self._free:
                 connection = self._free.pop()
@@ -259,18 +297,18 @@ class ThreadedDatabase:
                     return connection
         return self._connect()
 
-    def _release(self, connection: Any) -> None:
+    def _release(self, connection: SyncConnection) -> None:
         with self._lock:
             if not self._closed and not _broken(connection):
                 self._free.append(connection)
                 return
         connection.close()
 
-    def _runInThread(self, program: Callable[..., Program[T]], args: Any, kw: Any) -> T:
+    def _runInThread(self, program: Callable[[], Program[T]]) -> T:
         connection = self._acquire()
         try:
             with connection.cursor() as cursor:
-                result = _driveSync(cursor, program(*args, **kw))
+                result = _driveSync(cursor, program())
             connection.commit()
         except BaseException as e:
             if not _broken(connection):
@@ -292,7 +330,14 @@ class ThreadedDatabase:
             self._shutdown = self.reactor.addSystemEventTrigger(
                 "during", "shutdown", self._stopPool)
 
-    def run(self, program: Callable[..., Program[T]], *args: Any, **kw: Any) -> defer.Deferred[T]:
+    def _inThread(self, f: Callable[[], T]) -> defer.Deferred[T]:
+        # Every reactor runs calls from other threads (IReactorFromThreads).
+        return threads.deferToThreadPool(
+            cast(IReactorFromThreads, self.reactor), self._pool, f)
+
+    def run(
+        self, program: Callable[P, Program[T]], *args: P.args, **kw: P.kwargs
+    ) -> defer.Deferred[T]:
         """
         Run C{program(*args, **kw)} in one transaction, in a thread: its
         result, or its exception (the transaction then rolled back).
@@ -302,14 +347,13 @@ class ThreadedDatabase:
             self._start()
         except QueueDatabaseError:
             return defer.fail()
-        return threads.deferToThreadPool(
-            self.reactor, self._pool, self._runInThread, program, args, kw)
+        return self._inThread(lambda: self._runInThread(lambda: program(*args, **kw)))
 
-    def listenConnection(self, channel: str) -> defer.Deferred[Any]:
+    def listenConnection(self, channel: str) -> defer.Deferred[ListenConnection]:
         """
         A new connection, in autocommit, listening on C{channel}.
         """
-        def connect() -> Any:
+        def connect() -> ListenConnection:
             connection = self._connect(autocommit=True)
             try:
                 connection.execute('LISTEN "%s"' % (channel,))
@@ -322,13 +366,13 @@ class ThreadedDatabase:
             self._start()
         except QueueDatabaseError:
             return defer.fail()
-        return threads.deferToThreadPool(self.reactor, self._pool, connect)
+        return self._inThread(connect)
 
-    def closeConnection(self, connection: Any) -> defer.Deferred[None]:
+    def closeConnection(self, connection: ListenConnection) -> defer.Deferred[None]:
         """
         Close a connection made by L{listenConnection}.
         """
-        connection.close()
+        cast("SyncConnection", connection).close()
         return defer.succeed(None)
 
     def _stopPool(self) -> None:
@@ -371,14 +415,14 @@ class AsyncioDatabase:
         self.loop = loop
         self.size = max(1, size)
         self.connectTimeout = connectTimeout
-        self._free: list[Any] = []
+        self._free: list[AsyncConnection] = []
         self._semaphore: asyncio.Semaphore | None = None
         self._closed = False
 
-    def _future(self, coroutine: Any) -> defer.Deferred[Any]:
+    def _future(self, coroutine: Coroutine[object, object, T]) -> defer.Deferred[T]:
         return defer.Deferred.fromFuture(asyncio.ensure_future(coroutine, loop=self.loop))
 
-    async def _connect(self, autocommit: bool = False) -> Any:
+    async def _connect(self, autocommit: bool = False) -> AsyncConnection:
         try:
             return await self.psycopg.AsyncConnection.connect(
                 self.conninfo, autocommit=autocommit,
@@ -386,7 +430,7 @@ class AsyncioDatabase:
         except Exception as e:
             raise translate(e, connecting=True) from None
 
-    async def _run(self, program: Callable[..., Program[T]], args: Any, kw: Any) -> T:
+    async def _run(self, program: Callable[[], Program[T]]) -> T:
         if self._closed:
             raise DatabaseUnreachable("the relay queue database was closed")
         if self._semaphore is None:
@@ -401,7 +445,7 @@ class AsyncioDatabase:
                 connection = await self._connect()
             try:
                 async with connection.cursor() as cursor:
-                    result = await _driveAsync(cursor, program(*args, **kw))
+                    result = await _driveAsync(cursor, program())
                 await connection.commit()
             except BaseException as e:
                 if not _broken(connection):
@@ -414,23 +458,25 @@ class AsyncioDatabase:
             await self._release(connection)
             return result
 
-    async def _release(self, connection: Any) -> None:
+    async def _release(self, connection: AsyncConnection) -> None:
         if self._closed or _broken(connection):
             await connection.close()
         else:
             self._free.append(connection)
 
-    def run(self, program: Callable[..., Program[T]], *args: Any, **kw: Any) -> defer.Deferred[T]:
+    def run(
+        self, program: Callable[P, Program[T]], *args: P.args, **kw: P.kwargs
+    ) -> defer.Deferred[T]:
         """
         Run C{program(*args, **kw)} in one transaction, on the event loop.
         """
-        return self._future(self._run(program, args, kw))
+        return self._future(self._run(lambda: program(*args, **kw)))
 
-    def listenConnection(self, channel: str) -> defer.Deferred[Any]:
+    def listenConnection(self, channel: str) -> defer.Deferred[ListenConnection]:
         """
         A new connection, in autocommit, listening on C{channel}.
         """
-        async def connect() -> Any:
+        async def connect() -> ListenConnection:
             connection = await self._connect(autocommit=True)
             try:
                 await connection.execute('LISTEN "%s"' % (channel,))
@@ -441,11 +487,11 @@ class AsyncioDatabase:
 
         return self._future(connect())
 
-    def closeConnection(self, connection: Any) -> defer.Deferred[None]:
+    def closeConnection(self, connection: ListenConnection) -> defer.Deferred[None]:
         """
         Close a connection made by L{listenConnection}.
         """
-        return self._future(connection.close())
+        return self._future(cast("AsyncConnection", connection).close())
 
     def close(self) -> defer.Deferred[None]:
         """
@@ -462,7 +508,7 @@ class AsyncioDatabase:
         return self._future(closeAll())
 
 
-def isAsyncioReactor(reactor: Any) -> bool:
+def isAsyncioReactor(reactor: object) -> bool:
     """
     Whether C{reactor} runs on an asyncio event loop.
     """
@@ -470,8 +516,8 @@ def isAsyncioReactor(reactor: Any) -> bool:
 
 
 def connectDatabase(
-    conninfo: str, reactor: Any = None, size: int = 4, connectTimeout: float = 10,
-    asyncio: bool | None = None,
+    conninfo: str, reactor: IReactorCore | None = None, size: int = 4,
+    connectTimeout: float = 10, asyncio: bool | None = None,
 ) -> ThreadedDatabase | AsyncioDatabase:
     """
     A database for the relay queue at C{conninfo}: an L{AsyncioDatabase}
@@ -483,13 +529,36 @@ def connectDatabase(
     @raise DriverMissing: if psycopg is not installed.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
     if asyncio is None:
         asyncio = isAsyncioReactor(reactor)
     if asyncio:
         return AsyncioDatabase(conninfo, getattr(reactor, "_asyncioEventloop", None), size,
                                connectTimeout)
     return ThreadedDatabase(conninfo, reactor, size, connectTimeout)
+
+
+class QueueReactor(Protocol):
+    """
+    What the PostgreSQL queue needs of its reactor: delayed calls (Twisted's
+    C{IReactorTime}) and watching a socket (C{IReactorFDSet}).
+    """
+
+    def callLater(
+        self, delay: float, callable: Callable[..., object], *args: object, **kwargs: object
+    ) -> IDelayedCall:
+        ...
+
+    def seconds(self) -> float:
+        ...
+
+    def addReader(self, reader: IReadDescriptor) -> None:
+        ...
+
+    def removeReader(self, reader: IReadDescriptor) -> None:
+        ...
 
 
 @implementer(IReadDescriptor)
@@ -504,22 +573,25 @@ class Listener:
 
     def __init__(
         self, database: Database, channel: str, callback: Callable[[str | None], object],
-        reactor: Any = None, retryDelay: float = 1.0, maxRetryDelay: float = 30.0,
+        reactor: QueueReactor | None = None, retryDelay: float = 1.0,
+        maxRetryDelay: float = 30.0,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
         self.database = database
         self.channel = channel
         self.callback = callback
         self.reactor = reactor
         self.retryDelay = retryDelay
         self.maxRetryDelay = maxRetryDelay
-        self._connection: Any = None
+        self._connection: ListenConnection | None = None
         self._fd = -1
-        self._retry: Any = None
+        self._retry: IDelayedCall | None = None
         self._delay = retryDelay
         self._stopped = True
-        self._connecting: defer.Deferred[Any] | None = None
+        self._connecting: defer.Deferred[ListenConnection] | None = None
 
     @property
     def listening(self) -> bool:
@@ -536,13 +608,12 @@ class Listener:
         self._stopped = False
         return self._connect().addCallback(lambda _: None)
 
-    def _connect(self) -> defer.Deferred[Any]:
+    def _connect(self) -> defer.Deferred[None]:
         self._retry = None
         d = self._connecting = self.database.listenConnection(self.channel)
-        d.addCallback(self._listening)
-        return d
+        return d.addCallback(self._listening)
 
-    def _listening(self, connection: Any) -> None:
+    def _listening(self, connection: ListenConnection) -> None:
         self._connecting = None
         if self._stopped:
             self.database.closeConnection(connection)

@@ -31,10 +31,11 @@ import os
 import secrets
 import socket
 import uuid
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Concatenate, ParamSpec, TypeVar, cast
 from collections.abc import Iterable
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -43,11 +44,7 @@ from mailclient._relaying.msgoptions import (
     MessageOptions,
     MessageOptionsError,
 )
-from mailclient._relaying.pgdb import (
-    Database,
-    Listener,
-    StaleLeaseError,
-)
+from mailclient._relaying.pgdb import Database, Listener, Program, QueueReactor, StaleLeaseError
 from mailclient._relaying.pgschema import DEFAULT_SCHEMA, channelOf, checkSchema, checkSchemaName
 from mailclient._relaying.pgsql import (
     ClaimedBatch,
@@ -68,13 +65,7 @@ from mailclient._relaying.pgsql import (
     _Held,
 )
 from mailclient._relaying.pgscratch import ScratchDirectory
-from mailclient._relaying.queue import (
-    EnvelopeAddress,
-    Path,
-    loadPickle,
-    openQueueFile,
-    readEnvelopeData,
-)
+from mailclient._relaying.queuefiles import EnvelopeAddress, Path, loadPickleFile, openQueueFile
 from mailclient._wire.queuestate import (
     MAX_REASON,
     RetryDelay,
@@ -87,6 +78,9 @@ from mailclient._wire.queuestate import (
 )
 
 _log = Logger()
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _reason(reason: object) -> str:
@@ -132,10 +126,11 @@ class PGQueue:
         smartHost: str | None = None,
         destinationLimit: int | None = None,
         listen: bool = True,
-        reactor: Any = None,
+        reactor: QueueReactor | None = None,
     ) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as globalReactor
+            reactor = globalReactor
         if lease <= 0:
             raise ValueError("lease must be positive, not %r" % (lease,))
         self.database = database
@@ -178,7 +173,8 @@ class PGQueue:
             self.scratch.take()
             self.running = True
             self._renewal = task.LoopingCall(self._renewTick)
-            self._renewal.clock = self.reactor
+            # Every reactor is an IReactorTime.
+            self._renewal.clock = cast(IReactorTime, self.reactor)
             self._renewal.start(self.lease / 3, now=False)
             if self._listener is not None:
                 return self._listener.start().addErrback(notListening)
@@ -257,8 +253,9 @@ class PGQueue:
 
     # Database operations
 
-    def _run(self, program: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        d = self.database.run(program, self.schema, *args)
+    def _run(self, program: Callable[Concatenate[str, P], Program[T]], *args: P.args,
+             **kw: P.kwargs) -> defer.Deferred[T]:
+        d = self.database.run(program, self.schema, *args, **kw)
         self._pending.add(d)
 
         def finished(result: object) -> object:
@@ -276,7 +273,7 @@ class PGQueue:
             return defer.succeed(None)
         return defer.DeferredList(pending, consumeErrors=False).addCallback(lambda _: None)
 
-    def _background(self, d: defer.Deferred[Any], what: str) -> None:
+    def _background(self, d: defer.Deferred[T], what: str) -> None:
         d.addErrback(self._logFailure, what)
 
     def _logFailure(self, failure: Failure, what: str) -> None:
@@ -426,8 +423,9 @@ class PGQueue:
             self._run(releaseProgram, [], [], [batch.token], channelOf(self.schema)),
             "Cannot free a connection slot of %s" % (batch.destination,))
 
-    def _settle(self, message: str, program: Callable[..., Any], *args: Any
-                ) -> defer.Deferred[Any] | None:
+    def _settle(
+            self, message: str, program: Callable[Concatenate[str, str, uuid.UUID, P], Program[T]],
+            *args: P.args, **kw: P.kwargs) -> defer.Deferred[T] | None:
         """
         Run C{program} (fenced by the message's lease token) to settle a
         claimed message, and drop it from this worker: its copy is removed
@@ -441,11 +439,11 @@ class PGQueue:
             return None
         # Started before the message is dropped, so that whoever waits for
         # the worker to drain (stop) waits for this too.
-        d = self._run(program, name, held.batch.token, *args)
+        d = self._run(program, name, held.batch.token, *args, **kw)
         self._forget(name)
         return d
 
-    def holdSlots(self, messages: Iterable[str], until: defer.Deferred[Any]) -> None:
+    def holdSlots(self, messages: Iterable[str], until: defer.Deferred[T]) -> None:
         """
         Keep the connection slots of the batches of C{messages} until
         C{until} fires (the connections relaying them are closed), even if
@@ -468,7 +466,7 @@ class PGQueue:
 
         until.addBoth(over)
 
-    def _notHeld(self, message: str) -> defer.Deferred[Any]:
+    def _notHeld(self, message: str) -> defer.Deferred[T]:
         return defer.fail(StaleLeaseError(
             "message %s is not held by this worker" % (os.path.basename(message),)))
 
@@ -529,7 +527,7 @@ class PGQueue:
         name = os.path.basename(message)
         held = self._held.get(name)
         if held is None:
-            return defer.fail(StaleLeaseError("message %s is not held by this worker" % (name,)))
+            return self._notHeld(name)
 
         def sent(queued: bool) -> bool:
             held.state = held.state.asWarned()
@@ -752,9 +750,7 @@ class PGQueue:
         """
         The C{[from, to]} envelope of a claimed message.
         """
-        path = self.getPath(message) + "-H"
-        with openQueueFile(path) as f:
-            return loadPickle(readEnvelopeData(f, path))
+        return loadPickleFile(self.getPath(message) + "-H")
 
     def getEnvelopeFile(self, message: str) -> IO[bytes]:
         """

@@ -13,7 +13,7 @@ be given exactly what a worker needs.
 from __future__ import annotations
 
 import re
-from typing import Any, Generator
+from typing import Generator
 from collections.abc import Mapping, Sequence
 
 from twisted.internet import defer
@@ -245,7 +245,9 @@ def checkSchema(
     return database.run(_checkProgram, schema, version)
 
 
-def schemaVersion(database: Database, schema: str = DEFAULT_SCHEMA) -> defer.Deferred[Any]:
+def schemaVersion(
+    database: Database, schema: str = DEFAULT_SCHEMA
+) -> defer.Deferred[int | None]:
     """
     The version of the queue's tables in the database, or L{None} if they
     are not there.

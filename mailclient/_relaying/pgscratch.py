@@ -12,20 +12,14 @@ import os
 
 from mailclient._relaying.msgoptions import MessageOptions, writeMessageOptions
 from mailclient._wire.queuestate import OPTIONS_SUFFIX
-from mailclient._relaying.queue import AtomicFile, Path, QueueBusyError, dumpEnvelope
+from mailclient._relaying.queue import holdLock
+from mailclient._relaying.queuefiles import AtomicFile, Path, dumpEnvelope, removeIfPresent
 
 #: The lock file a worker holds in its scratch directory.
 SCRATCH_LOCK = ".pgqueue.lock"
 
 #: The files a worker writes in its scratch directory.
 _SUFFIXES = ("-H", "-D", "-C", "-H.tmp")
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 class ScratchDirectory:
@@ -51,20 +45,11 @@ class ScratchDirectory:
 
         @raise QueueBusyError: if another worker holds it.
         """
-        import fcntl
-
         directory = os.fsdecode(self.directory)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(directory, SCRATCH_LOCK),
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise QueueBusyError(
-                "the scratch directory %s is used by another worker: one per worker"
-                % (directory,)) from None
-        self._lock = fd
+        self._lock = holdLock(
+            os.path.join(directory, SCRATCH_LOCK),
+            "the scratch directory %s is used by another worker: one per worker" % (directory,))
         self.empty()
 
     def release(self) -> None:
@@ -84,7 +69,7 @@ class ScratchDirectory:
         with os.scandir(os.fsdecode(self.directory)) as entries:
             for entry in entries:
                 if entry.name.endswith(_SUFFIXES) and entry.is_file(follow_symlinks=False):
-                    _remove(entry.path)
+                    removeIfPresent(entry.path)
 
     def write(self, name: str, sender: str, recipient: str, data: bytes, queuedAt: float,
               options: MessageOptions | None = None) -> None:
@@ -112,6 +97,6 @@ class ScratchDirectory:
         Remove the copy of a message (data first, as the queue does).
         """
         path = self.path(name)
-        _remove(path + "-D")
-        _remove(path + "-H")
-        _remove(path + OPTIONS_SUFFIX)
+        removeIfPresent(path + "-D")
+        removeIfPresent(path + "-H")
+        removeIfPresent(path + OPTIONS_SUFFIX)

@@ -20,12 +20,13 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generator
+from typing import TYPE_CHECKING
 
-from mailclient._relaying.pgdb import Result, StaleLeaseError, Statement
+from mailclient._relaying.pgdb import Program, StaleLeaseError, Statement
 from mailclient._wire.queuestate import RetryDelay, RetryState, recipientDomainOf
 
-Program = Generator[Statement, Result, Any]
+if TYPE_CHECKING:
+    from psycopg.rows import TupleRow
 
 #: The columns of a claimed message, in L{ClaimedMessage}'s order.
 _CLAIMED = (
@@ -52,7 +53,7 @@ class ClaimedMessage:
     queuedAt: float
     state: RetryState
     #: Its options (C{MessageOptions.toState()}), if any.
-    options: Any = None
+    options: object = None
 
 
 @dataclass
@@ -100,7 +101,7 @@ class _Held:
     lost: bool = False
 
 
-def _state(row: tuple[Any, ...]) -> RetryState:
+def _state(row: TupleRow) -> RetryState:
     failures, nextAttempt, lastFailure, reason, warned = row[6:11]
     return RetryState(
         failures=failures,
@@ -124,8 +125,8 @@ def _checkText(value: str | bytes, what: str) -> str:
 
 def enqueueProgram(
     s: str, name: str, sender: str | bytes, recipient: str | bytes, data: bytes,
-    origin: str | None = None, options: Mapping[str, Any] | None = None,
-) -> Program:
+    origin: str | None = None, options: Mapping[str, object] | None = None,
+) -> Program[bool]:
     """
     Queue a message under C{name}, unless one of that name is queued: return
     whether it was.  The insert trigger wakes the listening workers.
@@ -147,7 +148,7 @@ def enqueueProgram(
 def claimProgram(
     s: str, worker: str, lease: float, limit: int, batchSize: int, maxBatches: int | None,
     smartHost: str | None, defaultLimit: int | None,
-) -> Program:
+) -> Program[list[ClaimedBatch]]:
     """
     Claim at most C{limit} due messages, at most C{maxBatches} batches of
     at most C{batchSize}, each under a new lease token, skipping messages
@@ -193,7 +194,7 @@ def claimProgram(
         taken = yield Statement(
             "SELECT destination, count(*) FROM %s.slots WHERE destination = ANY(%%s)"
             " GROUP BY destination" % (s,), (destinations,))
-        counts = dict(taken.rows)
+        counts: dict[str, int] = dict(taken.rows)
         for destination, backedOff, maxConnections in locked.rows:
             cap = maxConnections if maxConnections is not None else defaultLimit
             if backedOff:
@@ -245,7 +246,9 @@ def claimProgram(
     return batches
 
 
-def renewProgram(s: str, tokens: list[uuid.UUID], lease: float) -> Program:
+def renewProgram(
+    s: str, tokens: list[uuid.UUID], lease: float
+) -> Program[tuple[set[str], set[uuid.UUID]]]:
     """
     Extend the leases of the messages and slots held under C{tokens}.
 
@@ -261,7 +264,7 @@ def renewProgram(s: str, tokens: list[uuid.UUID], lease: float) -> Program:
     return {row[0] for row in messages.rows}, {row[0] for row in slots.rows}
 
 
-def confirmProgram(s: str, name: str, token: uuid.UUID) -> Program:
+def confirmProgram(s: str, name: str, token: uuid.UUID) -> Program[bool]:
     """
     A message was delivered: remove it, if its lease is still C{token}'s.
     """
@@ -276,7 +279,7 @@ def confirmProgram(s: str, name: str, token: uuid.UUID) -> Program:
 def failProgram(
     s: str, name: str, token: uuid.UUID, reason: str, retryDelay: RetryDelay,
     warning: tuple[str, str | bytes, bytes] | None = None,
-) -> Program:
+) -> Program[RetryState]:
     """
     A message failed for now: count it, schedule the next attempt
     C{retryDelay(failures)} seconds from now on the database's clock, and
@@ -315,7 +318,7 @@ def failProgram(
 
 def returnProgram(
     s: str, name: str, token: uuid.UUID, bounce: str, recipient: str | bytes, report: bytes
-) -> Program:
+) -> Program[bool]:
     """
     Return a message to its sender: queue its bounce (C{report}, from the
     null sender, under the name C{bounce}) and remove it, in one
@@ -336,7 +339,7 @@ def returnProgram(
 
 def warnProgram(
     s: str, name: str, token: uuid.UUID, warning: str, recipient: str | bytes, report: bytes
-) -> Program:
+) -> Program[bool]:
     """
     Queue the one delay warning of a message (C{report}, from the null
     sender, under the name C{warning}) and mark the message warned, in one
@@ -359,7 +362,7 @@ def warnProgram(
 
 def releaseProgram(
     s: str, names: list[str], tokens: list[uuid.UUID], slots: list[uuid.UUID], channel: str
-) -> Program:
+) -> Program[list[str]]:
     """
     Give back messages (each with its token) and connection slots, so that
     any worker may take them at once, and wake the listening workers.
@@ -378,7 +381,7 @@ def releaseProgram(
     return [row[0] for row in released.rows]
 
 
-def quarantineProgram(s: str, name: str, token: uuid.UUID, reason: str) -> Program:
+def quarantineProgram(s: str, name: str, token: uuid.UUID, reason: str) -> Program[bool]:
     """
     Stop relaying a message that cannot be relayed, leaving it in the
     table (C{quarantined}) for an administrator.
@@ -393,7 +396,7 @@ def quarantineProgram(s: str, name: str, token: uuid.UUID, reason: str) -> Progr
     return True
 
 
-def backOffProgram(s: str, destination: str, delay: float, reason: str) -> Program:
+def backOffProgram(s: str, destination: str, delay: float, reason: str) -> Program[float]:
     """
     Let no worker connect to C{destination} for C{delay} seconds (or
     longer, if it is backed off longer already).
@@ -412,7 +415,7 @@ def backOffProgram(s: str, destination: str, delay: float, reason: str) -> Progr
     return until.scalar()
 
 
-def limitProgram(s: str, destination: str, limit: int | None) -> Program:
+def limitProgram(s: str, destination: str, limit: int | None) -> Program[None]:
     """
     Set the fleet's connection limit for C{destination} (L{None}: each
     worker's default).
@@ -423,7 +426,7 @@ def limitProgram(s: str, destination: str, limit: int | None) -> Program:
         .format(s=s), (destination, limit))
 
 
-def nextDueProgram(s: str, smartHost: str | None) -> Program:
+def nextDueProgram(s: str, smartHost: str | None) -> Program[float | None]:
     """
     How many seconds until a message may be claimable (negative: one is
     now); L{None} when nothing is queued.  Connection slots are not
@@ -438,7 +441,7 @@ def nextDueProgram(s: str, smartHost: str | None) -> Program:
     return due.scalar()
 
 
-def statsProgram(s: str) -> Program:
+def statsProgram(s: str) -> Program[dict[str, int]]:
     """
     Counts of the queue's messages: C{queued} (all), C{due} (may be
     claimed now), C{leased}, C{deferred} (failed for now at least once),

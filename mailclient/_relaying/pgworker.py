@@ -12,15 +12,20 @@ releases what was claimed and not started.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mailclient._relaying.pgdb import QueueReactor
 from mailclient._relaying.pgqueue import PGQueue
 from mailclient._wire.queuestate import smartHostDestination
+
+if TYPE_CHECKING:
+    from mailclient._relaying.manager import SmartHostSMTPRelayingManager
 
 _log = Logger()
 
@@ -43,7 +48,8 @@ class PGRelayService(service.Service):
     idleDelay: float = 1.0
 
     def __init__(
-        self, manager: Any, queue: PGQueue, pollInterval: float = 30.0, reactor: Any = None
+        self, manager: SmartHostSMTPRelayingManager, queue: PGQueue, pollInterval: float = 30.0,
+        reactor: QueueReactor | None = None,
     ) -> None:
         if reactor is None:
             reactor = queue.reactor
@@ -55,15 +61,16 @@ class PGRelayService(service.Service):
         # a larger batch would be split by the manager over several
         # connections under one slot.
         queue.batchSize = max(1, manager.maxMessagesPerConnection)
-        if queue.smartHost is None and getattr(manager, "smartHost", None):
-            host, port = manager.smartHost[0]
+        smartHost = getattr(manager, "smartHost", None)
+        if queue.smartHost is None and smartHost:
+            host, port = smartHost[0]
             queue.smartHost = smartHostDestination(host, port)
         self._busy = False
         self._again = False
-        self._timer: Any = None
-        self._attempts: set[defer.Deferred[Any]] = set()
+        self._timer: IDelayedCall | None = None
+        self._attempts: set[defer.Deferred[list[tuple[bool, None]]]] = set()
 
-    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
+    def startService(self) -> defer.Deferred[None]:
         """
         Start the queue (its schema is checked), then relay.
         """
@@ -76,7 +83,7 @@ class PGRelayService(service.Service):
 
         return d.addCallback(started)
 
-    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> defer.Deferred[None]:
         """
         Stop claiming, release what was not started, and wait (at most the
         queue's lease) for what was.
@@ -112,7 +119,7 @@ class PGRelayService(service.Service):
         perConnection = max(1, manager.maxMessagesPerConnection)
         return free * perConnection - len(self.queue.waiting), free
 
-    def _cycle(self) -> defer.Deferred[Any]:
+    def _cycle(self) -> defer.Deferred[tuple[int, float | None]]:
         room, free = self._room()
         if room > 0 and free > 0:
             d = self.queue.claim(limit=room, batches=free)

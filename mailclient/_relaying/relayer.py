@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from twisted.logger import Logger
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from twisted.python.util import LineLog
 
 from mailclient._protocol.client import SUCCESS, SMTPClient
 from mailclient._protocol.esmtp import ESMTPClient
-from mailclient._relaying.queue import openQueueFile, readEnvelope
+from mailclient._relaying.queuefiles import openQueueFile, readEnvelope
 from mailclient._wire.options import MailOptions
-from mailclient._wire.types import MessageFile
+from mailclient._wire.types import MessageFile, RecipientResult
 from mailclient.interfaces import IDeliveryProgress
 
 _log = Logger()
@@ -43,6 +44,8 @@ class RelayerMixin(_ClientBase):
     @ivar names: The base path of each message in C{messages}.
     """
 
+    # Twisted's lists, whatever their entries (Twisted's own tests put
+    # numbers there).
     messages: list[list[Any]]
     names: list[str]
 
@@ -71,7 +74,7 @@ class RelayerMixin(_ClientBase):
             self.messages.append([sender, recipient, None])
             self.names.append(name)
 
-    def getMailFrom(self) -> Any | None:
+    def getMailFrom(self) -> object | None:
         """
         Return the sender of the next message, opening its body; L{None}
         when there are no more messages.  Messages whose data file cannot be
@@ -85,7 +88,7 @@ class RelayerMixin(_ClientBase):
             _skipped(self, name)
         return None
 
-    def getMailTo(self) -> list[Any] | None:
+    def getMailTo(self) -> list[object] | None:
         """
         Return the recipient of the current message, as a one-item list.
         """
@@ -104,7 +107,8 @@ class RelayerMixin(_ClientBase):
         return self.messages[0][2]
 
     def sentMail(
-        self, code: int, resp: bytes, numOk: int, addresses: Any, log: Any
+        self, code: int, resp: bytes, numOk: int, addresses: list[RecipientResult],
+        log: LineLog,
     ) -> None:
         """
         The server answered the current message: close its body and, if it
@@ -144,7 +148,7 @@ class RelayerMixin(_ClientBase):
 # entries (Twisted's own tests give a bare ManagedRelayerMixin numbers).
 
 
-def openCurrent(relayer: Any) -> bool:
+def openCurrent(relayer: RelayerMixin) -> bool:
     """
     Open the body of C{relayer}'s first message, unless it is open already.
     """
@@ -162,7 +166,7 @@ def openCurrent(relayer: Any) -> bool:
     return True
 
 
-def closeCurrent(relayer: Any) -> None:
+def closeCurrent(relayer: object) -> None:
     """
     Close the body of C{relayer}'s first message, if it is open.
     """
@@ -175,7 +179,7 @@ def closeCurrent(relayer: Any) -> None:
         body.close()
 
 
-def dropCurrent(relayer: Any) -> None:
+def dropCurrent(relayer: RelayerMixin) -> None:
     """
     C{relayer} is done with its first message: close its body and forget it.
     """
@@ -184,7 +188,7 @@ def dropCurrent(relayer: Any) -> None:
     del relayer.names[0]
 
 
-def _skipped(relayer: Any, name: str) -> None:
+def _skipped(relayer: object, name: str) -> None:
     """
     The message C{name} was skipped because its data file is gone: tell
     the attempt manager, if C{relayer} has one that wants to know.

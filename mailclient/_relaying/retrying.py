@@ -10,7 +10,7 @@ the back-off of a destination that said "not now" to everyone (421, or a
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -21,11 +21,14 @@ from mailclient._relaying.bounce import DeliveryFailure
 from mailclient._relaying.returning import delayWarning
 from mailclient._wire.queuestate import RetryState, smartHostDestination
 
+if TYPE_CHECKING:
+    from mailclient._relaying.manager import SmartHostSMTPRelayingManager
+
 _log = Logger()
 
 
-def recordFailure(manager: Any, message: str, failure: DeliveryFailure | None,
-                  now: float) -> None:
+def recordFailure(manager: SmartHostSMTPRelayingManager, message: str,
+                  failure: DeliveryFailure | None, now: float) -> None:
     """
     Count a failure for now of C{message} and let it wait again: in the
     queue's schedule when it keeps one (C{recordFailure}), else in the
@@ -73,8 +76,8 @@ def _describe(failure: DeliveryFailure | None) -> str:
     return failure.reason or failure.status
 
 
-def _warningIfDue(manager: Any, name: str, failure: DeliveryFailure | None,
-                  now: float) -> tuple[bytes, str] | None:
+def _warningIfDue(manager: SmartHostSMTPRelayingManager, name: str,
+                  failure: DeliveryFailure | None, now: float) -> tuple[bytes, str] | None:
     """
     The delay warning to queue with this failure, if
     C{manager.delayWarningAfter} has passed since the message was queued
@@ -97,7 +100,9 @@ def _warningIfDue(manager: Any, name: str, failure: DeliveryFailure | None,
     return delayWarning(queue, name, failure, manager._reportingMTA(), until)
 
 
-def _backOffDestination(manager: Any, failure: DeliveryFailure | None) -> None:
+def _backOffDestination(
+    manager: SmartHostSMTPRelayingManager, failure: DeliveryFailure | None
+) -> None:
     """
     A destination that answered 421 or a 4.7.x status is left alone by
     every worker for C{manager.destinationBackoff} seconds (a queue shared
@@ -122,8 +127,9 @@ def _backOffDestination(manager: Any, failure: DeliveryFailure | None) -> None:
                                      destination=key, error=f.getErrorMessage()))
 
 
-def reportFailure(manager: Any, message: str, outcome: DeliveryOutcome, failure: Any,
-                  status: str | None = None, reason: str | None = None) -> None:
+def reportFailure(manager: SmartHostSMTPRelayingManager, message: str, outcome: DeliveryOutcome,
+                  failure: DeliveryFailure | None, status: str | None = None,
+                  reason: str | None = None) -> None:
     """
     Report (C{manager.reportDelivery}) a message that was not delivered,
     from what its L{DeliveryFailure} says.

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailclient._relaying.bounce import DeliveryFailure, generateBounce
 from mailclient._wire.text import envelopeText
-from mailclient._relaying.queue import (
+from mailclient._relaying.queuefiles import (
     EnvelopeError,
     openQueueFile,
     isNullSender,
@@ -22,20 +22,19 @@ from mailclient._relaying.queue import (
     readEnvelopeData,
 )
 
+if TYPE_CHECKING:
+    from mailclient._relaying.queue import Queue
+
 _log = Logger()
 
+
 def returnToSender(
-    queue: Any,
-    message: str,
-    status: str,
-    diagnostic: bytes | None,
-    remoteMTA: str | None,
-    reason: str,
-    reportingMTA: str,
+    queue: Queue, message: str, failure: DeliveryFailure, reportingMTA: str
 ) -> bool:
     """
     Queue in C{queue} a delivery status notification (RFC 3464) for a
-    message that failed for good; none for a message from the null sender
+    message that failed for good (C{failure}: its status, the server's
+    reply, the server, the reason); none for a message from the null sender
     (bounces are not bounced).
 
     @return: Whether the message may now be removed from the queue
@@ -53,11 +52,12 @@ def returnToSender(
             "Discarding undeliverable {message} from the null sender", message=name
         )
         return True
-    failure = DeliveryFailure(recipient, status, diagnostic, remoteMTA, reason)
+    notice = DeliveryFailure(recipient, failure.status, failure.diagnostic, failure.remoteMTA,
+                             failure.reason)
     try:
         with openQueueFile(queue.getPath(name) + "-D") as body:
             arrival = os.fstat(body.fileno()).st_mtime
-            _, to, report = generateBounce(body, sender, [failure], reportingMTA, arrival)
+            _, to, report = generateBounce(body, sender, [notice], reportingMTA, arrival)
         returnMessage = getattr(queue, "returnMessage", None)
         if returnMessage is not None:
             # Queued and the original removed together (in one transaction
@@ -78,12 +78,12 @@ def returnToSender(
         "Returned {message} to {sender}: {status}",
         message=name,
         sender=envelopeText(sender),
-        status=status,
+        status=failure.status,
     )
     return True
 
 
-def _enqueue(queue: Any, sender: str, recipient: str, message: bytes) -> None:
+def _enqueue(queue: Queue, sender: str, recipient: str, message: bytes) -> None:
     """
     Put a message in C{queue}: with mailclient's C{enqueue}, or through
     Twisted's C{createNewMessage}.
@@ -101,7 +101,7 @@ def _enqueue(queue: Any, sender: str, recipient: str, message: bytes) -> None:
 
 
 def delayWarning(
-    queue: Any, message: str, failure: DeliveryFailure, reportingMTA: str, until: float,
+    queue: Queue, message: str, failure: DeliveryFailure, reportingMTA: str, until: float,
 ) -> tuple[bytes, str] | None:
     """
     The RFC 3464 warning that a message is delayed and will be tried until

@@ -4,13 +4,20 @@ L{RelayStateHelper}: the service that runs a relaying manager.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from twisted.application import internet
 from twisted.internet import defer
 
-#: A relaying manager (L{mailclient._relaying.manager}).
-_Manager = Any
+
+class _Manager(Protocol):
+    """
+    A relaying manager (L{mailclient._relaying.manager}, or Twisted's): what
+    the service calls.
+    """
+
+    def checkState(self) -> object:
+        ...
 
 
 def _checkState(manager: _Manager) -> None:
@@ -31,7 +38,7 @@ class _RelayService(internet.TimerService):
         release = getattr(getattr(self.manager, "queue", None), "releaseRelayLock", None)
         if release is not None:
             release()
-        return internet.TimerService.stopService(self)  # type: ignore[no-any-return]
+        return internet.TimerService.stopService(self)
 
 
 def RelayStateHelper(manager: _Manager, delay: float) -> internet.TimerService:

@@ -12,10 +12,36 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 from collections.abc import Sequence
 
 from mailclient._wire.tlspolicy import SourceKind, TLSPolicy, TLSRecord
+
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired
+
+#: The JSON of an aggregate report (RFC 8460 section 4.4).
+ReportPolicy = TypedDict("ReportPolicy", {
+    "policy-type": str, "policy-domain": str,
+    "policy-string": "NotRequired[list[str]]", "mx-host": "NotRequired[list[str]]",
+})
+ReportFailure = TypedDict("ReportFailure", {
+    "result-type": str, "failed-session-count": int,
+    "receiving-mx-hostname": "NotRequired[str]", "receiving-ip": "NotRequired[str]",
+    "failure-reason-code": "NotRequired[str]",
+})
+ReportSummary = TypedDict("ReportSummary", {
+    "total-successful-session-count": int, "total-failure-session-count": int,
+})
+ReportItem = TypedDict("ReportItem", {
+    "policy": ReportPolicy, "summary": ReportSummary,
+    "failure-details": "NotRequired[list[ReportFailure]]",
+})
+ReportDateRange = TypedDict("ReportDateRange", {"start-datetime": str, "end-datetime": str})
+TLSReport = TypedDict("TLSReport", {
+    "organization-name": str, "date-range": ReportDateRange, "contact-info": str,
+    "report-id": str, "policies": list[ReportItem],
+})
 
 #: RFC 8460 policy types.
 STS = "sts"
@@ -132,7 +158,7 @@ class TLSReportCounters:
     def report(
         self, policyDomain: str, start: datetime.date, end: datetime.date, *,
         organizationName: str, contactInfo: str, reportId: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> TLSReport:
         """
         The RFC 8460 aggregate report (section 4.4) of C{policyDomain} for
         the days C{start} to C{end} (included), as JSON data.
@@ -149,7 +175,7 @@ class TLSReportCounters:
                 total.failures[failure] = total.failures.get(failure, 0) + n
         policies = []
         for (policyType, strings, hosts), counts in merged.items():
-            policy: dict[str, Any] = {"policy-type": policyType, "policy-domain": domain}
+            policy: ReportPolicy = {"policy-type": policyType, "policy-domain": domain}
             if strings:
                 policy["policy-string"] = list(strings)
             if hosts:
@@ -157,7 +183,7 @@ class TLSReportCounters:
             details = []
             for (resultType, mx, ip, detail), n in sorted(
                     counts.failures.items(), key=lambda item: repr(item[0])):
-                entry: dict[str, Any] = {"result-type": resultType, "failed-session-count": n}
+                entry: ReportFailure = {"result-type": resultType, "failed-session-count": n}
                 if mx:
                     entry["receiving-mx-hostname"] = mx
                 if ip:
@@ -165,7 +191,7 @@ class TLSReportCounters:
                 if detail:
                     entry["failure-reason-code"] = detail
                 details.append(entry)
-            item: dict[str, Any] = {
+            item: ReportItem = {
                 "policy": policy,
                 "summary": {"total-successful-session-count": counts.successes,
                             "total-failure-session-count": sum(counts.failures.values())},
