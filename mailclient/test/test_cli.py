@@ -63,21 +63,16 @@ from mailclient._commands.main import (
 from mailclient._commands.demo import DEMO_PASSWORD, DEMO_USER, redactTranscript, runDemo
 from mailclient.smtp import sendmail
 from mailclient.testing import Delay, SMTPTestServer, generateCertificates
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mailclient.__file__)))
-DOCS = os.path.join(ROOT, "docs", "cli.rst")
-
-USER = "alice"
-PASSWORD = "s3cret-Pa55word"
-
-MESSAGE = (
-    b"From: Alice <alice@example.com>\n"
-    b"To: bob@example.com\n"
-    b"Subject: hello\n"
-    b"\n"
-    b"Hi Bob.\n"
+from mailclient.test.helpers_cli import (
+    DOCS,
+    MESSAGE,
+    MESSAGE_CRLF,
+    PASSWORD,
+    ROOT,
+    USER,
+    CLITestMixin,
+    docsTables,
 )
-MESSAGE_CRLF = MESSAGE.replace(b"\n", b"\r\n")
 
 NO_TLS = ["PIPELINING", "8BITMIME"]
 
@@ -104,105 +99,7 @@ def summary(out: str) -> List[Tuple[str, str]]:
     return [tuple(line.split()[:2]) for line in out.splitlines()]  # type: ignore[misc]
 
 
-class CLITestCase(unittest.TestCase):
-    """
-    Run C{mailclient send} in-process against loopback servers.
-    """
-
-    def setUp(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="mailclient-cli-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.setEnv(PASSWORD_ENV, None)
-
-    def setEnv(self, name: str, value: Optional[str]) -> None:
-        old = os.environ.get(name)
-
-        def restore() -> None:
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-        self.addCleanup(restore)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-    def writeFile(self, name: str, data: bytes, mode: Optional[int] = None) -> str:
-        path = os.path.join(self.tmp, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        if mode is not None:
-            os.chmod(path, mode)
-        return path
-
-    def assertOneLine(self, err: str, *expected: str) -> None:
-        """
-        C{err} is exactly one line, starting with C{mailclient}, holding
-        each of C{expected}, and no traceback.
-        """
-        self.assertEqual(err.count("\n"), 1, err)
-        self.assertTrue(err.endswith("\n"), err)
-        self.assertTrue(err.startswith("mailclient: "), err)
-        self.assertNotIn("Traceback", err)
-        for text in expected:
-            self.assertIn(text, err)
-
-    def runMain(self, *argv: str, stdin: Optional[bytes] = b"") -> Tuple[int, str, str]:
-        """
-        Run L{main} in-process for a command line that must fail before the
-        reactor starts, and return C{(code, out, err)}.
-        """
-        def noReactor(*a: Any, **kw: Any) -> int:
-            self.fail("the reactor was started for %r" % (argv,))
-
-        self.patch(_cli, "runReactor", noReactor)
-        out, err = io.StringIO(), io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.patch(sys, "stderr", err)
-        self.patch(sys, "stdin", None if stdin is None else io.TextIOWrapper(io.BytesIO(stdin)))
-        with self.assertRaises(SystemExit) as caught:
-            _cli.main(list(argv))
-        code = caught.exception.code
-        self.assertIsInstance(code, int)
-        return code, out.getvalue(), err.getvalue()  # type: ignore[return-value]
-
-    def startServer(self, **config: Any) -> SMTPTestServer:
-        server = SMTPTestServer(**config)
-        server.listenTCP(reactor)
-        self.addCleanup(server.stopListening)
-        return server
-
-    def tlsArgs(self, server: SMTPTestServer, mode: Optional[str] = "--starttls",
-                name: str = "localhost") -> List[str]:
-        cafile = self.writeFile("ca.pem", server.caCertificatePEM)
-        return ([mode] if mode else []) + ["--cafile", cafile, "--tls-name", name]
-
-    @defer.inlineCallbacks
-    def send(self, server: SMTPTestServer, *argv: str, message: bytes = MESSAGE,
-             tls: Optional[Sequence[str]] = None, port: Optional[int] = None) -> Any:
-        """
-        Run C{mailclient send ARGV} and return C{(code, out, err)}.
-
-        @param tls: the TLS arguments; default C{--starttls} trusting the
-            server's CA.
-        """
-        if tls is None:
-            tls = self.tlsArgs(server)
-        args = _parser().parse_args(
-            ["send", "-f", self.writeFile("message.eml", message),
-             "--host", "127.0.0.1",
-             "--port", str(port if port is not None else server.portNumber),
-             "--timeout", "20"]
-            + list(tls) + list(argv)
-        )
-        out, err = io.StringIO(), io.StringIO()
-        code = yield _send(reactor, args, out, err)
-        return code, out.getvalue(), err.getvalue()
-
-
-class SendTests(CLITestCase):
+class SendTests(CLITestMixin, unittest.TestCase):
     """
     Delivery, per-recipient summaries and exit codes.
     """
@@ -472,7 +369,7 @@ class SendTests(CLITestCase):
                          % (sent >> 10, sent >> 10))
 
 
-class UsageTests(CLITestCase):
+class UsageTests(CLITestMixin, unittest.TestCase):
     """
     Mistakes on the command line exit with 64 and a message, sending nothing.
     """
@@ -557,7 +454,7 @@ class UsageTests(CLITestCase):
                               ["send", option, PASSWORD, "x@example.com"])
 
 
-class HeaderTests(CLITestCase):
+class HeaderTests(CLITestMixin, unittest.TestCase):
     """
     C{-t} and the sender taken from the header.
     """
@@ -695,7 +592,7 @@ class HeaderTests(CLITestCase):
         self.assertEqual(server.messages[0].data, MESSAGE_CRLF)
 
 
-class AuthTests(CLITestCase):
+class AuthTests(CLITestMixin, unittest.TestCase):
     """
     C{--user}: the password comes from the environment or a file.
     """
@@ -834,7 +731,7 @@ class _RecordingReactor:
         return connector
 
 
-class ValidationTests(CLITestCase):
+class ValidationTests(CLITestMixin, unittest.TestCase):
     """
     Every option and address on the command line is checked before the
     reactor starts: a mistake is one line and exit code 64, nothing else
@@ -842,7 +739,7 @@ class ValidationTests(CLITestCase):
     """
 
     def setUp(self) -> None:
-        CLITestCase.setUp(self)
+        CLITestMixin.setUp(self)
         self.message = self.writeFile("message.eml", MESSAGE)
 
     def assertUsage(self, argv: Sequence[str], *expected: str) -> str:
@@ -940,7 +837,7 @@ class ValidationTests(CLITestCase):
             self.assertNotIn("502", err)
 
 
-class FileOptionTests(CLITestCase):
+class FileOptionTests(CLITestMixin, unittest.TestCase):
     """
     Every file option gives one line and the right code: 66 when it cannot
     be read, 78 when its contents cannot be used, 65 for an empty message,
@@ -948,7 +845,7 @@ class FileOptionTests(CLITestCase):
     """
 
     def setUp(self) -> None:
-        CLITestCase.setUp(self)
+        CLITestMixin.setUp(self)
         self.message = self.writeFile("message.eml", MESSAGE)
 
     def assertFails(self, code: int, argv: Sequence[str], *expected: str) -> None:
@@ -1045,7 +942,7 @@ class FileOptionTests(CLITestCase):
             self.assertFails(EX_USAGE, ["sink"] + argv, expected)
 
 
-class MessageHeaderTests(CLITestCase):
+class MessageHeaderTests(CLITestMixin, unittest.TestCase):
     """
     With C{-t}, and for the sender without C{--from}, every address of the
     header is parsed: one that cannot be is an error naming it (65), never
@@ -1115,7 +1012,7 @@ class MessageHeaderTests(CLITestCase):
         self.assertOneLine(err, "2 Resent- blocks")
 
 
-class RuntimeFailureTests(CLITestCase):
+class RuntimeFailureTests(CLITestMixin, unittest.TestCase):
     """
     Failures met while sending: one line on stderr, the exit code the docs
     give, the server's reply only when it sent one.
@@ -1269,7 +1166,7 @@ class RuntimeFailureTests(CLITestCase):
         self.assertOneLine(err, "refused the message: 554 5.7.1 looks like spam")
 
 
-class HelpTests(CLITestCase):
+class HelpTests(CLITestMixin, unittest.TestCase):
     """
     C{--version}, C{--help}: help text and a default for every option,
     examples, the exit codes (the same as in C{docs/cli.rst}).
@@ -1336,26 +1233,12 @@ class HelpTests(CLITestCase):
         code, out, err = self.runMain("sink", "--bogus")
         self.assertTrue(err.startswith("usage: mailclient sink "), err)
 
-    def docsTables(self) -> Dict[str, List[int]]:
-        """
-        The exit codes in the table of each section of C{docs/cli.rst}.
-        """
-        with open(DOCS, encoding="utf-8") as f:
-            text = f.read()
-        tables: Dict[str, List[int]] = {}
-        sections = re.split(r"^(mailclient \w+)\n-+\n", text, flags=re.MULTILINE)
-        for title, body in zip(sections[1::2], sections[2::2]):
-            codes = [int(n) for n in re.findall(r"^(\d+)  +\S", body, re.MULTILINE)]
-            if codes:
-                tables[title] = codes
-        return tables
-
     def test_docsTablesMatch(self) -> None:
         """
         C{docs/cli.rst} lists the exit codes the commands use, and the
         demo's real STARTTLS reply.
         """
-        tables = self.docsTables()
+        tables = docsTables()
         self.assertEqual(tables.get("mailclient send"), [c for c, _ in SEND_EXIT_CODES])
         self.assertEqual(tables.get("mailclient sink"), [c for c, _ in SINK_EXIT_CODES])
         self.assertEqual(tables.get("mailclient migrate"),
@@ -1371,7 +1254,7 @@ class HelpTests(CLITestCase):
         self.assertEqual(hostPort("smtp.example.com", 587), "smtp.example.com:587")
 
 
-class LastResortTests(CLITestCase):
+class LastResortTests(CLITestMixin, unittest.TestCase):
     """
     No path prints a traceback: an exception nobody expected is one line
     naming it, and exit code 70.
@@ -1398,7 +1281,7 @@ class LastResortTests(CLITestCase):
         self.assertOneLine(err, "internal error", "ZeroDivisionError: oops")
 
 
-class ProcessTests(CLITestCase):
+class ProcessTests(CLITestMixin, unittest.TestCase):
     """
     The whole command in a subprocess, reactor included.
     """
@@ -1514,7 +1397,7 @@ class ProcessTests(CLITestCase):
         self.assertOneLine(err, "cannot listen on 127.0.0.1:%d" % (port,))
 
 
-class MigrateCommandTests(CLITestCase):
+class MigrateCommandTests(CLITestMixin, unittest.TestCase):
     """
     C{mailclient migrate}: what it cannot rewrite makes it exit with 1, with
     C{--write} too, so a CI gate built on it fails.

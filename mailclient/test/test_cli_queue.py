@@ -6,7 +6,7 @@ queue, and their failures: one line on standard error, the exit code of
 L{QUEUE_EXIT_CODES}, never a traceback.
 
 The commands run in-process through L{main} (the helpers of
-L{mailclient.test.test_cli}), with a few in a subprocess.  Directory
+L{mailclient.test.helpers_cli}), with a few in a subprocess.  Directory
 queues are filled the way a relay fills them, in Twisted's C{-H}/C{-D}
 format (L{mailclient.relaymanager.Queue}); PostgreSQL queues live in the
 real throw-away cluster of L{mailclient.test.helpers_pg}, filled and
@@ -26,6 +26,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 from twisted.internet import defer
+from twisted.trial import unittest
 
 from mailclient._commands import queue as _queuecmd
 from mailclient._commands.common import (
@@ -45,7 +46,7 @@ from mailclient._relaying.pgqueue import PGQueue
 from mailclient._relaying.pgschema import SCHEMA_VERSION
 from mailclient._wire.queuestate import RETRY_SUFFIX, decodeRetryState
 from mailclient.relaymanager import Queue
-from mailclient.test import test_cli
+from mailclient.test.helpers_cli import CLITestMixin, docsTables
 from mailclient.test.helpers_pg import ADMIN, PostgresTestMixin
 from mailclient.test.helpers_relay import BINARY_BODY, pythonEnv, queueFiles
 
@@ -101,13 +102,13 @@ def runCommand(*argv: str) -> Tuple[int, str, str]:
             result.stderr.decode("utf-8", "replace"))
 
 
-class _QueueCommandTestCase(test_cli.CLITestCase):
+class _QueueCommandTestCase(CLITestMixin, unittest.TestCase):
     """
     Run C{mailclient queue ACTION} in-process; no reactor is ever started.
     """
 
     def setUp(self) -> None:
-        test_cli.CLITestCase.setUp(self)
+        CLITestMixin.setUp(self)
         self.setEnv(QUEUE_ENV, None)
 
     def queueArgs(self) -> List[str]:
@@ -817,7 +818,7 @@ class PostgresQueueTests(PostgresTestMixin, _QueueCommandTestCase):
         self.assertEqual(len(self.states()), 1)
 
 
-class HelpTests(test_cli.CLITestCase):
+class HelpTests(CLITestMixin, unittest.TestCase):
     """
     C{mailclient queue --help} and C{docs/cli.rst} list the exit codes the
     command uses.
@@ -837,5 +838,5 @@ class HelpTests(test_cli.CLITestCase):
         return out, err
 
     def test_docsTable(self) -> None:
-        tables = test_cli.HelpTests("test_docsTablesMatch").docsTables()
+        tables = docsTables()
         self.assertEqual(tables.get("mailclient queue"), [c for c, _ in QUEUE_EXIT_CODES])

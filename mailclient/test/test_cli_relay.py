@@ -4,7 +4,7 @@ worker on a queue directory or a PostgreSQL queue, run as a subprocess
 (C{python -m mailclient relay}) against the test SMTP server of
 L{mailclient.testing} on a loopback port of the test's reactor, stopped
 with SIGTERM once the mail has arrived; and its failures to start, in-process
-(L{main}, the helpers of L{mailclient.test.test_cli}) or in a subprocess:
+(L{main}, the helpers of L{mailclient.test.helpers_cli}) or in a subprocess:
 one line on standard error, the exit code of L{RELAY_EXIT_CODES}, never a
 traceback.
 
@@ -41,7 +41,7 @@ from mailclient._commands.queuestore import QUEUE_ENV
 from mailclient._relaying.pgqueue import PGQueue
 from mailclient._wire.queuestate import RETRY_SUFFIX, decodeRetryState
 from mailclient.relaymanager import Queue
-from mailclient.test import test_cli
+from mailclient.test.helpers_cli import CLITestMixin, docsTables
 from mailclient.test.helpers_pg import ADMIN, PostgresTestMixin
 from mailclient.test.helpers_relay import (
     BINARY_BODY,
@@ -95,14 +95,14 @@ def runCommand(*argv: str) -> Tuple[int, str, str]:
             result.stderr.decode("utf-8", "replace"))
 
 
-class _RelayTestCase(test_cli.CLITestCase):
+class _RelayTestCase(CLITestMixin, unittest.TestCase):
     """
     Run C{mailclient relay} in a subprocess while the test's reactor runs
     the SMTP server.
     """
 
     def setUp(self) -> Any:
-        test_cli.CLITestCase.setUp(self)
+        CLITestMixin.setUp(self)
         self.setEnv(QUEUE_ENV, None)
         self.directory = os.path.join(self.tmp, "queue")
 
@@ -534,7 +534,7 @@ class OptionTests(_RelayTestCase):
         self.assertIs(relay.manager.refusePrivateAddresses, False)
 
 
-class HelpTests(test_cli.CLITestCase):
+class HelpTests(CLITestMixin, unittest.TestCase):
     """
     C{mailclient relay --help} and C{docs/cli.rst} list the exit codes the
     command uses.
@@ -549,5 +549,5 @@ class HelpTests(test_cli.CLITestCase):
         self.assertEqual(listed, [c for c, _ in RELAY_EXIT_CODES])
 
     def test_docsTable(self) -> None:
-        tables = test_cli.HelpTests("test_docsTablesMatch").docsTables()
+        tables = docsTables()
         self.assertEqual(tables.get("mailclient relay"), [c for c, _ in RELAY_EXIT_CODES])
