@@ -293,6 +293,10 @@ class _AttemptManager:
             if not self._failingOver and self.exchange is not None:
                 self._hooks.exchangeFailed(self.exchange[0])
             self._failingOver = False
+            sessionFailures = getattr(relay, "failures", {})
+            for path in list(sessionFailures):
+                if os.path.basename(path) in pending:
+                    del sessionFailures[path]
             self._connectNext(relay)
             return
         if pending:
@@ -307,12 +311,21 @@ class _AttemptManager:
             if self.noisy:
                 _log.info("Deferring {messages}", messages=tried)
             host = self.exchange[0] if self.exchange is not None else "the server"
-            failures = {
-                m: self._temporary.get(m)
-                or annotate(DeliveryFailure("", "4.4.2", None, host, _lostReason(relay, host)),
-                            relay)
-                for m in tried
-            }
+            # Why: the message's own reply, else the session's (a declined
+            # login, kept by the relayer), else the lost connection.
+            sessionFailures = getattr(relay, "failures", {})
+
+            def why(message: str) -> DeliveryFailure:
+                # The relayer keeps them by path, the manager by name.
+                failure = next((sessionFailures.pop(path) for path in list(sessionFailures)
+                                if os.path.basename(path) == message), None)
+                if failure is None:
+                    failure = DeliveryFailure("", "4.4.2", None, host, _lostReason(relay, host))
+                elif failure.remoteMTA is None:
+                    failure.remoteMTA = host
+                return annotate(failure, relay)
+
+            failures = {m: self._temporary.get(m) or why(m) for m in tried}
             self._hooks.deferMessages(tried, failures)
         self.manager.managed.pop(relay, None)
         notifications, self._completionDeferreds = self._completionDeferreds, None

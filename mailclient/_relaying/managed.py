@@ -35,8 +35,11 @@ from mailclient._relaying.relayer import (
     dropCurrent,
 )
 from mailclient._wire.errors import (
+    AUTHDeclinedError,
+    AuthenticationError,
     CannotSendError,
     InvalidAddressError,
+    SMTPClientError,
     TLSError,
     TLSRequiredError,
 )
@@ -159,6 +162,18 @@ class ManagedRelayerMixin(_RelayerBase):
             _recordFailure(self, message, status, None, reason)
             dropCurrent(self)
             self.manager.notifyFailure(self.factory, message)
+        elif isinstance(exc, SMTPClientError) and exc.code >= 400:
+            # The server refused the session (a declined login, a refused
+            # EHLO): every message of the connection waits again, with the
+            # server's reply as the reason (deferred, as Postfix does, even
+            # for a 5xx: it is about the session, not the message).
+            status = statusFromReply(exc.code, exc.resp)
+            if isinstance(exc, (AUTHDeclinedError, AuthenticationError)) and status.endswith(".0.0"):
+                status = "5.7.8"  # RFC 4954's code for declined credentials
+            status = "4" + status[1:]
+            for index, message in enumerate(self.names):
+                _recordFailure(self, message, status, _replyText(exc.code, exc.resp),
+                               index=index)
         super().sendError(exc)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -220,16 +235,17 @@ def _replyText(code: int, resp: bytes | None) -> bytes:
 
 def _recordFailure(
     relayer: ManagedRelayerMixin, message: str, status: str, diagnostic: bytes | None,
-    reason: str = "",
+    reason: str = "", index: int = 0,
 ) -> None:
     """
-    Keep why C{message} was refused on the relayer's factory, for the
-    manager's bounce.
+    Keep why C{message} (the relayer's current one, or the one at C{index}
+    of those it holds) was refused on the relayer's factory, for the
+    manager's bounce or delay report.
     """
     failures = getattr(relayer.factory, "failures", None)
     if failures is not None:
         failures[message] = DeliveryFailure(
-            relayer.messages[0][1], status, diagnostic, reason=reason
+            relayer.messages[index][1], status, diagnostic, reason=reason
         )
 
 

@@ -20,6 +20,7 @@ from mailclient._relaying.attempt import DeliveryOutcome, DeliveryReport
 from mailclient._relaying.bounce import DeliveryFailure
 from mailclient._relaying.returning import delayWarning
 from mailclient._wire.queuestate import RetryState, smartHostDestination
+from mailclient._wire.text import displayText
 
 if TYPE_CHECKING:
     from mailclient._relaying.manager import SmartHostSMTPRelayingManager
@@ -139,5 +140,15 @@ def reportFailure(manager: SmartHostSMTPRelayingManager, message: str, outcome: 
     manager.reportDelivery(DeliveryReport(
         os.path.basename(message), outcome, getattr(failure, "nextHop", None),
         failure.remoteMTA, getattr(failure, "address", None), getattr(failure, "tls", None),
-        status or failure.status, reason if reason is not None else failure.reason,
+        status or failure.status, reason if reason is not None else _why(failure),
     ))
+
+
+def _why(failure: DeliveryFailure) -> str:
+    # What the failure says for people, else what the server said.
+    if failure.reason:
+        return failure.reason
+    if failure.diagnostic:
+        return "%s said: %s" % (failure.remoteMTA or "the server",
+                                displayText(failure.diagnostic).strip())
+    return ""

@@ -20,6 +20,7 @@ from twisted.logger import globalLogPublisher
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailclient import relaymanager
 from mailclient._relaying.attempt import DeliveryOutcome
 from mailclient._wire.tlspolicy import SourceKind, TLSLevel, TLSPolicy, TLSPolicyMap, TLSRecord
 from mailclient.relaymanager import (
@@ -31,6 +32,7 @@ from mailclient.test.helpers import FakeResolver, mx
 from mailclient.test.helpers_connect import RedirectingReactor
 from mailclient.test.helpers_relaytls import IDENTITY, MX, SMART, RelayMixin as _RelayMixin
 from mailclient.test.helpers_tls import KINDS, certificatesFor
+from mailclient.smtp import PLAINAuthenticator
 from mailclient.testing import SMTPTestServer
 
 LEVELS = ("none", "may", "encrypt", "verify")
@@ -300,6 +302,55 @@ class RelayTLSTests(_RelayMixin, TestCase):
         self.assertEqual(report.outcome, DeliveryOutcome.DELIVERED)
         assert report.tls is not None
         self.assertEqual((report.tls.level, report.tls.verified), (TLSLevel.VERIFY, True))
+
+    @defer.inlineCallbacks
+    def test_declinedLoginDefersWithTheReply(self) -> Any:
+        """
+        A smart host that declines the login (535) refuses the session, not
+        the message: the message waits again, and its report carries the
+        server's reply (status 4.7.8 from its 5.7.8), not a lost connection.
+        """
+        certs = certificatesFor(SMART)
+        server = SMTPTestServer(hostname=SMART, credentials={"relay": "secret"},
+                                tlsCertificate=certs.good.serverOptions())
+        port = self.listen(server)
+        manager = self.manager(port, smartHost=(SMART, port))
+        manager.tlsCACertificates = (certs.caPEM,)
+        manager.fArgs = (lambda addr: b"wrong", None, IDENTITY)
+        manager.fKwArgs = {}
+
+        class LoggingIn(relaymanager.ESMTPManagedRelayerFactory):
+            def buildProtocol(self, addr: Any) -> Any:
+                relayer = relaymanager.ESMTPManagedRelayerFactory.buildProtocol(self, addr)
+                relayer.registerAuthenticator(PLAINAuthenticator("relay"))
+                relayer.requireAuthentication = True
+                return relayer
+
+        manager.factory = LoggingIn
+        name = yield self.relay(manager)
+        [report] = self.reports
+        self.assertEqual(report.outcome, DeliveryOutcome.DEFERRED)
+        self.assertEqual(report.status, "4.7.8")
+        self.assertIn("535", report.reason)
+        self.assertEqual(self.waiting(), [name])
+        self.assertEqual([s.authenticated for s in server.sessions], [None])
+
+    @defer.inlineCallbacks
+    def test_deferredReportSaysWhatTheServerSaid(self) -> Any:
+        """
+        A message refused for now is reported with the server's reply as
+        its reason, whatever the reply refused (here RCPT).
+        """
+        server = SMTPTestServer(hostname=SMART)
+        server.rcptReply("bob@example.org", 451, b"4.7.1 greylisted, come back later")
+        port = self.listen(server)
+        manager = self.manager(port, smartHost=(SMART, port))
+        name = yield self.relay(manager)
+        [report] = self.reports
+        self.assertEqual((report.outcome, report.status), (DeliveryOutcome.DEFERRED, "4.7.1"))
+        self.assertIn("greylisted, come back later", report.reason)
+        self.assertIn("451", report.reason)
+        self.assertEqual(self.waiting(), [name])
 
     @defer.inlineCallbacks
     def test_smartHostCAFile(self) -> Any:
