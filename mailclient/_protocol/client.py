@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import cast
 
 from twisted.internet import protocol
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.protocols import basic, policies
 from twisted.python.failure import Failure
@@ -242,6 +243,7 @@ class SMTPClient(basic.LineReceiver, policies.TimeoutMixin):
             self._buffer = b""
             return
         basic.LineReceiver.dataReceived(self, data)
+        sendNow(self.transport)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         fail(
@@ -566,6 +568,26 @@ def _setNoDelay(transport: object) -> None:
                 pass
             return
         transport = getattr(transport, "transport", None)
+
+
+def sendNow(transport: object) -> None:
+    """
+    Send what the replies just read made the client write, in this turn of
+    the reactor.
+
+    Twisted's TCP transport keeps what it is given until the reactor's next
+    turn finds the socket writable: one more pass through the reactor (a
+    poll, the writer registered and removed) for every command of a
+    lock-step conversation.  A plain TCP transport (an
+    L{IWriteDescriptor} file descriptor) is asked to write now, as the
+    reactor would next; if the socket cannot take it all, the rest waits
+    for the reactor as before.  Nothing is done while a producer feeds the
+    transport (its body has its own pace) or once the connection is
+    closing (the reactor closes it after the last write).
+    """
+    if (isinstance(transport, FileDescriptor) and transport.connected
+            and not transport.disconnecting and transport.producer is None):
+        transport.doWrite()
 
 
 #: The minimum body rate and the session limit when the client waits per

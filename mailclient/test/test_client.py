@@ -22,12 +22,17 @@ import sys
 import tempfile
 from typing import Any, List, Sequence
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 from twisted.mail import smtp as twisted_smtp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailclient._protocol.body import BodySender
+from mailclient._protocol.client import sendNow
 from mailclient import smtp as mailclient_smtp
 from mailclient.test.helpers import describeError, lines, Message, recording, Session, twistedQuoted
 
@@ -741,6 +746,88 @@ class BodyTurnsTests(SynchronousTestCase):
         s.receive(b"354 go\r\n")
         self.assertEqual(s.pump(), 3)
         self.assertTrue(s.written().endswith(b"DATA\r\na\r\nb\r\n.\r\n"))
+
+
+class _Descriptor(FileDescriptor):
+    """
+    A file descriptor transport whose socket takes everything at once.
+    """
+
+    def __init__(self, reactor: MemoryReactor) -> None:
+        FileDescriptor.__init__(self, reactor)
+        self.connected = 1
+        self.sent: List[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    What the replies read in one turn of the reactor make the client write
+    leaves in that turn, on a file descriptor transport (plain TCP): not
+    left for the reactor's next turn.  Not while a producer feeds the
+    transport, nor once it is closing.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactor()
+        self.transport = _Descriptor(self.reactor)
+
+    def test_commandSentInTheSameTurn(self) -> None:
+        client = Ours(IDENTITY)
+        client.queue(msg())
+        client.makeConnection(self.transport)
+        client.dataReceived(b"220 mx.example.org\r\n")
+        self.assertEqual(self.transport.sent, [b"HELO client.example\r\n"])
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+        client.dataReceived(b"250 hello\r\n")
+        self.assertEqual(self.transport.sent[1:], [b"MAIL FROM:<alice@example.com>\r\n"])
+
+    def test_bufferedWithoutSendNow(self) -> None:
+        """
+        The transport itself keeps a write for the reactor's next turn
+        (what L{sendNow} saves).
+        """
+        self.transport.write(b"NOOP\r\n")
+        self.assertEqual(self.transport.sent, [])
+        self.assertIn(self.transport, self.reactor.getWriters())
+        sendNow(self.transport)
+        self.assertEqual(self.transport.sent, [b"NOOP\r\n"])
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+
+    def test_notWhileClosing(self) -> None:
+        self.transport.write(b"QUIT\r\n")
+        self.transport.loseConnection()
+        sendNow(self.transport)
+        self.assertEqual(self.transport.sent, [])
+        self.assertIn(self.transport, self.reactor.getWriters())
+
+    def test_notWithAProducer(self) -> None:
+        calls: List[str] = []
+
+        @implementer(IPushProducer)
+        class Producer:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+            def stopProducing(self) -> None:
+                calls.append("stop")
+
+        self.transport.registerProducer(Producer(), True)
+        self.transport.write(b"body\r\n")
+        sendNow(self.transport)
+        self.assertEqual((self.transport.sent, calls), ([], []))
+
+    def test_otherTransportsLeftAlone(self) -> None:
+        transport = StringTransport()
+        transport.write(b"NOOP\r\n")
+        sendNow(transport)
+        self.assertEqual(transport.value(), b"NOOP\r\n")
 
 
 class TextFileTests(SynchronousTestCase):
