@@ -1,24 +1,52 @@
 """
 What the subcommands of C{mailclient} share: exit codes, the one-line
-error, checks of option values, and running the reactor so that nothing
-ends in a traceback.
+error, declaring options and checking their values, and running the
+reactor so that nothing ends in a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import ipaddress
 import math
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, TextIO, cast
 
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.logger import ILogObserver
 from zope.interface import implementer
 
 if TYPE_CHECKING:
     from twisted.internet import defer
     from twisted.logger import LogEvent
+
+
+class ICommandReactor(IReactorCore, IReactorTime, IReactorTCP, IReactorFDSet):
+    """
+    What the commands use of the reactor: running and stopping it, timed
+    calls, TCP, and (the PostgreSQL queue's notifications) watching a
+    socket.
+    """
+
+
+def globalReactor() -> ICommandReactor:
+    """
+    The global reactor, installed now if none is.  (Twisted declares it a
+    module; the reactors the commands run on provide L{ICommandReactor}.)
+    """
+    from twisted.internet import reactor
+
+    return cast(ICommandReactor, reactor)
+
 
 # sysexits.h, as sendmail uses them.
 EX_OK = 0
@@ -146,6 +174,47 @@ def exitCodeHelp(codes: list[tuple[int, str]]) -> str:
         lines.append("  %-3d %s" % (code, wrapped[0]))
         lines.extend("      " + more for more in wrapped[1:])
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Option:
+    """
+    An option that takes a value: its names (C{"-f --file"}), its help,
+    the name of its value in the help (L{None}: argparse's), its default
+    and its choices.
+    """
+
+    names: str
+    help: str
+    metavar: str | None = None
+    default: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    def addTo(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(*self.names.split(), metavar=self.metavar, default=self.default,
+                            choices=self.choices, help=self.help)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """
+    An option that takes no value: given or not.
+    """
+
+    names: str
+    help: str
+
+    def addTo(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(*self.names.split(), action="store_true", help=self.help)
+
+
+def addOptions(parser: argparse.ArgumentParser, options: Sequence[Option | Flag]) -> None:
+    """
+    Declare C{options} on C{parser}, in their order (the order of
+    C{--help}).
+    """
+    for option in options:
+        option.addTo(parser)
 
 
 class CommandError(Exception):
@@ -278,6 +347,38 @@ def checkIPAddress(value: str, option: str) -> str:
                                  "or ::1)" % (option, value))
 
 
+def checkHeloName(value: str, option: str) -> str:
+    """
+    A name to give in EHLO/HELO: a host name or an address literal
+    (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
+
+    @raise CommandError: with L{EX_USAGE}.
+    """
+    literal = re.fullmatch(r"\[(?:IPv6:)?([0-9A-Fa-f.:]+)\]", value)
+    if literal is not None:
+        try:
+            address = ipaddress.ip_address(literal.group(1))
+        except ValueError:
+            pass
+        else:
+            if (address.version == 6) == value.startswith("[IPv6:"):
+                return value
+        raise CommandError(EX_USAGE, "%s: %r is not an address literal "
+                           "([192.0.2.1] or [IPv6:2001:db8::1])" % (option, value))
+    return checkHost(value, option)
+
+
+def checkUserName(value: str | None) -> str | None:
+    """
+    The C{--user} given, if any: not empty, no control characters.
+
+    @raise CommandError: with L{EX_USAGE}.
+    """
+    if value is not None and (not value or re.search(r"[\x00-\x1f\x7f\ud800-\udfff]", value)):
+        raise CommandError(EX_USAGE, "--user: %r is not a user name" % (value,))
+    return value
+
+
 @implementer(ILogObserver)
 class _LoggedErrors:
     """
@@ -303,7 +404,7 @@ class _LoggedErrors:
 
 
 def runReactor(
-    start: Callable[[Any], defer.Deferred[int]],
+    start: Callable[[ICommandReactor], defer.Deferred[int]],
     err: TextIO,
     prog: str,
     interrupted: tuple[int, str | None] = (EX_OK, None),
@@ -324,11 +425,10 @@ def runReactor(
         last-resort handler of L{main}.
     """
     from twisted.internet import defer
-    from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
     from twisted.python.failure import Failure
 
-    reactor: Any = _reactor
+    reactor = globalReactor()
     outcome: list[object] = []
     wasInterrupted: list[bool] = []
 

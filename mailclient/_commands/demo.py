@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from email.message import EmailMessage
-from typing import Any, TextIO
+from typing import TextIO, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTCP
 from mailclient._wire.errors import SMTPClientError
 from mailclient._protocol.transcript import redact
 from mailclient._protocol.sendmail import sendmail
+from mailclient._wire.types import SendResult
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "correct horse battery staple"
@@ -64,12 +65,11 @@ def redactTranscript(transcript: str) -> str:
     return "\n".join(out)
 
 
-# Any: the Deferreds it yields (sendmail's, then stopListening's) fire with
-# different types, and a generator's sends all have one type.
+# It yields sendmail's Deferred, then stopListening's.
 @defer.inlineCallbacks
 def runDemo(
     reactor: IReactorTCP, out: TextIO, quiet: bool = False
-) -> Generator[defer.Deferred[Any], Any, int]:
+) -> Generator[defer.Deferred[SendResult] | defer.Deferred[None], SendResult | None, int]:
     """
     Start the embedded server on loopback, send the sample message through
     the full client stack, and print what the server saw.
@@ -84,7 +84,7 @@ def runDemo(
     )
     server.listenTCP(reactor)
     try:
-        numOk, addresses = yield sendmail(
+        sent = yield sendmail(
             "127.0.0.1",
             DEMO_FROM,
             DEMO_TO,
@@ -100,6 +100,7 @@ def runDemo(
             timeout=30,
             retries=0,
         )
+        numOk, addresses = cast(SendResult, sent)
     except SMTPClientError as e:
         out.write("demo FAILED: %s\n" % (e,))
         return 1
@@ -116,9 +117,11 @@ def runDemo(
         for message in server.messages:
             out.write(message.data.decode("utf-8", "replace") + "\n")
     for addr, code, resp in addresses:
+        # sendmail gives each address as the bytes it sent.
         out.write(
             "OK %s %03d %s\n"
-            % (addr.decode("utf-8", "replace"), code, resp.decode("utf-8", "replace"))
+            % (cast(bytes, addr).decode("utf-8", "replace"), code,
+               resp.decode("utf-8", "replace"))
         )
     ok = numOk == len(DEMO_TO) and len(server.messages) == 1
     out.write(

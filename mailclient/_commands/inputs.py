@@ -14,7 +14,7 @@ import re
 import stat
 import sys
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, TextIO, TypeAlias, cast
+from typing import IO, TYPE_CHECKING, TextIO, TypeAlias, cast
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
@@ -25,9 +25,13 @@ from mailclient._commands.common import (
     EX_UNAVAILABLE,
     EX_USAGE,
     CommandError,
+    Flag,
+    Option,
+    checkHeloName,
     checkHost,
     checkPort,
     checkSeconds,
+    checkUserName,
 )
 from mailclient._wire.headers import (
     AddressParseError,
@@ -42,6 +46,7 @@ from mailclient._wire.headers import (
 from mailclient._wire.types import RecipientResult, SendResult
 
 if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
     from twisted.internet.ssl import Certificate
 
 
@@ -51,6 +56,17 @@ _Outcome: TypeAlias = RecipientResult
 _Sent: TypeAlias = SendResult
 
 PASSWORD_ENV = "MAILCLIENT_PASSWORD"
+
+#: Where the password of C{--user} comes from: the options of C{send} and
+#: C{relay} (L{_readPassword} reads it).
+PASSWORD_OPTIONS = (
+    Option("--password-file", "read the password from this file, which only you may "
+           "read (default: $%s)" % (PASSWORD_ENV,), "FILE"),
+    Option("--password-env", "the environment variable holding the password (default: "
+           "%s)" % (PASSWORD_ENV,), "NAME", PASSWORD_ENV),
+    Flag("--insecure-password-file",
+         "accept a --password-file that others can read (default: refuse it)"),
+)
 
 #: The largest header block read for -t and the sender (the rest is body).
 MAX_HEADER = 1 << 20
@@ -201,28 +217,7 @@ def _address(value: str, where: str, allowNull: bool = False) -> str:
         raise CommandError(EX_USAGE, str(e)) from None
 
 
-def _checkHelo(value: str) -> str:
-    """
-    An EHLO name: a host name or an address literal (C{[192.0.2.1]},
-    C{[IPv6:2001:db8::1]}).
-    """
-    literal = re.fullmatch(r"\[(?:IPv6:)?([0-9A-Fa-f.:]+)\]", value)
-    if literal is not None:
-        import ipaddress
-
-        try:
-            ip = ipaddress.ip_address(literal.group(1))
-        except ValueError:
-            pass
-        else:
-            if (ip.version == 6) == value.startswith("[IPv6:"):
-                return value
-        raise CommandError(EX_USAGE, "--helo: %r is not an address literal "
-                           "([192.0.2.1] or [IPv6:2001:db8::1])" % (value,))
-    return checkHost(value, "--helo")
-
-
-def _loadCAFile(path: str) -> Any:
+def _loadCAFile(path: str) -> IOpenSSLTrustRoot:
     """
     Every certificate in the PEM file C{path}, as a Twisted trust root.
     """
@@ -370,14 +365,12 @@ def prepare(args: argparse.Namespace, stdin: IO[bytes] | None = None,
     timeout = None if args.timeout is None else checkSeconds(args.timeout, "--timeout")
     if args.tls_name is not None:
         checkHost(args.tls_name, "--tls-name")
-    helo = None if args.helo is None else _checkHelo(args.helo)
+    helo = None if args.helo is None else checkHeloName(args.helo, "--helo")
     if tlsMode == "none":
         for option, value in (("--cafile", args.cafile), ("--tls-name", args.tls_name)):
             if value is not None:
                 raise CommandError(EX_USAGE, "%s has no use with --no-tls" % (option,))
-    if args.user is not None and (not args.user or re.search(
-            r"[\x00-\x1f\x7f\ud800-\udfff]", args.user)):
-        raise CommandError(EX_USAGE, "--user: %r is not a user name" % (args.user,))
+    checkUserName(args.user)
     sender = None if args.sender is None else _address(args.sender, "--from", allowNull=True)
     recipients = [_address(r, "recipient") for r in args.recipients]
 
@@ -396,19 +389,24 @@ def prepare(args: argparse.Namespace, stdin: IO[bytes] | None = None,
         stdin = sys.stdin.buffer
     raw = _openMessage(args.file, cast(IO[bytes], stdin))
     try:
-        return _readEnvelope(args, raw, sender, recipients, dict(
-            host=host, port=port, password=password, user=args.user, tlsMode=tlsMode,
-            context=context, timeout=timeout, helo=helo, verbose=args.verbose,
-            allowCleartextAuth=args.allow_cleartext_auth),
-            err if err is not None else sys.stderr)
+        sender, recipients, message = _readEnvelope(
+            args, raw, sender, recipients, err if err is not None else sys.stderr)
     except BaseException:
         raw.close()
         raise
+    return Job(host=host, port=port, sender=sender, recipients=recipients, raw=raw,
+               message=message, password=password, user=args.user, tlsMode=tlsMode,
+               context=context, timeout=timeout, helo=helo, verbose=args.verbose,
+               allowCleartextAuth=args.allow_cleartext_auth)
 
 
 def _readEnvelope(args: argparse.Namespace, raw: IO[bytes], sender: str | None,
-                  recipients: list[str], settings: dict[str, Any],
-                  err: TextIO) -> Job:
+                  recipients: list[str], err: TextIO
+                  ) -> tuple[str, list[str], io.RawIOBase]:
+    """
+    The envelope (C{sender} and C{recipients} completed from the message's
+    header) and the message to send.
+    """
     try:
         header, body = _splitHeaders(raw)
         rest = _remaining(body)
@@ -440,5 +438,4 @@ def _readEnvelope(args: argparse.Namespace, raw: IO[bytes], sender: str | None,
     total = None if rest is None else len(header) + rest
     if total is not None and total > _Progress.STEP:
         message = _Progress(message, total, err)
-    return Job(sender=sender, recipients=recipients, raw=raw, message=message,
-                **settings)
+    return sender, recipients, message

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Generator
-from typing import IO, TYPE_CHECKING, Any, NoReturn, Sequence, TextIO, TypeAlias, cast
+from collections.abc import Generator, Iterable
+from typing import IO, NoReturn, Sequence, TextIO, TypeAlias, TypeVar, cast, overload
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
+from twisted.python.failure import Failure
 
 import mailclient
 from mailclient._commands.common import (
@@ -37,6 +38,9 @@ from mailclient._commands.common import (
     SEND_EXIT_CODES,
     SINK_EXIT_CODES,
     CommandError,
+    Flag,
+    Option,
+    addOptions,
     exitCodeHelp,
     fail,
     hostPort,
@@ -44,7 +48,8 @@ from mailclient._commands.common import (
     lastResort,
     runReactor,
 )
-from mailclient._commands.inputs import PASSWORD_ENV, Job, prepare
+from mailclient._commands.inputs import PASSWORD_OPTIONS, Job, prepare
+from mailclient._commands.inputs import PASSWORD_ENV  # noqa: F401 - importable from here
 from mailclient._protocol.sender import ESMTPSender, ESMTPSenderFactory
 from mailclient._protocol.sendmail import sendmail
 from mailclient._protocol.transcript import redact
@@ -65,9 +70,6 @@ from mailclient._wire.errors import (
     TLSRequiredError,
 )
 from mailclient._wire.types import RecipientResult, SendResult
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["main"]
 
@@ -147,7 +149,7 @@ def _factoryFor(tracker: _Tracker, transcript: TextIO | None) -> type[ESMTPSende
                 transcript.write("C: %s\n" % shown.decode("utf-8", "replace"))
             ESMTPSender.sendLine(self, line)
 
-        def lineReceived(self, line: bytes) -> Any:
+        def lineReceived(self, line: bytes) -> object:
             tracker.received(line)
             if transcript is not None:
                 transcript.write("S: %s\n" % line.decode("utf-8", "replace"))
@@ -353,16 +355,16 @@ def _send(
         fail(err, PROG, internalErrorLine(e))
         return defer.succeed(EX_SOFTWARE)
 
-    def internal(reason: Any) -> int:
-        fail(err, PROG, internalErrorLine(reason.value))
+    def internal(reason: Failure) -> int:
+        fail(err, PROG, internalErrorLine(cast(BaseException, reason.value)))
         return EX_SOFTWARE
 
-    def close(result: object) -> object:
+    def close(result: int | Failure) -> int | Failure:
         job.close()
         return result
 
     d = defer.maybeDeferred(_deliver, reactor, job, out, err)
-    return d.addErrback(internal).addBoth(close)  # type: ignore[return-value]
+    return d.addErrback(internal).addBoth(close)
 
 
 # -- The command line ------------------------------------------------------
@@ -426,6 +428,9 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EX_USAGE, "%s: error: %s\n" % (self.prog, message))
 
 
+_N = TypeVar("_N")
+
+
 class _TopParser(_ArgumentParser):
     """
     The C{mailclient} parser: an unknown option is reported with the usage
@@ -434,8 +439,19 @@ class _TopParser(_ArgumentParser):
 
     subcommands: dict[str, argparse.ArgumentParser]
 
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+    # argparse's own signatures.
+    @overload
+    def parse_args(self, args: Iterable[str] | None = None,
+                   namespace: None = None) -> argparse.Namespace: ...
+
+    @overload
+    def parse_args(self, args: Iterable[str] | None, namespace: _N) -> _N: ...
+
+    @overload
+    def parse_args(self, *, namespace: _N) -> _N: ...
+
+    def parse_args(self, args: Iterable[str] | None = None,
+                   namespace: object = None) -> object:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = getattr(parsed, "command", None) or ""
@@ -472,16 +488,14 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--from", dest="sender", metavar="ADDRESS",
                       help="envelope sender, where bounces go; '' or '<>' for the null "
                            "sender (default: the Sender or From address of the message)")
-    send.add_argument("-t", action="store_true",
-                      help="also send to the To, Cc and Bcc addresses of the message, and "
-                           "remove its Bcc fields (default: off)")
-    send.add_argument("-f", "--file", default="-", metavar="FILE",
-                      help="the message file (default: -, standard input)")
-    send.add_argument("--host", default="localhost",
-                      help="the SMTP server: a host name or an IP address, IPv6 without "
-                           "brackets (default: localhost)")
-    send.add_argument("--port", default=None,
-                      help="the server's port (default: 25, or 465 with --tls)")
+    addOptions(send, [
+        Flag("-t", "also send to the To, Cc and Bcc addresses of the message, and remove "
+             "its Bcc fields (default: off)"),
+        Option("-f --file", "the message file (default: -, standard input)", "FILE", "-"),
+        Option("--host", "the SMTP server: a host name or an IP address, IPv6 without "
+               "brackets (default: localhost)", default="localhost"),
+        Option("--port", "the server's port (default: 25, or 465 with --tls)"),
+    ])
     mode = send.add_mutually_exclusive_group()
     mode.add_argument("--starttls", dest="tls_mode", action="store_const", const="starttls",
                       help="require STARTTLS; nothing goes in cleartext (default: use "
@@ -491,79 +505,60 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--no-tls", dest="tls_mode", action="store_const", const="none",
                       help="never use TLS, for test servers and sinks (default: off)")
     send.set_defaults(tls_mode="opportunistic")
-    send.add_argument("--cafile", metavar="FILE",
-                      help="trust the CA certificates in this PEM file, all of them "
-                           "(default: the system's trust store)")
-    send.add_argument("--tls-name", metavar="NAME",
-                      help="the name the server's certificate must be valid for "
-                           "(default: --host)")
-    send.add_argument("--helo", metavar="NAME",
-                      help="the name given in EHLO/HELO (default: this host's name)")
-    send.add_argument("--timeout", metavar="SECONDS",
-                      help="how long to wait for each reply (default: RFC 5321's limit "
-                           "for each phase, 2 to 10 minutes)")
-    send.add_argument("--user", metavar="NAME",
-                      help="log in (AUTH) with this user name (default: no login)")
-    send.add_argument("--password-file", metavar="FILE",
-                      help="read the password from this file, which only you may read "
-                           "(default: $%s)" % (PASSWORD_ENV,))
-    send.add_argument("--password-env", default=PASSWORD_ENV, metavar="NAME",
-                      help="the environment variable holding the password (default: "
-                           "%s)" % (PASSWORD_ENV,))
-    send.add_argument("--insecure-password-file", action="store_true",
-                      help="accept a --password-file that others can read (default: "
-                           "refuse it)")
-    send.add_argument("--allow-cleartext-auth", action="store_true",
-                      help="allow sending the password without TLS to a host that is "
-                           "not this machine (default: refuse)")
-    send.add_argument("-v", "--verbose", action="store_true",
-                      help="print the SMTP conversation on standard error, credentials "
-                           "redacted (default: off)")
+    addOptions(send, [
+        Option("--cafile", "trust the CA certificates in this PEM file, all of them "
+               "(default: the system's trust store)", "FILE"),
+        Option("--tls-name", "the name the server's certificate must be valid for "
+               "(default: --host)", "NAME"),
+        Option("--helo", "the name given in EHLO/HELO (default: this host's name)", "NAME"),
+        Option("--timeout", "how long to wait for each reply (default: RFC 5321's limit "
+               "for each phase, 2 to 10 minutes)", "SECONDS"),
+        Option("--user", "log in (AUTH) with this user name (default: no login)", "NAME"),
+        *PASSWORD_OPTIONS,
+        Flag("--allow-cleartext-auth", "allow sending the password without TLS to a host "
+             "that is not this machine (default: refuse)"),
+        Flag("-v --verbose", "print the SMTP conversation on standard error, credentials "
+             "redacted (default: off)"),
+    ])
 
     demo = add("demo", "send a sample message to an embedded server and show it",
                "Start the embedded test server on loopback, send a sample message "
                "through STARTTLS and AUTH, and show what the server received.",
                "exit codes:\n  0   the demo worked\n  1   it did not\n"
                "  64  usage error\n  70  internal error (a bug in mailclient)")
-    demo.add_argument("--quiet", action="store_true",
-                      help="print only the recipient lines and the summary (default: "
-                           "print the transcript and the message too)")
+    Flag("--quiet", "print only the recipient lines and the summary (default: print "
+         "the transcript and the message too)").addTo(demo)
 
     sink = add("sink", "run a local catch-all SMTP server",
                "Accept every message for every recipient on a local port and print "
                "it or store it in a Maildir, until Ctrl-C or SIGTERM.",
                SINK_EXAMPLES + "\n" + exitCodeHelp(SINK_EXIT_CODES))
-    sink.add_argument("--port", default="2525",
-                      help="the port to listen on; 0 picks a free one (default: 2525)")
-    sink.add_argument("--interface", default="127.0.0.1", metavar="ADDRESS",
-                      help="the IP address to listen on (default: 127.0.0.1, this "
-                           "machine only)")
-    sink.add_argument("--maildir", metavar="DIR",
-                      help="store messages in this Maildir, created if needed (default: "
-                           "print them)")
-    sink.add_argument("--auth", metavar="USER:PASSWORD",
-                      help="require AUTH PLAIN or LOGIN with these credentials (default: "
-                           "no login)")
-    sink.add_argument("--starttls", action="store_true",
-                      help="offer and require STARTTLS, with a certificate for "
-                           "localhost, 127.0.0.1 and ::1 (default: no TLS)")
-    sink.add_argument("--write-ca", metavar="FILE",
-                      help="with --starttls, write the certificate of the CA that signed "
-                           "the sink's certificate to FILE, for send --cafile (default: a "
-                           "temporary file, named on the second line of output)")
+    addOptions(sink, [
+        Option("--port", "the port to listen on; 0 picks a free one (default: 2525)",
+               default="2525"),
+        Option("--interface", "the IP address to listen on (default: 127.0.0.1, this "
+               "machine only)", "ADDRESS", "127.0.0.1"),
+        Option("--maildir", "store messages in this Maildir, created if needed (default: "
+               "print them)", "DIR"),
+        Option("--auth", "require AUTH PLAIN or LOGIN with these credentials (default: "
+               "no login)", "USER:PASSWORD"),
+        Flag("--starttls", "offer and require STARTTLS, with a certificate for localhost, "
+             "127.0.0.1 and ::1 (default: no TLS)"),
+        Option("--write-ca", "with --starttls, write the certificate of the CA that signed "
+               "the sink's certificate to FILE, for send --cafile (default: a temporary "
+               "file, named on the second line of output)", "FILE"),
+    ])
 
     migrate = add("migrate", "rewrite twisted.mail SMTP client imports to mailclient",
                   "Rewrite the twisted.mail.smtp, .relay and .relaymanager imports of "
                   "Python files, or of every .py file under a directory, to mailclient.",
                   exitCodeHelp(MIGRATE_EXIT_CODES))
-    migrate.add_argument("--write", action="store_true",
-                         help="rewrite the files in place (default: print a unified "
-                              "diff)")
+    Flag("--write", "rewrite the files in place (default: print a unified diff)").addTo(migrate)
     migrate.add_argument("paths", nargs="+", metavar="PATH",
                          help="Python files or directories (no default)")
 
     from mailclient._commands.queue import QUEUE_EXAMPLES, configureQueueParser
-    from mailclient._commands.relay import RELAY_EPILOG, configureRelayParser
+    from mailclient._commands.relayoptions import RELAY_EPILOG, configureRelayParser
 
     relay = add("relay", "relay a queue (directory or PostgreSQL) until stopped",
                 "Relay the messages of a queue, a directory or a PostgreSQL database, "

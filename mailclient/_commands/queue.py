@@ -19,27 +19,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import IO, Any, Callable, TextIO
+from contextlib import closing
+from typing import IO, Callable, TextIO
 
 from mailclient._commands.common import (
     EX_OK,
     EX_USAGE,
     QUEUE_EXIT_CODES,
     CommandError,
+    Flag,
+    Option,
+    addOptions,
     exitCodeHelp,
 )
+from mailclient._commands.queuedb import PostgresQueue
+from mailclient._commands.queuedir import DirectoryQueue
 from mailclient._commands.queuestore import (
-    QUEUE_ENV,
+    QUEUE_OPTION,
     STATES,
-    DirectoryQueue,
     MessageInfo,
-    PostgresQueue,
     QueueLocation,
     checkId,
     formatTime,
-    openQueue,
     parseQueue,
-    queueError,
+    queueErrors,
     splitHeader,
 )
 
@@ -102,13 +105,9 @@ def configureQueueParser(
 
     formatter = argparse.RawDescriptionHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--queue", metavar="DIR|URI",
-        help="the queue: a directory, or a PostgreSQL database as postgresql://"
-             "[USER@]HOST[:PORT]/DBNAME (default: $%s)" % (QUEUE_ENV,))
-    common.add_argument(
-        "--schema", metavar="NAME",
-        help="the PostgreSQL schema of the queue's tables (default: mailclient)")
+    addOptions(common, [QUEUE_OPTION, Option(
+        "--schema", "the PostgreSQL schema of the queue's tables (default: mailclient)",
+        "NAME")])
     sub = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION",
                                parser_class=parserClass)
     epilog = QUEUE_EXAMPLES + "\n" + exitCodeHelp(QUEUE_EXIT_CODES)
@@ -117,38 +116,34 @@ def configureQueueParser(
         parsers["queue " + name] = sub.add_parser(
             name, help=short, description=textwrap.fill(description, 78), epilog=epilog,
             formatter_class=formatter, allow_abbrev=False, parents=[common])
-    ids = dict(metavar="ID", help="the id of a queued message, as list shows it "
-                                  "(no default)")
-    listing = parsers["queue list"]
-    listing.add_argument("--domain", metavar="DOMAIN",
-                         help="only the messages to this recipient domain (default: all)")
-    listing.add_argument("--state", choices=STATES,
-                         help="only the messages in this state (default: all)")
-    listing.add_argument("--json", action="store_true",
-                         help="print one JSON document: the messages and the summary "
-                              "(default: lines of text)")
+    ids = "the id of a queued message, as list shows it (no default)"
+    domain = Option("--domain", "only the messages to this recipient domain (default: "
+                    "all)", "DOMAIN")
+    addOptions(parsers["queue list"], [
+        domain,
+        Option("--state", "only the messages in this state (default: all)",
+               choices=STATES),
+        Flag("--json", "print one JSON document: the messages and the summary (default: "
+             "lines of text)"),
+    ])
     show = parsers["queue show"]
-    show.add_argument("id", **ids)  # type: ignore[arg-type]
-    show.add_argument("--body", action="store_true",
-                      help="print the whole message, body included (default: its "
-                           "header only)")
-    show.add_argument("--json", action="store_true",
-                      help="print the message's details and header as JSON (default: "
-                           "text)")
-    parsers["queue flush"].add_argument(
-        "--domain", metavar="DOMAIN",
-        help="only the messages to this recipient domain (default: all)")
+    show.add_argument("id", metavar="ID", help=ids)
+    addOptions(show, [
+        Flag("--body", "print the whole message, body included (default: its header "
+             "only)"),
+        Flag("--json", "print the message's details and header as JSON (default: text)"),
+    ])
+    domain.addTo(parsers["queue flush"])
     delete = parsers["queue delete"]
-    delete.add_argument("ids", nargs="*", **ids)  # type: ignore[arg-type]
-    delete.add_argument("--all", action="store_true",
-                        help="delete every queued message; needs --yes (default: only "
-                             "the ids given)")
-    delete.add_argument("--yes", action="store_true",
-                        help="confirm --all (default: refuse it)")
-    delete.add_argument("--force", action="store_true",
-                        help="delete messages being relayed too; their worker may still "
-                             "deliver them (default: refuse)")
-    parsers["queue requeue"].add_argument("ids", nargs="+", **ids)  # type: ignore[arg-type]
+    delete.add_argument("ids", nargs="*", metavar="ID", help=ids)
+    addOptions(delete, [
+        Flag("--all", "delete every queued message; needs --yes (default: only the ids "
+             "given)"),
+        Flag("--yes", "confirm --all (default: refuse it)"),
+        Flag("--force", "delete messages being relayed too; their worker may still "
+             "deliver them (default: refuse)"),
+    ])
+    parsers["queue requeue"].add_argument("ids", nargs="+", metavar="ID", help=ids)
     return parsers
 
 
@@ -175,7 +170,7 @@ def _iso(when: float | None) -> str | None:
     return None if when is None else formatTime(when)
 
 
-def messageJSON(info: MessageInfo) -> dict[str, Any]:
+def messageJSON(info: MessageInfo) -> dict[str, object]:
     """
     One message for C{--json}.
     """
@@ -239,6 +234,23 @@ def _writeBytes(out: TextIO, data: bytes) -> None:
 Queue = DirectoryQueue | PostgresQueue
 
 
+def openQueue(location: QueueLocation, write: bool = False) -> Queue:
+    """
+    The queue at C{location}, checked: the directory exists (and can be
+    written, with C{write}); the database's tables are there at this
+    mailclient's version.
+    """
+    if location.directory is not None:
+        return DirectoryQueue(location.directory, write)
+    queue = PostgresQueue(location)
+    try:
+        queue.checkVersion()
+    except BaseException:
+        queue.close()
+        raise
+    return queue
+
+
 def _init(location: QueueLocation, args: argparse.Namespace, out: TextIO) -> int:
     if location.directory is not None:
         path = location.directory
@@ -254,11 +266,8 @@ def _init(location: QueueLocation, args: argparse.Namespace, out: TextIO) -> int
         _write(out, "the queue directory %s exists already (mode %04o)%s\n"
                % (path, mode, note))
         return EX_OK
-    queue = PostgresQueue(location)
-    try:
+    with closing(PostgresQueue(location)) as queue:
         created, version = queue.create()
-    finally:
-        queue.close()
     if created:
         _write(out, "created the relay queue schema %s (version %d) in %s\n"
                % (location.schema, version, location.conninfo))
@@ -273,11 +282,8 @@ def _upgrade(location: QueueLocation, args: argparse.Namespace, out: TextIO) -> 
         DirectoryQueue(location.directory)
         _write(out, "a queue directory has no schema: nothing to upgrade\n")
         return EX_OK
-    queue = PostgresQueue(location)
-    try:
+    with closing(PostgresQueue(location)) as queue:
         before, after = queue.upgrade()
-    finally:
-        queue.close()
     if before == after:
         _write(out, "the relay queue schema %s is at version %d already: nothing to do\n"
                % (location.schema, after))
@@ -435,16 +441,12 @@ def runQueueCommand(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """
     stream = out if out is not None else sys.stdout
     try:
-        return _dispatch(args, stream)
+        with queueErrors():
+            return _dispatch(args, stream)
     except BrokenPipeError:
         # The reader went away (| head): what it read was right.
         _silence(stream)
         return EX_OK
-    except Exception as e:
-        error = queueError(e)
-        if error is None:
-            raise
-        raise error from None
 
 
 def _silence(stream: TextIO) -> None:

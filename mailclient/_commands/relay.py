@@ -13,8 +13,9 @@ level given, or to each recipient domain's mail exchanges, refusing
 private addresses unless told otherwise (DNS under an attacker's control
 must not point the relay at internal services).
 
-Every input is checked before the reactor starts; a failure to start is
-one line and an exit code of L{RELAY_EXIT_CODES}.  Each delivery report is
+Every input is checked before the reactor starts
+(L{mailclient._commands.relayoptions}); a failure to start is one line and
+an exit code of L{RELAY_EXIT_CODES}.  Each delivery report is
 a line on standard error, as are warnings and errors, never a traceback;
 stopping lets the messages being sent finish (within C{--stop-timeout}),
 gives back what was claimed and not started, and exits with 0.
@@ -23,16 +24,16 @@ gives back what was claimed and not started, and exits with 0.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import re
 import shutil
 import tempfile
 import weakref
-from typing import Any, Callable, TextIO, cast
+from typing import TYPE_CHECKING, Callable, TextIO, TypeVar, cast
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -42,258 +43,47 @@ from mailclient._commands.common import (
     EX_OK,
     EX_SOFTWARE,
     EX_UNAVAILABLE,
-    EX_USAGE,
-    RELAY_EXIT_CODES,
     CommandError,
-    checkHost,
-    checkPort,
-    checkSeconds,
-    exitCodeHelp,
+    ICommandReactor,
     fail,
-    hostPort,
+    globalReactor,
     internalErrorLine,
 )
-from mailclient._commands.inputs import PASSWORD_ENV
-from mailclient._commands.queuestore import (
-    QUEUE_ENV,
-    DirectoryQueue,
-    QueueLocation,
-    osError,
-    parseQueue,
-    queueError,
-)
+from mailclient._commands.queuedir import DirectoryQueue
+from mailclient._commands.queuestore import QueueLocation, osError, queueError, queueErrors
+from mailclient._commands.relayoptions import RelayOptions, checkRelayOptions
+
+if TYPE_CHECKING:
+    from twisted.logger import LogEvent
+
+    from mailclient._relaying.attempt import DeliveryReport
+    from mailclient._relaying.managed import (
+        ESMTPManagedRelayerFactory,
+        SMTPManagedRelayerFactory,
+    )
+    from mailclient._relaying.manager import SmartHostSMTPRelayingManager
+    from mailclient._relaying.pgdb import Database
+    from mailclient._relaying.pgqueue import PGQueue
+    from mailclient._relaying.pgworker import PGRelayService
+    from mailclient._relaying.queue import Queue
+
+T = TypeVar("T")
 
 _log = Logger()
 
 PROG = "mailclient"
 LINE_PROG = "mailclient relay"
 
-RELAY_EXAMPLES = """\
-examples:
-  # Relay a queue directory through a submission server, logging in
-  # (the certificate must verify; the password comes from the environment).
-  export MAILCLIENT_PASSWORD='...'
-  mailclient relay --queue /var/spool/mailclient \\
-      --smart-host smtp.example.com:587 --user relay@example.com
 
-  # Relay to each recipient domain's mail exchanges.
-  mailclient relay --queue /var/spool/mailclient --identity relay.example.com
-
-  # One worker of a PostgreSQL queue (its password in ~/.pgpass); start
-  # as many as you like, on any host.
-  mailclient relay --queue postgresql://relay@db.example.com/mail \\
-      --smart-host smtp.example.com:465 --user relay@example.com \\
-      --password-file /etc/mailclient/smtp-password
-"""
-
-TLS_LEVELS = ("none", "may", "encrypt", "verify")
-
-
-def configureRelayParser(relay: argparse.ArgumentParser) -> None:
+def _say(err: TextIO, text: str) -> None:
     """
-    Add the options of C{mailclient relay} to its parser.
-    """
-    relay.add_argument(
-        "--queue", metavar="DIR|URI",
-        help="the queue: a directory, or a PostgreSQL database as postgresql://"
-             "[USER@]HOST[:PORT]/DBNAME (default: $%s)" % (QUEUE_ENV,))
-    relay.add_argument(
-        "--smart-host", metavar="HOST[:PORT]",
-        help="relay everything through this server; an IPv6 address in brackets with "
-             "a port (default: each recipient domain's mail exchanges; port 25)")
-    relay.add_argument(
-        "--tls-level", choices=TLS_LEVELS,
-        help="TLS on every connection: none, may (STARTTLS when offered), encrypt "
-             "(required), verify (required, the certificate verified) (default: may; "
-             "verify to a smart host given --user or --cafile)")
-    relay.add_argument(
-        "--cafile", metavar="FILE",
-        help="trust the CA certificates in this PEM file for the smart host (default: "
-             "the system's trust store)")
-    relay.add_argument(
-        "--implicit-tls", action="store_true",
-        help="speak TLS from the first byte to the smart host (default: only on port "
-             "465)")
-    relay.add_argument(
-        "--user", metavar="NAME",
-        help="log in to the smart host with this user name (default: no login)")
-    relay.add_argument(
-        "--password-file", metavar="FILE",
-        help="read the password from this file, which only you may read (default: $%s)"
-             % (PASSWORD_ENV,))
-    relay.add_argument(
-        "--password-env", default=PASSWORD_ENV, metavar="NAME",
-        help="the environment variable holding the password (default: %s)"
-             % (PASSWORD_ENV,))
-    relay.add_argument(
-        "--insecure-password-file", action="store_true",
-        help="accept a --password-file that others can read (default: refuse it)")
-    relay.add_argument(
-        "--no-esmtp", action="store_true",
-        help="speak plain SMTP (HELO): no TLS, no login, as Twisted's "
-             "SmartHostSMTPRelayingManager (default: ESMTP)")
-    relay.add_argument(
-        "--allow-private-addresses", action="store_true",
-        help="connect to mail exchanges at loopback, private or link-local addresses "
-             "(default: refuse them)")
-    relay.add_argument(
-        "--identity", metavar="NAME",
-        help="the name given in EHLO/HELO and in bounces (default: this host's name)")
-    relay.add_argument(
-        "--max-connections", default="2", metavar="N",
-        help="the most connections open at once (default: 2)")
-    relay.add_argument(
-        "--max-messages-per-connection", default="10", metavar="N",
-        help="the most messages sent over one connection (default: 10)")
-    relay.add_argument(
-        "--interval", metavar="SECONDS",
-        help="the longest time between two looks at the queue (default: 5 for a "
-             "directory, 30 for PostgreSQL, whose workers are woken at once when mail "
-             "is queued)")
-    relay.add_argument(
-        "--stop-timeout", default="30", metavar="SECONDS",
-        help="when stopping, how long to wait for the messages being sent (default: 30)")
-    relay.add_argument(
-        "--schema", metavar="NAME",
-        help="PostgreSQL: the schema of the queue's tables (default: mailclient)")
-    relay.add_argument(
-        "--scratch", metavar="DIR",
-        help="PostgreSQL: this worker's own directory for the messages it claimed "
-             "(default: a new temporary directory, removed at exit)")
-    relay.add_argument(
-        "--worker", metavar="NAME",
-        help="PostgreSQL: this worker's name in its leases (default: host name, process "
-             "id and a random suffix)")
-    relay.add_argument(
-        "--lease", metavar="SECONDS",
-        help="PostgreSQL: how long a claim lasts unless renewed: a dead worker's "
-             "messages come back after it (default: 60)")
-    relay.add_argument(
-        "--destination-limit", metavar="N",
-        help="PostgreSQL: the most connections the whole fleet opens to one "
-             "destination (default: no limit, or the destinations table's)")
-    relay.add_argument(
-        "-v", "--verbose", action="store_true",
-        help="also print the informational log lines (default: deliveries, warnings "
-             "and errors only)")
-
-
-RELAY_EPILOG = RELAY_EXAMPLES + "\n" + exitCodeHelp(RELAY_EXIT_CODES)
-
-
-# -- Checking the options --------------------------------------------------
-
-def checkCount(value: str, option: str, minimum: int = 1) -> int:
-    """
-    A whole number, at least C{minimum}.
-
-    @raise CommandError: with L{EX_USAGE}.
+    Print a line of the relay on C{err}; one that cannot be written is
+    lost, and the relay goes on.
     """
     try:
-        number = int(value, 10)
-    except ValueError:
-        number = minimum - 1
-    if number < minimum:
-        raise CommandError(EX_USAGE, "%s: %r is not a whole number of at least %d"
-                           % (option, value, minimum))
-    return number
-
-
-def parseSmartHost(value: str) -> tuple[str, int]:
-    """
-    C{HOST}, C{HOST:PORT}, C{[IPV6]:PORT} or a bare IPv6 address; the port
-    defaults to 25.
-
-    @raise CommandError: with L{EX_USAGE}.
-    """
-    option = "--smart-host"
-    bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", value)
-    if bracketed is not None:
-        host, port = bracketed.group(1), bracketed.group(2)
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise CommandError(EX_USAGE, "%s: %r is not [IPv6 address]:port"
-                               % (option, value)) from None
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    else:
-        host, port = value, None
-        if ":" in host and not _isIPAddress(host):
-            # checkHost's hint ("a port goes in --port") is send's: relay
-            # has no --port.
-            raise CommandError(EX_USAGE, "%s: %r is not HOST[:PORT] (an IPv6 address "
-                               "goes in brackets with a port: [2001:db8::1]:25)"
-                               % (option, value))
-    checkHost(host, option)
-    return host, 25 if port is None else checkPort(port, option)
-
-
-def _isIPAddress(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _checkIdentity(value: str) -> str:
-    literal = re.fullmatch(r"\[(?:IPv6:)?([0-9A-Fa-f.:]+)\]", value)
-    if literal is not None:
-        try:
-            address = ipaddress.ip_address(literal.group(1))
-        except ValueError:
-            address = None
-        if address is not None and (address.version == 6) == value.startswith("[IPv6:"):
-            return value
-        raise CommandError(EX_USAGE, "--identity: %r is not an address literal "
-                           "([192.0.2.1] or [IPv6:2001:db8::1])" % (value,))
-    return checkHost(value, "--identity")
-
-
-def _isLoopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _noUse(option: str, why: str) -> CommandError:
-    return CommandError(EX_USAGE, "%s has no use %s" % (option, why))
-
-
-_DATABASE_ONLY = (("--scratch", "scratch"), ("--worker", "worker"),
-                  ("--lease", "lease"), ("--destination-limit", "destination_limit"))
-
-
-def _checkCombinations(args: argparse.Namespace, location: QueueLocation,
-                       smartHost: tuple[str, int] | None) -> None:
-    if args.no_esmtp:
-        for option, given in (("--tls-level", args.tls_level), ("--cafile", args.cafile),
-                              ("--implicit-tls", args.implicit_tls),
-                              ("--user", args.user)):
-            if given:
-                raise _noUse(option, "with --no-esmtp (plain SMTP has no TLS or login)")
-    if smartHost is None:
-        for option, given in (("--user", args.user), ("--cafile", args.cafile),
-                              ("--implicit-tls", args.implicit_tls)):
-            if given:
-                raise _noUse(option, "without --smart-host")
-    elif args.allow_private_addresses:
-        raise _noUse("--allow-private-addresses",
-                     "with --smart-host (a smart host is never refused)")
-    if not location.isDatabase:
-        for option, name in _DATABASE_ONLY:
-            if getattr(args, name) is not None:
-                raise _noUse(option, "with a queue directory")
-    if (args.user is not None and smartHost is not None and not _isLoopback(smartHost[0])
-            and args.tls_level in ("none", "may", "encrypt")):
-        raise CommandError(
-            EX_USAGE, "--user with --tls-level %s: the password is sent only over TLS "
-            "whose certificate verifies; use --tls-level verify (the default with "
-            "--user)" % (args.tls_level,))
+        fail(err, LINE_PROG, text)
+    except (OSError, ValueError):
+        pass
 
 
 # -- The relay ------------------------------------------------------------
@@ -306,13 +96,15 @@ class _DirectoryService(service.Service):
     directory go to another manager.
     """
 
-    def __init__(self, manager: Any, interval: float, clock: Any) -> None:
+    def __init__(self, manager: SmartHostSMTPRelayingManager, interval: float,
+                 clock: IReactorTime) -> None:
         self.manager = manager
         self.interval = interval
         self.clock = clock
-        self.attempts: set[defer.Deferred[Any]] = set()
+        #: Each fires when an attempt under way has ended.
+        self.attempts: set[defer.Deferred[None]] = set()
         self._loop: task.LoopingCall | None = None
-        self._soon: Any = None
+        self._soon: IDelayedCall | None = None
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -332,17 +124,25 @@ class _DirectoryService(service.Service):
             return
         if attempts is None:
             return
-        self.attempts.add(attempts)
+        ended: defer.Deferred[None] = defer.Deferred()
+        self.attempts.add(ended)
 
         def over(result: object) -> None:
-            self.attempts.discard(attempts)
+            self.attempts.discard(ended)
             if self.running and self._soon is None:
                 self._soon = self.clock.callLater(0, self.check)
+            ended.callback(None)
 
         attempts.addBoth(over)
 
-    def stopService(  # type: ignore[override]
-        self, timeout: float = 30, onTimeout: Callable[[], object] | None = None,
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Stop (L{stopWithin} 30 seconds).
+        """
+        return self.stopWithin(30).addCallback(lambda _: None)
+
+    def stopWithin(
+        self, timeout: float, onTimeout: Callable[[], object] | None = None,
     ) -> defer.Deferred[bool]:
         """
         Stop; the Deferred fires with whether every attempt ended in time.
@@ -379,24 +179,29 @@ class _DirectoryService(service.Service):
 SETTLE_TIMEOUT = 10.0
 
 
-def _trackingFactory(base: type[Any], relayers: weakref.WeakSet[Any]) -> type[Any]:
+def _trackingFactory(base: type[SMTPManagedRelayerFactory], relayers: weakref.WeakSet[Protocol]
+                     ) -> type[SMTPManagedRelayerFactory]:
     """
-    The relayer factory class C{base}, adding each relayer it builds to
-    C{relayers}, so that a relay that stops can close their connections.
+    The relayer factory class C{base} (under its own name), adding each
+    relayer it builds to C{relayers}, so that a relay that stops can close
+    their connections.
     """
-    class TrackingRelayerFactory(base):  # type: ignore[misc]
-        def buildProtocol(self, addr: Any) -> Any:
-            relayer = super().buildProtocol(addr)
-            if relayer is not None:
-                relayers.add(relayer)
-            return relayer
+    def buildProtocol(self: SMTPManagedRelayerFactory, addr: IAddress | None
+                      ) -> Protocol | None:
+        relayer = base.buildProtocol(self, addr)
+        if relayer is not None:
+            relayers.add(relayer)
+        return relayer
 
-    TrackingRelayerFactory.__name__ = base.__name__
-    TrackingRelayerFactory.__qualname__ = base.__qualname__
-    return TrackingRelayerFactory
+    # A subclass of a class known only now: made by type(), as mypy checks
+    # only class statements with static bases.
+    return cast("type[SMTPManagedRelayerFactory]", type(
+        base.__name__, (base,),
+        {"buildProtocol": buildProtocol, "__qualname__": base.__qualname__}))
 
 
-def _bounded(d: defer.Deferred[Any], timeout: float, clock: Any) -> defer.Deferred[bool]:
+def _bounded(d: defer.Deferred[T], timeout: float, clock: IReactorTime
+             ) -> defer.Deferred[bool]:
     """
     Fires with C{True} when C{d} has (whatever its result), or with
     C{False} after C{timeout} seconds, whichever comes first.
@@ -419,7 +224,7 @@ def _bounded(d: defer.Deferred[Any], timeout: float, clock: Any) -> defer.Deferr
     return done
 
 
-def _authenticatingFactory(user: str) -> type:
+def _authenticatingFactory(user: str) -> type[ESMTPManagedRelayerFactory]:
     """
     An ESMTP relayer factory whose relayers log in as C{user} (CRAM-MD5,
     LOGIN or PLAIN, the best the server offers) and require it.
@@ -432,7 +237,7 @@ def _authenticatingFactory(user: str) -> type:
     )
 
     class AuthenticatingRelayerFactory(ESMTPManagedRelayerFactory):
-        def buildProtocol(self, addr: Any) -> Any:
+        def buildProtocol(self, addr: IAddress | None) -> Protocol:
             relayer = ESMTPManagedRelayerFactory.buildProtocol(self, addr)
             if isinstance(relayer, ESMTPManagedRelayer):
                 for mechanism in (CramMD5ClientAuthenticator, LOGINAuthenticator,
@@ -452,43 +257,40 @@ class Relay:
     @ivar counts: How many messages were delivered, deferred and bounced.
     """
 
-    def __init__(self, manager: Any, location: QueueLocation, err: TextIO,
-                 description: str, interval: float, stopTimeout: float) -> None:
+    def __init__(self, manager: SmartHostSMTPRelayingManager, location: QueueLocation,
+                 err: TextIO, description: str, interval: float, stopTimeout: float) -> None:
         self.manager = manager
-        self.queue = manager.queue
+        self.queue: Queue | PGQueue = manager.queue
         self.location = location
         self.err = err
         self.description = description
         self.interval = interval
         self.stopTimeout = stopTimeout
         self.counts = {"delivered": 0, "deferred": 0, "bounced": 0}
-        self.service: Any = None
-        self.database: Any = None
+        self.service: _DirectoryService | PGRelayService | None = None
+        self.database: Database | None = None
         self.cleanups: list[Callable[[], object]] = []
         self.started = False
         self._announced = False
         self._stopping: defer.Deferred[None] | None = None
-        self._relayers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._relayers: weakref.WeakSet[Protocol] = weakref.WeakSet()
         manager.factory = _trackingFactory(manager.factory, self._relayers)
         manager.deliveryObservers.append(self._reported)
 
     def say(self, text: str) -> None:
-        try:
-            fail(self.err, LINE_PROG, text)
-        except (OSError, ValueError):
-            pass
+        _say(self.err, text)
 
     def announce(self) -> None:
         if not self._announced:
             self._announced = True
             self.say("relaying %s; stop with Ctrl-C or SIGTERM" % (self.description,))
 
-    def _reported(self, report: Any) -> None:
+    def _reported(self, report: DeliveryReport) -> None:
         outcome = getattr(report.outcome, "value", str(report.outcome))
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         self.say(report.describe())
 
-    def start(self, reactor: Any) -> defer.Deferred[None]:
+    def start(self, reactor: ICommandReactor) -> defer.Deferred[None]:
         """
         Start relaying.  The Deferred fails with a L{CommandError} if the
         relay cannot start (the PostgreSQL queue's schema is checked now).
@@ -496,7 +298,8 @@ class Relay:
         if self.location.isDatabase:
             from mailclient._relaying.pgworker import PGRelayService
 
-            self.service = PGRelayService(self.manager, self.queue,
+            # The queue of a database's relay is a PGQueue (prepareRelay).
+            self.service = PGRelayService(self.manager, cast("PGQueue", self.queue),
                                           pollInterval=self.interval, reactor=reactor)
             d = defer.maybeDeferred(self.service.startService)
         else:
@@ -548,9 +351,9 @@ class Relay:
             self.say("stopping: waiting for %d message%s being sent (at most %s s)"
                      % (busy, "" if busy == 1 else "s", _seconds(self.stopTimeout)))
         if self.service is None or not self.service.running:
-            d: defer.Deferred[Any] = defer.succeed(True)
+            d: defer.Deferred[bool] = defer.succeed(True)
         elif isinstance(self.service, _DirectoryService):
-            d = self.service.stopService(self.stopTimeout, self._closeConnections)
+            d = self.service.stopWithin(self.stopTimeout, self._closeConnections)
         else:
             # The queue's stop waits (up to its lease) for the messages being
             # sent; the database must stay open until it is over.  Closing it
@@ -591,14 +394,14 @@ class Relay:
         connections now, while the queue is open, so that each is recorded
         as deferred (and reported) before the relay stops.
         """
-        sending = [r for r in list(self._relayers)
-                   if getattr(getattr(r, "transport", None), "connected", False)]
+        sending = [r.transport for r in list(self._relayers)
+                   if getattr(r.transport, "connected", False)]
         if not sending:
             return
         self.say("stop timeout: closing %d connection%s still sending; their messages "
                  "stay queued" % (len(sending), "" if len(sending) == 1 else "s"))
-        for relayer in sending:
-            relayer.transport.abortConnection()
+        for transport in sending:
+            cast(ITCPTransport, transport).abortConnection()
 
     def _cleanUp(self) -> defer.Deferred[None] | None:
         cleanups, self.cleanups = self.cleanups, []
@@ -617,48 +420,22 @@ def _seconds(value: float) -> str:
     return ("%f" % (value,)).rstrip("0").rstrip(".")
 
 
-def _describe(location: QueueLocation, smartHost: tuple[str, int] | None,
-              args: argparse.Namespace, maxConnections: int, perConnection: int) -> str:
-    if smartHost is not None:
-        where = "through %s" % (hostPort(*smartHost),)
-    else:
-        where = "to each domain's mail exchanges (%s)" % (
-            "private addresses allowed" if args.allow_private_addresses
-            else "private addresses refused")
-    if args.no_esmtp:
-        tls = "plain SMTP, no TLS"
-    else:
-        level = args.tls_level or ("verify" if smartHost is not None and (
-            args.user or args.cafile) else "may")
-        implicit = smartHost is not None and (args.implicit_tls or smartHost[1] == 465)
-        tls = "TLS %s%s" % (level, ", implicit" if implicit else "")
-        if args.user:
-            tls += ", login as %s" % (args.user,)
-    return "the queue %s %s (%s), at most %d connection%s of %d message%s" % (
-        location.describe(), where, tls, maxConnections,
-        "" if maxConnections == 1 else "s", perConnection,
-        "" if perConnection == 1 else "s")
-
-
-def _openDirectory(path: str) -> Any:
+def _openDirectory(path: str) -> Queue:
     from mailclient.relaymanager import Queue
 
     DirectoryQueue(path, write=True)
     try:
-        queue = Queue(path)
-        queue.noisy = False
-        queue.acquireRelayLock()
+        with queueErrors():
+            queue = Queue(path)
+            queue.noisy = False
+            queue.acquireRelayLock()
     except OSError as e:
         raise osError(e, "use the queue directory %s" % (path,)) from None
-    except Exception as e:
-        mapped = queueError(e)
-        if mapped is None:
-            raise
-        raise mapped from None
     return queue
 
 
-def prepareRelay(args: argparse.Namespace, err: TextIO, reactor: Any = None) -> Relay:
+def prepareRelay(args: argparse.Namespace, err: TextIO,
+                 reactor: ICommandReactor | None = None) -> Relay:
     """
     Check the options of C{relay}, read the password, open the queue (a
     directory is locked now: one relay per directory) and configure the
@@ -666,64 +443,34 @@ def prepareRelay(args: argparse.Namespace, err: TextIO, reactor: Any = None) -> 
 
     @raise CommandError: with the line to print and the exit code.
     """
-    from mailclient._commands.inputs import _loadCAFile, _readPassword
-    from mailclient._wire.host import getDNSName
-
-    location = parseQueue(args.queue, args.schema)
-    smartHost = None if args.smart_host is None else parseSmartHost(args.smart_host)
-    _checkCombinations(args, location, smartHost)
-    maxConnections = checkCount(args.max_connections, "--max-connections")
-    perConnection = checkCount(args.max_messages_per_connection,
-                               "--max-messages-per-connection")
-    interval = checkSeconds(args.interval, "--interval") if args.interval is not None \
-        else (30.0 if location.isDatabase else 5.0)
-    stopTimeout = checkSeconds(args.stop_timeout, "--stop-timeout")
-    # Given or not (None): compared with the default's text, "--lease 60"
-    # with a queue directory went unnoticed while "--lease 61" was refused.
-    lease = checkSeconds(args.lease, "--lease") if args.lease is not None else 60.0
-    limit = None if args.destination_limit is None else checkCount(
-        args.destination_limit, "--destination-limit")
-    identity = _checkIdentity(args.identity) if args.identity is not None \
-        else getDNSName().decode("ascii")
-    if args.user is not None and (not args.user or re.search(
-            r"[\x00-\x1f\x7f\ud800-\udfff]", args.user)):
-        raise CommandError(EX_USAGE, "--user: %r is not a user name" % (args.user,))
-    if (args.tls_level in ("encrypt", "verify") or args.cafile or args.implicit_tls):
-        from mailclient._protocol.tls import tlsAvailable
-
-        if not tlsAvailable():
-            raise CommandError(EX_UNAVAILABLE, "TLS support is not installed: pip "
-                               "install 'mailclient[tls]'")
-    if args.cafile is not None:
-        _loadCAFile(args.cafile)
-    password = _readPassword(args)
-
+    options = checkRelayOptions(args)
+    location = options.location
+    queue: Queue | PGQueue
     if location.directory is not None:
         queue = _openDirectory(location.directory)
         cleanups: list[Callable[[], object]] = [queue.releaseRelayLock]
         database = None
     else:
-        queue, database, cleanups = _openDatabase(args, location, reactor, lease, limit)
+        queue, database, cleanups = _openDatabase(options, reactor)
     try:
-        manager = _manager(args, queue, smartHost, maxConnections, perConnection,
-                           identity, password, reactor)
+        manager = _manager(options, queue, reactor)
     except BaseException:
         for cleanup in cleanups:
             cleanup()
         raise
-    relay = Relay(manager, location, err,
-                  _describe(location, smartHost, args, maxConnections, perConnection),
-                  interval, stopTimeout)
+    relay = Relay(manager, location, err, options.describe(), options.interval,
+                  options.stopTimeout)
     relay.database = database
     relay.cleanups = cleanups
     return relay
 
 
-def _openDatabase(args: argparse.Namespace, location: QueueLocation, reactor: Any,
-                  lease: float, limit: int | None) -> tuple[Any, Any, list[Callable[[], object]]]:
+def _openDatabase(options: RelayOptions, reactor: ICommandReactor | None
+                  ) -> tuple[PGQueue, Database, list[Callable[[], object]]]:
     from mailclient._relaying.pgdb import DriverMissing, connectDatabase
     from mailclient._relaying.pgqueue import PGQueue
 
+    location, args = options.location, options.args
     assert location.conninfo is not None
     try:
         database = connectDatabase(location.conninfo, reactor=reactor, size=4)
@@ -737,35 +484,38 @@ def _openDatabase(args: argparse.Namespace, location: QueueLocation, reactor: An
     elif os.path.lexists(scratch) and not os.path.isdir(scratch):
         raise CommandError(EX_CANTCREAT, "--scratch %s: not a directory" % (scratch,))
     queue = PGQueue(database, scratch, schema=location.schema, worker=args.worker,
-                    lease=lease, destinationLimit=limit, reactor=reactor)
+                    lease=options.lease, destinationLimit=options.destinationLimit,
+                    reactor=reactor)
     queue.noisy = False
     return queue, database, cleanups
 
 
-def _manager(args: argparse.Namespace, queue: Any, smartHost: tuple[str, int] | None,
-             maxConnections: int, perConnection: int, identity: str,
-             password: bytes | None, reactor: Any) -> Any:
+def _manager(options: RelayOptions, queue: Queue | PGQueue,
+             reactor: ICommandReactor | None) -> SmartHostSMTPRelayingManager:
     from mailclient.relaymanager import (
         SmartHostESMTPRelayingManager,
         SmartHostSMTPRelayingManager,
     )
 
+    args = options.args
     managerClass = (SmartHostSMTPRelayingManager if args.no_esmtp
                     else SmartHostESMTPRelayingManager)
+    # A PGQueue has every method of a Queue that a manager uses.
     manager = managerClass(
-        queue, maxConnections, perConnection, smartHost=smartHost, reactor=reactor,
-        tlsSecurityLevel=args.tls_level, tlsCAFile=args.cafile)
+        cast("Queue", queue), options.maxConnections, options.perConnection,
+        smartHost=options.smartHost, reactor=reactor, tlsSecurityLevel=args.tls_level,
+        tlsCAFile=args.cafile)
     manager.refusePrivateAddresses = not args.allow_private_addresses
-    manager.reportingMTA = identity
-    identityBytes = identity.encode("ascii")
+    manager.reportingMTA = options.identity
+    identityBytes = options.identity.encode("ascii")
     if args.no_esmtp:
         manager.fArgs = (identityBytes,)
         return manager
     if args.implicit_tls:
         manager.smartHostImplicitTLS = True
     secret = None
-    if password is not None:
-        secret = _Secret(password)
+    if options.password is not None:
+        secret = _Secret(options.password)
         manager.factory = _authenticatingFactory(args.user)
     manager.fArgs = (secret, None, identityBytes)
     return manager
@@ -801,7 +551,7 @@ class LogLines:
         self.err = err
         self.verbose = verbose
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         if "deliveryReport" in event:
             return
         level = event.get("log_level")
@@ -821,10 +571,7 @@ class LogLines:
             text = "error: " + text
         elif level == LogLevel.warn:
             text = "warning: " + text
-        try:
-            fail(self.err, LINE_PROG, text)
-        except (OSError, ValueError):
-            pass
+        _say(self.err, text)
 
 
 def runRelay(relay: Relay, err: TextIO, verbose: bool = False) -> int:
@@ -832,10 +579,9 @@ def runRelay(relay: Relay, err: TextIO, verbose: bool = False) -> int:
     Run C{relay} on the global reactor until Ctrl-C or SIGTERM (exit code
     0), or until it fails to start (its code).
     """
-    from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
 
-    reactor: Any = _reactor
+    reactor = globalReactor()
     outcome = [EX_OK]
     globalLogBeginner.beginLoggingTo([LogLines(err, verbose)], discardBuffer=True,
                                      redirectStandardIO=False)
@@ -876,4 +622,4 @@ def runRelayCommand(args: argparse.Namespace, err: TextIO) -> int:
             cleanup()
 
 
-__all__ = ["Relay", "configureRelayParser", "prepareRelay", "runRelayCommand"]
+__all__ = ["Relay", "prepareRelay", "runRelayCommand"]

@@ -18,9 +18,10 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTCP
 
 from mailclient._commands.common import (
     EX_CANTCREAT,
@@ -28,6 +29,7 @@ from mailclient._commands.common import (
     EX_UNAVAILABLE,
     EX_USAGE,
     CommandError,
+    ICommandReactor,
     checkIPAddress,
     checkPort,
     fail,
@@ -125,7 +127,7 @@ class Sink:
             out.flush()
             self.seen += 1
 
-    def start(self, reactor: Any) -> defer.Deferred[int]:
+    def start(self, reactor: ICommandReactor) -> defer.Deferred[int]:
         """
         Print the address (now that the reactor handles signals, whoever
         reads the line may signal us at once) and watch for messages.  The
@@ -164,7 +166,7 @@ class Sink:
 
 
 def prepareSink(args: argparse.Namespace, out: TextIO, err: TextIO,
-                reactor: Any = None) -> Sink:
+                reactor: IReactorTCP | None = None) -> Sink:
     """
     Check the options, open the Maildir, write the CA certificate and listen.
 
@@ -218,8 +220,6 @@ def prepareSink(args: argparse.Namespace, out: TextIO, err: TextIO,
         hostname="localhost", extensions=extensions,
         credentials=None if credentials is None else dict([credentials]),
         requireAuth=credentials is not None, requireTLS=args.starttls)
-    if reactor is None:
-        from twisted.internet import reactor
     try:
         server.listenTCP(reactor, interface=interface, port=port)
     except Exception as e:

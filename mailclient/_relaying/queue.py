@@ -33,6 +33,7 @@ from mailclient._relaying.queuefiles import (
     loadPickleFile,
     openQueueFile,
     removeIfPresent,
+    removeMessageFiles,
 )
 # The queue's file helpers, importable from here as they were.
 from mailclient._relaying.queuefiles import (  # noqa: F401
@@ -46,7 +47,6 @@ from mailclient._relaying.queuefiles import (  # noqa: F401
     readEnvelopeData,
 )
 from mailclient._wire.queuestate import (
-    OPTIONS_SUFFIX,
     RETRY_SUFFIX,
     RetryDelay,
     RetryState,
@@ -487,14 +487,7 @@ class Queue:
         crash in between leaves no message behind, only a stray envelope.
         """
         message = os.path.basename(message)
-        path = self.getPath(message)
-        # The data first (see above); then the envelope and the side files
-        # (the retry schedule, the message's options such as REQUIRETLS).
-        for suffix in ("-D", "-H", RETRY_SUFFIX, OPTIONS_SUFFIX):
-            try:
-                os.remove(path + suffix)
-            except FileNotFoundError:
-                pass
+        removeMessageFiles(self.getPath(message))
         self.relayed.pop(message, None)
         self.waiting.pop(message, None)
         self.schedules.pop(message, None)

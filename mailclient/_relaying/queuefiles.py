@@ -20,6 +20,8 @@ import stat
 from types import TracebackType
 from typing import IO, Callable, TypeAlias
 
+from mailclient._wire.queuestate import OPTIONS_SUFFIX, RETRY_SUFFIX
+
 #: An envelope is two addresses; anything larger is not one.
 _MAX_ENVELOPE_SIZE = 64 * 1024
 
@@ -272,6 +274,17 @@ def removeIfPresent(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def removeMessageFiles(base: str) -> None:
+    """
+    Remove the files of the queued message at C{base} (its path without a
+    suffix): the data file first, so that a crash in between leaves a stray
+    envelope, never a message; then the envelope and the side files (the
+    retry schedule, the message's options such as REQUIRETLS).
+    """
+    for suffix in ("-D", "-H", RETRY_SUFFIX, OPTIONS_SUFFIX):
+        removeIfPresent(base + suffix)
 
 
 class AtomicFile:
