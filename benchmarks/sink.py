@@ -15,6 +15,13 @@ SHA-256 of every body, modulo 2**256) and the SHA-256 of the last body.
 protocol errors made by clients (bad command sequences, unknown commands) are
 counted too.
 
+``--record-ids`` also keeps, for each message, the value of its
+``Message-ID`` header (read from the first 8 KB of the body), and ``XIDS``
+answers ``250 <json>`` with ``{"ids": {message-id: times delivered},
+"without_id": n}``, so that a run can check which messages arrived and
+which arrived twice (benchmarks/queue_bench.py).  Off by default: the other
+benchmarks do not pay for it.
+
 ``--delay-ms N`` delays every reply (greeting included) by N milliseconds
 after the command that caused it arrived, which is what a client sees over a
 link with an N ms round trip.  Replies keep their order; replies to commands
@@ -35,10 +42,12 @@ import hashlib
 import json
 import signal
 import sys
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 _MASK = (1 << 256) - 1
 _MAX_LINE = 64 * 1024
+# How much of each body --record-ids looks at for the Message-ID header.
+_HEAD = 8192
 
 
 class Stats:
@@ -46,7 +55,10 @@ class Stats:
     Counters shared by all connections of one sink.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recordIds: bool = False) -> None:
+        #: Times each Message-ID was delivered (with --record-ids).
+        self.ids: Optional[Dict[str, int]] = {} if recordIds else None
+        self.without_id = 0
         self.connections = 0
         self.messages = 0
         self.recipients = 0
@@ -71,6 +83,23 @@ class Stats:
             "data_commands": self.data_commands,
             "commands": self.commands,
         }
+
+    def ids_dict(self) -> Dict[str, object]:
+        return {"ids": self.ids or {}, "without_id": self.without_id}
+
+
+def messageId(head: bytes) -> Optional[str]:
+    """
+    The value of the C{Message-ID} header among the headers at the start of
+    C{head} (CRLF line endings), or L{None}.
+    """
+    end = head.find(b"\r\n\r\n")
+    if end >= 0:
+        head = head[:end]
+    for line in head.split(b"\r\n"):
+        if line[:11].lower() == b"message-id:":
+            return line[11:].strip().decode("ascii", "replace")
+    return None
 
 
 _CMD, _DATA, _BDAT = range(3)
@@ -172,6 +201,7 @@ class SinkProtocol(asyncio.Protocol):
         self.hasher = hashlib.sha256()
         self.nbytes = 0
         self.bdatFailed = False
+        self.head = b""
 
     def _deliver(self) -> bytes:
         st = self.stats
@@ -181,6 +211,12 @@ class SinkProtocol(asyncio.Protocol):
         st.bytes += self.nbytes
         st.checksum = (st.checksum + int.from_bytes(digest, "big")) & _MASK
         st.last_sha256 = digest.hex()
+        if st.ids is not None:
+            mid = messageId(self.head)
+            if mid is None:
+                st.without_id += 1
+            else:
+                st.ids[mid] = st.ids.get(mid, 0) + 1
         self._resetTransaction()
         return b"250 2.0.0 Ok: queued as %d\r\n" % (st.messages,)
 
@@ -228,6 +264,8 @@ class SinkProtocol(asyncio.Protocol):
             self.closing = True
         elif line.upper() == b"XSTATS":
             out.append(b"250 " + json.dumps(self.stats.as_dict()).encode() + b"\r\n")
+        elif line.upper() == b"XIDS" and self.stats.ids is not None:
+            out.append(b"250 " + json.dumps(self.stats.ids_dict()).encode() + b"\r\n")
         else:
             self.stats.errors += 1
             out.append(b"500 5.5.2 Command not recognized\r\n")
@@ -263,6 +301,8 @@ class SinkProtocol(asyncio.Protocol):
         if self.virtualCRLF:
             part = part[2:]
             self.virtualCRLF = False
+        if self.stats.ids is not None and len(self.head) < _HEAD:
+            self.head += part[: _HEAD - len(self.head)]
         self.hasher.update(part)
         self.nbytes += len(part)
 
@@ -290,6 +330,8 @@ class SinkProtocol(asyncio.Protocol):
     def _bdatBytes(self, buf: bytes, pos: int, out: List[bytes]) -> int:
         take = min(self.bdatLeft, len(buf) - pos)
         if not self.bdatFailed:
+            if self.stats.ids is not None and len(self.head) < _HEAD:
+                self.head += buf[pos : pos + min(take, _HEAD - len(self.head))]
             self.hasher.update(memoryview(buf)[pos : pos + take])
             self.nbytes += take
         self.bdatLeft -= take
@@ -330,7 +372,7 @@ def ehloReply(extensions: List[str], sizeLimit: int) -> bytes:
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    stats = Stats()
+    stats = Stats(args.record_ids)
     ehlo = ehloReply(args.extensions.split(","), args.size_limit)
     delay = args.delay_ms / 1000.0
     server = await loop.create_server(
@@ -367,6 +409,11 @@ def main() -> None:
     )
     parser.add_argument("--delay-ms", type=float, default=0.0, help="delay every reply")
     parser.add_argument("--size-limit", type=int, default=2**31, help="the SIZE value (0: no limit)")
+    parser.add_argument(
+        "--record-ids",
+        action="store_true",
+        help="keep each message's Message-ID, for XIDS (used by queue_bench.py)",
+    )
     parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",

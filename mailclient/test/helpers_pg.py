@@ -24,7 +24,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.trial.unittest import SkipTest
@@ -91,6 +91,17 @@ def _systemUser() -> str:
     return SYSTEM_USER
 
 
+#: The settings of the test clusters: nothing is synced to disk (a
+#: throw-away cluster has nothing to keep through a crash of the machine).
+#: The benchmark (benchmarks/queue_bench.py) turns durability back on.
+TEST_SETTINGS: Dict[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+}
+
+
 class PostgresCluster:
     """
     A PostgreSQL cluster in a temporary directory.
@@ -99,7 +110,11 @@ class PostgresCluster:
         in it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Optional[Mapping[str, str]] = None) -> None:
+        #: The server's settings (C{-c name=value}): L{TEST_SETTINGS},
+        #: updated with C{settings}.
+        self.settings: Dict[str, str] = dict(TEST_SETTINGS)
+        self.settings.update(settings or {})
         self.directory: Optional[str] = None
         self.user: Optional[str] = None
         self.bindir: Optional[str] = None
@@ -138,9 +153,9 @@ class PostgresCluster:
         if result.returncode != 0:
             self.stop()
             raise RuntimeError("initdb failed: " + result.stdout[-2000:])
-        options = ("-c listen_addresses='' -c unix_socket_directories=%s -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-                   % (self.directory,))
+        options = " ".join(
+            ["-c listen_addresses='' -c unix_socket_directories=%s" % (self.directory,)]
+            + ["-c %s=%s" % item for item in self.settings.items()])
         result = _run(self._as([
             os.path.join(self.bindir, "pg_ctl"), "-D", data, "-l",
             os.path.join(self.directory, "log"), "-w", "-t", "60", "-o", options, "start"]))
