@@ -5,7 +5,7 @@ Run the relay-queue benchmark and write its results.
     python benchmarks/queue_bench.py --quick     # 300 messages, 1 round: a smoke run
     python benchmarks/queue_bench.py --messages 5000 --rounds 5
     python benchmarks/queue_bench.py --only pg-1,dir-1
-    python benchmarks/queue_bench.py --scratch-dir /dev/shm   # workers' copies on tmpfs
+    python benchmarks/queue_bench.py --scratch-dir /var/tmp   # workers' copies on disk
     python benchmarks/queue_bench.py --commit-anatomy   # and the commits by kind
     python benchmarks/queue_bench.py --report    # rebuild the summary from the JSON
 
@@ -55,6 +55,7 @@ import common  # noqa: E402
 
 common.useWorkingTree()
 
+from mailclient._relaying.pgscratch import scratchParent  # noqa: E402
 from queuebench import anatomy, report  # noqa: E402
 from queuebench.processes import haveCPU  # noqa: E402
 from queuebench.runs import CONFIGS, Environment, Settings, run  # noqa: E402
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", metavar="DIR", default=tempfile.gettempdir(),
                         help="where the queue directories and the workers' logs go (default: "
                              "%(default)s); PostgreSQL's cluster goes in $TMPDIR")
-    parser.add_argument("--scratch-dir", metavar="DIR", default=tempfile.gettempdir(),
+    parser.add_argument("--scratch-dir", metavar="DIR", default=scratchParent(),
                         help="where the PostgreSQL workers' scratch directories go (default: "
                              "%(default)s, where mailclient relay makes them)")
     parser.add_argument("--keep-logs", metavar="DIR",

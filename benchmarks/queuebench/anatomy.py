@@ -6,8 +6,9 @@ sorted by kind from the log.  Logging slows the run: its time is not
 reported.
 
 Kinds are told by the SQL of the library's programs
-(mailclient/_relaying/pgsql.py); a transaction of another shape is
-counted as C{other: <its first statement>}.  The transactions that log no
+(mailclient/_relaying/pgsql.py; those of older versions too); a
+transaction of another shape is counted as C{other: <its first
+statement>}.  The transactions that log no
 statement (C{xact_commit} less those logged) are the ones a listening
 backend runs to take in each notification, and the start and end of each
 connection.
@@ -26,7 +27,9 @@ from queuebench.runs import SCHEMA, Config, Environment, run
 #: A statement's kind, by a piece of its SQL (first match wins).
 KINDS = (
     ("claim", "FOR UPDATE OF m SKIP LOCKED"),
+    ("confirm, freeing a slot", "WITH confirmed AS (DELETE FROM {s}.messages WHERE id = $1"),
     ("confirm", "DELETE FROM {s}.messages WHERE id = $1 AND lease_token = $2"),
+    ("release (slots, messages given back)", "WITH released AS (UPDATE {s}.messages"),
     ("slot release (notifies)", "pg_notify($1, 'released')"),
     ("release (nothing to free)", "DELETE FROM {s}.slots WHERE token"),
     ("next due (read-only)", "extract(epoch FROM min(greatest"),
@@ -122,7 +125,7 @@ def describe(result: dict[str, Any]) -> list[str]:
     lines = ["  %s (%d messages): transactions per message, by kind:"
              % (result["config"], result["messages"])]
     for kind, value in result["per_message"].items():
-        lines.append("    %-28s %.3f" % (kind, value))
-    lines.append("    %-28s %.3f" % ("not logged (notifications)", result["unlogged_per_message"]))
-    lines.append("    %-28s %.3f" % ("durable commits (WAL)", result["wal_commits_per_message"] or 0))
+        lines.append("    %-40s %.3f" % (kind, value))
+    lines.append("    %-40s %.3f" % ("not logged (notifications)", result["unlogged_per_message"]))
+    lines.append("    %-40s %.3f" % ("durable commits (WAL)", result["wal_commits_per_message"] or 0))
     return lines

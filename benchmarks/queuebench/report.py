@@ -283,9 +283,10 @@ def notes(summary: dict[str, Any], saved: dict[str, Any]) -> list[str]:
            pg.get("full_page_writes", "?"), pg.get("wal_sync_method", "?")),
         "Commits/msg: the transactions that wrote and so waited for their WAL flush (commit "
         "records in the WAL, pg_waldump), per message: confirmations, claims, "
-        "connection-slot releases.  xact_commit/msg: pg_stat_database.xact_commit of the "
-        "queue's database over the drain, less the harness's own: also read-only "
-        "transactions (the looks for the next due message, claims that found nothing) and "
+        "connection-slot releases (if any, in a transaction of their own).  xact_commit/msg: "
+        "pg_stat_database.xact_commit of the queue's database over the drain, less the "
+        "harness's own: also read-only transactions (the looks for the next due message "
+        "of older versions, claims that found nothing) and "
         "the one each listening backend runs per notification taken in; in brackets, with "
         "the workers' start and stop too.  WAL flushes/msg: pg_stat_wal.wal_sync of the "
         "whole cluster (concurrent commits share a flush).  Other CPU: what the machine's "

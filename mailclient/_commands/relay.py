@@ -469,6 +469,7 @@ def _openDatabase(options: RelayOptions, reactor: ICommandReactor | None
                   ) -> tuple[PGQueue, Database, list[Callable[[], object]]]:
     from mailclient._relaying.pgdb import DriverMissing, connectDatabase
     from mailclient._relaying.pgqueue import PGQueue
+    from mailclient._relaying.pgscratch import scratchParent
 
     location, args = options.location, options.args
     assert location.conninfo is not None
@@ -479,7 +480,8 @@ def _openDatabase(options: RelayOptions, reactor: ICommandReactor | None
     cleanups: list[Callable[[], object]] = []
     scratch = args.scratch
     if scratch is None:
-        scratch = tempfile.mkdtemp(prefix="mailclient-relay-")
+        # In memory when it can be: the copies are the database's.
+        scratch = tempfile.mkdtemp(prefix="mailclient-relay-", dir=scratchParent())
         cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
     elif os.path.lexists(scratch) and not os.path.isdir(scratch):
         raise CommandError(EX_CANTCREAT, "--scratch %s: not a directory" % (scratch,))

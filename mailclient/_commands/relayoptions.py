@@ -84,7 +84,8 @@ RELAY_OPTIONS = (
     Option("--schema", "PostgreSQL: the schema of the queue's tables (default: "
            "mailclient)", "NAME"),
     Option("--scratch", "PostgreSQL: this worker's own directory for the messages it "
-           "claimed (default: a new temporary directory, removed at exit)", "DIR"),
+           "claimed (default: a new directory, removed at exit, in $XDG_RUNTIME_DIR or "
+           "/dev/shm, in memory, else in the temporary directory)", "DIR"),
     Option("--worker", "PostgreSQL: this worker's name in its leases (default: host "
            "name, process id and a random suffix)", "NAME"),
     Option("--lease", "PostgreSQL: how long a claim lasts unless renewed: a dead "

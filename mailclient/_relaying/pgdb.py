@@ -5,17 +5,24 @@ PostgreSQL relay queue.
 Every transaction is written once, as a I{program}: a generator that yields
 the L{Statement}s to run and is sent each one's L{Result}; what it returns is
 the result of the transaction, and an exception it raises rolls the
-transaction back.  Two drivers run programs, behind one method,
-C{run(program, *args) -> Deferred}:
+transaction back.  A program marked L{oneStatement} runs its one statement
+on its own, autocommitted: one round trip, where a transaction block takes
+three (C{BEGIN}, the statement, C{COMMIT}).  Two drivers run programs,
+behind one method, C{run(program, *args) -> Deferred}:
 
-  - L{ThreadedDatabase}: synchronous psycopg connections, each program run in
-    a thread of the database's own thread pool (any reactor);
+  - L{ThreadedDatabase}: for any other reactor.  Its threads make psycopg
+    connections (connecting blocks); the programs run on the reactor's own
+    thread, each statement sent with libpq's asynchronous interface, the
+    reactor watching the sockets (L{mailclient._relaying.pgreactor}): no
+    thread is woken to run a statement.  On a reactor that cannot watch
+    sockets, each program runs in one of its threads instead;
   - L{AsyncioDatabase}: C{psycopg.AsyncConnection}s, each program run as a
     coroutine on the asyncio loop of Twisted's asyncio reactor
     (C{Deferred.fromFuture}).
 
-L{connectDatabase} picks the one that suits the reactor.  L{Listener} waits
-for C{NOTIFY} on a connection of its own, watched by the reactor.
+L{connectDatabase} picks the one that suits the reactor.  (L{Listener}, in
+L{mailclient._relaying.pglisten}, waits for C{NOTIFY} on a connection of its
+own.)
 
 psycopg (3) is an optional dependency (C{mailclient[postgresql]}): it is
 imported only when a database is opened.
@@ -25,29 +32,30 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Generator, ParamSpec, Protocol, TypeVar, cast
 from collections.abc import Coroutine
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorCore,
+    IReactorFDSet,
     IReactorFromThreads,
     IReadDescriptor,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
+
+from mailclient._relaying.pgthreads import WorkerThreads
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     import psycopg
+
+    from mailclient._relaying.pgreactor import ReactorPrograms
     from psycopg.abc import Params
     from psycopg.pq.abc import PGconn
     from psycopg.rows import TupleRow
@@ -188,27 +196,65 @@ class Result:
 
 Program = Generator[Statement, Result, T]
 
+#: The programs marked L{oneStatement}.
+_ONE_STATEMENT: set[Callable[..., object]] = set()
 
-def _driveSync(cursor: psycopg.Cursor[TupleRow], program: Program[T]) -> T:
+C = TypeVar("C", bound=Callable[..., object])
+
+
+def oneStatement(program: C) -> C:
+    """
+    Mark C{program} as running exactly one statement: the drivers run it
+    outside a transaction block, as one autocommitted statement (its own
+    commit, in one round trip).  The statement is committed when the
+    program gets its result, so whatever the program raises then cannot
+    undo it: such a program may raise only for a result that changed
+    nothing (a fenced statement that matched no row).  Yielding a second
+    statement is a programming error (raised, the first one committed).
+    """
+    _ONE_STATEMENT.add(program)
+    return program
+
+
+def isOneStatement(program: Callable[..., object]) -> bool:
+    """
+    Whether C{program} is marked L{oneStatement}.
+    """
+    return program in _ONE_STATEMENT
+
+
+class _SecondStatement(Exception):
+    """
+    A program marked L{oneStatement} yielded a second statement.
+    """
+
+
+def _driveSync(cursor: psycopg.Cursor[TupleRow], program: Program[T], single: bool = False
+               ) -> T:
     try:
         statement = next(program)
         while True:
             cursor.execute(statement.sql, statement.params)
             rows = cursor.fetchall() if cursor.description is not None else []
             statement = program.send(Result(rows, cursor.rowcount))
+            if single:
+                raise _SecondStatement("a one-statement program yielded a second statement")
     except StopIteration as stop:
         return stop.value
     finally:
         program.close()
 
 
-async def _driveAsync(cursor: psycopg.AsyncCursor[TupleRow], program: Program[T]) -> T:
+async def _driveAsync(cursor: psycopg.AsyncCursor[TupleRow], program: Program[T],
+                      single: bool = False) -> T:
     try:
         statement = next(program)
         while True:
             await cursor.execute(statement.sql, statement.params)
             rows = await cursor.fetchall() if cursor.description is not None else []
             statement = program.send(Result(rows, cursor.rowcount))
+            if single:
+                raise _SecondStatement("a one-statement program yielded a second statement")
     except StopIteration as stop:
         return stop.value
     finally:
@@ -256,8 +302,10 @@ def _broken(connection: SyncConnection | AsyncConnection) -> bool:
 
 class ThreadedDatabase:
     """
-    Runs programs with synchronous psycopg connections in a thread pool of
-    its own (at most C{size} threads, one connection each): for any reactor.
+    Runs programs on at most C{size} psycopg connections, made by threads
+    of its own: for any reactor.  The programs run on the reactor's thread
+    (C{IReactorFDSet}: L{ReactorPrograms}), or, on a reactor that cannot
+    watch sockets, in those threads.
 
     @ivar conninfo: The libpq connection string (C{"host=/run/postgresql
         dbname=mail"}, or a C{postgresql://} URI).
@@ -275,11 +323,14 @@ class ThreadedDatabase:
         self.reactor = reactor
         self.conninfo = conninfo
         self.connectTimeout = connectTimeout
-        self._pool = ThreadPool(0, max(1, size), name="mailclient-postgresql")
+        # Every reactor runs calls from other threads (IReactorFromThreads).
+        self._threads = WorkerThreads(cast(IReactorFromThreads, reactor), size,
+                                      "mailclient-postgresql")
         self._lock = threading.Lock()
         self._free: list[SyncConnection] = []
         self._closed = False
         self._shutdown: object = None
+        self._programs: ReactorPrograms | None = None
 
     def _connect(self, autocommit: bool = False) -> SyncConnection:
         try:
@@ -304,12 +355,22 @@ class ThreadedDatabase:
                 return
         connection.close()
 
-    def _runInThread(self, program: Callable[[], Program[T]]) -> T:
+    def _runInThread(self, program: Callable[[], Program[T]], single: bool = False) -> T:
         connection = self._acquire()
         try:
-            with connection.cursor() as cursor:
-                result = _driveSync(cursor, program())
-            connection.commit()
+            if single:
+                # Outside a transaction block: the statement commits itself.
+                connection.autocommit = True
+                try:
+                    with connection.cursor() as cursor:
+                        result = _driveSync(cursor, program(), True)
+                finally:
+                    if not _broken(connection):
+                        connection.autocommit = False
+            else:
+                with connection.cursor() as cursor:
+                    result = _driveSync(cursor, program())
+                connection.commit()
         except BaseException as e:
             if not _broken(connection):
                 try:
@@ -324,30 +385,46 @@ class ThreadedDatabase:
     def _start(self) -> None:
         if self._closed:
             raise DatabaseUnreachable("the relay queue database was closed")
-        if not self._pool.started:
-            self._pool.start()
-            # Its threads would keep the process alive after the reactor.
+        if self._shutdown is None:
+            # Stop its threads with the reactor (they wait for programs).
             self._shutdown = self.reactor.addSystemEventTrigger(
                 "during", "shutdown", self._stopPool)
 
     def _inThread(self, f: Callable[[], T]) -> defer.Deferred[T]:
-        # Every reactor runs calls from other threads (IReactorFromThreads).
-        return threads.deferToThreadPool(
-            cast(IReactorFromThreads, self.reactor), self._pool, f)
+        return self._threads.run(f)
 
     def run(
         self, program: Callable[P, Program[T]], *args: P.args, **kw: P.kwargs
     ) -> defer.Deferred[T]:
         """
-        Run C{program(*args, **kw)} in one transaction, in a thread: its
-        result, or its exception (the transaction then rolled back).
-        The program runs in that thread, so it must not touch the reactor.
+        Run C{program(*args, **kw)} in one transaction (one autocommitted
+        statement if it is marked L{oneStatement}): its result, or its
+        exception (the transaction then rolled back).  The program runs on
+        the reactor's thread, or in one of the database's threads (then it
+        must not touch the reactor).
         """
         try:
             self._start()
         except QueueDatabaseError:
             return defer.fail()
-        return self._inThread(lambda: self._runInThread(lambda: program(*args, **kw)))
+        single = isOneStatement(program)
+        if IReactorFDSet.providedBy(self.reactor):
+            return self._reactorPrograms().run(lambda: program(*args, **kw), single)
+        return self._inThread(
+            lambda: self._runInThread(lambda: program(*args, **kw), single))
+
+    def _reactorPrograms(self) -> ReactorPrograms:
+        """
+        Where programs run when the reactor can watch sockets: on its
+        thread, on connections made in a thread.
+        """
+        if self._programs is None:
+            from mailclient._relaying.pgreactor import ReactorPrograms
+
+            self._programs = ReactorPrograms(
+                lambda: self._inThread(lambda: self._connect(autocommit=True)),
+                cast(IReactorFDSet, self.reactor), self._threads.size)
+        return self._programs
 
     def listenConnection(self, channel: str) -> defer.Deferred[ListenConnection]:
         """
@@ -382,8 +459,7 @@ class ThreadedDatabase:
             except (KeyError, ValueError, TypeError):
                 pass
             self._shutdown = None
-        if self._pool.started:
-            self._pool.stop()
+        self._threads.stop()
 
     def close(self) -> defer.Deferred[None]:
         """
@@ -391,6 +467,8 @@ class ThreadedDatabase:
         connections.
         """
         self._closed = True
+        if self._programs is not None:
+            self._programs.close()
         self._stopPool()
         with self._lock:
             free, self._free = self._free, []
@@ -430,7 +508,7 @@ class AsyncioDatabase:
         except Exception as e:
             raise translate(e, connecting=True) from None
 
-    async def _run(self, program: Callable[[], Program[T]]) -> T:
+    async def _run(self, program: Callable[[], Program[T]], single: bool = False) -> T:
         if self._closed:
             raise DatabaseUnreachable("the relay queue database was closed")
         if self._semaphore is None:
@@ -444,9 +522,18 @@ class AsyncioDatabase:
             if connection is None:
                 connection = await self._connect()
             try:
-                async with connection.cursor() as cursor:
-                    result = await _driveAsync(cursor, program())
-                await connection.commit()
+                if single:
+                    await connection.set_autocommit(True)
+                    try:
+                        async with connection.cursor() as cursor:
+                            result = await _driveAsync(cursor, program(), True)
+                    finally:
+                        if not _broken(connection):
+                            await connection.set_autocommit(False)
+                else:
+                    async with connection.cursor() as cursor:
+                        result = await _driveAsync(cursor, program())
+                    await connection.commit()
             except BaseException as e:
                 if not _broken(connection):
                     try:
@@ -468,9 +555,10 @@ class AsyncioDatabase:
         self, program: Callable[P, Program[T]], *args: P.args, **kw: P.kwargs
     ) -> defer.Deferred[T]:
         """
-        Run C{program(*args, **kw)} in one transaction, on the event loop.
+        Run C{program(*args, **kw)} in one transaction (one autocommitted
+        statement if it is marked L{oneStatement}), on the event loop.
         """
-        return self._future(self._run(lambda: program(*args, **kw)))
+        return self._future(self._run(lambda: program(*args, **kw), isOneStatement(program)))
 
     def listenConnection(self, channel: str) -> defer.Deferred[ListenConnection]:
         """
@@ -559,165 +647,3 @@ class QueueReactor(Protocol):
 
     def removeReader(self, reader: IReadDescriptor) -> None:
         ...
-
-
-@implementer(IReadDescriptor)
-class Listener:
-    """
-    Listens for C{NOTIFY} on C{channel}, on a connection of its own watched
-    by the reactor, and calls C{callback(payload)} for each notification.
-    When the connection is lost it is made again (after C{retryDelay}
-    seconds, doubling up to C{maxRetryDelay}), and C{callback(None)} is
-    called once it listens again: notifications sent meanwhile were lost.
-    """
-
-    def __init__(
-        self, database: Database, channel: str, callback: Callable[[str | None], object],
-        reactor: QueueReactor | None = None, retryDelay: float = 1.0,
-        maxRetryDelay: float = 30.0,
-    ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        self.database = database
-        self.channel = channel
-        self.callback = callback
-        self.reactor = reactor
-        self.retryDelay = retryDelay
-        self.maxRetryDelay = maxRetryDelay
-        self._connection: ListenConnection | None = None
-        self._fd = -1
-        self._retry: IDelayedCall | None = None
-        self._delay = retryDelay
-        self._stopped = True
-        self._connecting: defer.Deferred[ListenConnection] | None = None
-
-    @property
-    def listening(self) -> bool:
-        """
-        Whether a connection is listening now.
-        """
-        return self._connection is not None
-
-    def start(self) -> defer.Deferred[None]:
-        """
-        Listen.  The Deferred fails if the first connection cannot be made
-        (no retry then).
-        """
-        self._stopped = False
-        return self._connect().addCallback(lambda _: None)
-
-    def _connect(self) -> defer.Deferred[None]:
-        self._retry = None
-        d = self._connecting = self.database.listenConnection(self.channel)
-        return d.addCallback(self._listening)
-
-    def _listening(self, connection: ListenConnection) -> None:
-        self._connecting = None
-        if self._stopped:
-            self.database.closeConnection(connection)
-            return
-        self._connection = connection
-        # The reactor watches a duplicate of the socket, closed only once it
-        # is no longer watched: libpq closes its own as soon as it sees the
-        # connection end, before we can stop watching it.
-        self._fd = os.dup(connection.fileno())
-        self._delay = self.retryDelay
-        self.reactor.addReader(self)
-
-    def _reconnect(self) -> None:
-        def listening(_: object) -> None:
-            if not self._stopped:
-                self._notify(None)
-
-        def failed(failure: Failure) -> None:
-            self._connecting = None
-            _log.warn("Cannot listen for queued mail: {error}", error=failure.getErrorMessage())
-            self._scheduleReconnect()
-
-        self._connect().addCallbacks(listening, failed)
-
-    def _scheduleReconnect(self) -> None:
-        if self._stopped or self._retry is not None:
-            return
-        delay, self._delay = self._delay, min(self._delay * 2, self.maxRetryDelay)
-        self._retry = self.reactor.callLater(delay, self._reconnect)
-
-    def _notify(self, payload: str | None) -> None:
-        try:
-            self.callback(payload)
-        except Exception:
-            _log.failure("Queue notification callback failed")
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def logPrefix(self) -> str:
-        return "PostgreSQL listener"
-
-    def doRead(self) -> None:
-        connection = self._connection
-        if connection is None:
-            return None
-        pgconn = connection.pgconn
-        payloads = []
-        lost = False
-        try:
-            pgconn.consume_input()
-            while True:
-                notification = pgconn.notifies()
-                if notification is None:
-                    break
-                payloads.append(notification.extra.decode("utf-8", "replace"))
-            # Anything but CONNECTION_OK (0): the connection is gone.
-            lost = int(pgconn.status) != 0
-        except Exception:
-            lost = True
-        for payload in payloads:
-            self._notify(payload)
-        if lost:
-            self._lost()
-        return None
-
-    def _lost(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        self._unwatch()
-        try:
-            connection.pgconn.finish()
-        except Exception:
-            pass
-        if not self._stopped:
-            _log.warn("Lost the connection listening for queued mail; reconnecting")
-            self._scheduleReconnect()
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._lost()
-
-    def stop(self) -> defer.Deferred[None]:
-        """
-        Stop listening and close the connection.
-        """
-        self._stopped = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        connection, self._connection = self._connection, None
-        if connection is None:
-            connecting = self._connecting
-            if connecting is not None:
-                # Closed by _listening once made; wait for it.
-                done: defer.Deferred[None] = defer.Deferred()
-                connecting.addBoth(lambda _: done.callback(None))
-                return done
-            return defer.succeed(None)
-        self._unwatch()
-        return self.database.closeConnection(connection)
-
-    def _unwatch(self) -> None:
-        self.reactor.removeReader(self)
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)

@@ -19,10 +19,13 @@ L{PGQueue.setWaiting}, ...) start it and return at once.
     claim: a worker that lost its lease cannot remove, defer or return a
     message another worker holds now.
   - A delivery is confirmed (the row deleted) right after the server's
-    final 2xx, in its own transaction.
+    final 2xx, by one statement committed on its own.
   - Claims are made per destination (recipient domain, or smart host), one
-    connection slot per batch, counted across all workers.
-  - C{LISTEN}/C{NOTIFY} wakes idle workers when mail is queued or released.
+    connection slot per batch, counted across all workers.  A batch's slot
+    is freed with the next statement the worker runs (its next claim, or a
+    confirmation), else by one of its own in the same reactor turn.
+  - C{LISTEN}/C{NOTIFY} wakes idle workers when mail is queued or released,
+    and when a slot is freed that another worker may be waiting for.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import os
 import secrets
 import socket
 import uuid
-from typing import IO, Any, Callable, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Callable, Concatenate, ParamSpec, TypeVar, cast
 from collections.abc import Iterable
 
 from twisted.internet import defer, task
@@ -44,12 +47,14 @@ from mailclient._relaying.msgoptions import (
     MessageOptions,
     MessageOptionsError,
 )
-from mailclient._relaying.pgdb import Database, Listener, Program, QueueReactor, StaleLeaseError
+from mailclient._relaying.pgdb import Database, Program, QueueReactor, StaleLeaseError
+from mailclient._relaying.pglisten import Listener
 from mailclient._relaying.pgschema import DEFAULT_SCHEMA, channelOf, checkSchema, checkSchemaName
 from mailclient._relaying.pgsql import (
+    Claim,
     ClaimedBatch,
     backOffProgram,
-    claimProgram,
+    claimNextProgram,
     confirmProgram,
     enqueueProgram,
     failProgram,
@@ -64,8 +69,8 @@ from mailclient._relaying.pgsql import (
     _Batch,
     _Held,
 )
-from mailclient._relaying.pgscratch import ScratchDirectory
-from mailclient._relaying.queuefiles import EnvelopeAddress, Path, loadPickleFile, openQueueFile
+from mailclient._relaying.pgholding import Holding
+from mailclient._relaying.queuefiles import EnvelopeAddress, Path
 from mailclient._wire.queuestate import (
     MAX_REASON,
     RetryDelay,
@@ -87,9 +92,10 @@ def _reason(reason: object) -> str:
     return " ".join(str(reason).split())[:MAX_REASON]
 
 
-class PGQueue:
+class PGQueue(Holding):
     """
-    The PostgreSQL relay queue, as one worker sees it.
+    The PostgreSQL relay queue, as one worker sees it (what it holds: see
+    L{Holding}).
 
     @ivar database: The L{Database} (see L{connectDatabase}).
     @ivar directory: The worker's scratch directory: the messages it has
@@ -105,9 +111,6 @@ class PGQueue:
     @ivar destinationLimit: The most connections the whole fleet opens to
         one destination at once, unless the database sets another for it
         (L{setDestinationLimit}); L{None}: no limit.
-    @ivar waiting: Claimed messages waiting to be relayed (base names).
-    @ivar relayed: Claimed messages being relayed.
-    @ivar quarantined: Messages this worker quarantined.
     @ivar wakeObservers: Callables called with no argument when mail may
         be waiting (a notification came).
     """
@@ -133,8 +136,8 @@ class PGQueue:
             reactor = globalReactor
         if lease <= 0:
             raise ValueError("lease must be positive, not %r" % (lease,))
+        super().__init__(directory, reactor)
         self.database = database
-        self.directory = directory
         self.schema = checkSchemaName(schema)
         self.worker = worker or "%s:%d:%s" % (socket.gethostname(), os.getpid(),
                                                secrets.token_hex(3))
@@ -142,20 +145,13 @@ class PGQueue:
         self.batchSize = max(1, batchSize)
         self.smartHost = smartHost
         self.destinationLimit = destinationLimit
-        self.reactor = reactor
-        self.waiting: dict[str, int] = {}
-        self.relayed: dict[str, int] = {}
-        self.quarantined: dict[str, int] = {}
         self.wakeObservers: list[Callable[[], object]] = []
-        self._held: dict[str, _Held] = {}
-        self._batches: dict[uuid.UUID, _Batch] = {}
         self._pending: set[defer.Deferred[Any]] = set()
         self._drained: list[defer.Deferred[None]] = []
         self._renewal: task.LoopingCall | None = None
         self._listener: Listener | None = (
             Listener(database, channelOf(self.schema), self._notified, reactor)
             if listen else None)
-        self.scratch = ScratchDirectory(directory)
         self.running = False
         self._stopping = False
 
@@ -214,9 +210,11 @@ class PGQueue:
             # it may be in the middle of its DATA.  Slots held only by
             # connections (their messages are settled) are freed.
             idle = [b.token for b in self._batches.values() if b.slot and not b.names]
+            idle += self._takeSlots()
             if idle:
                 self._background(
-                    self._run(releaseProgram, [], [], idle, channelOf(self.schema)),
+                    self._run(releaseProgram, [], [], idle, channelOf(self.schema),
+                              self.destinationLimit),
                     "Cannot free connection slots")
             self._held.clear()
             self._batches.clear()
@@ -266,8 +264,11 @@ class PGQueue:
 
     def flush(self) -> defer.Deferred[None]:
         """
-        Wait for every database operation started so far.
+        Wait for every database operation started so far, the freeing of
+        the slots waiting for this worker's next statement included (it is
+        started now).
         """
+        self._freeSlots()
         pending = list(self._pending)
         if not pending:
             return defer.succeed(None)
@@ -325,13 +326,34 @@ class PGQueue:
         @param batches: The most batches (connections); L{None}: no limit.
         @return: A Deferred firing with the names claimed.
         """
+        return self.claimNext(limit, batches).addCallback(lambda claimed: claimed[0])
+
+    def claimNext(
+        self, limit: int | None = None, batches: int | None = None
+    ) -> defer.Deferred[tuple[list[str], float | None]]:
+        """
+        Claim as L{claim} does, in one transaction that also frees the
+        connection slots of the batches this worker is done with and, when
+        fewer messages were due than C{limit}, finds when the next one may
+        be (as L{nextDue}).
+
+        @return: A Deferred firing with the names claimed, and the seconds
+            until the next message may be claimable (0 or less: now;
+            L{None}: nothing is queued).
+        """
         if limit is None:
             limit = self.batchSize * (batches if batches is not None else 1)
         if limit <= 0 or batches == 0:
-            return defer.succeed([])
-        d = self._run(claimProgram, self.worker, self.lease, limit, self.batchSize, batches,
-                      self.smartHost, self.destinationLimit)
-        return d.addCallback(self._claimed)
+            return defer.succeed(([], None))
+        slots = self._takeSlots()
+        d = self._run(claimNextProgram, self.worker, self.lease, limit, self.batchSize, batches,
+                      self.smartHost, self.destinationLimit, slots, channelOf(self.schema))
+        self._carrying(d, slots)
+
+        def claimed(claim: Claim) -> tuple[list[str], float | None]:
+            return self._claimed(claim.batches), claim.due
+
+        return d.addCallback(claimed)
 
     def _claimed(self, batches: list[ClaimedBatch]) -> list[str]:
         if self._stopping:
@@ -339,7 +361,8 @@ class PGQueue:
             messages = [(m.name, b.token) for b in batches for m in b.messages]
             self._background(
                 self._run(releaseProgram, [n for n, _ in messages], [t for _, t in messages],
-                          [b.token for b in batches if b.slot], channelOf(self.schema)),
+                          [b.token for b in batches if b.slot], channelOf(self.schema),
+                          self.destinationLimit),
                 "Cannot release messages")
             return []
         names = []
@@ -373,7 +396,7 @@ class PGQueue:
                     unusable.append((message.name, batch.token))
                     continue
                 self._held[message.name] = _Held(message.name, batch, message.queuedAt,
-                                                 message.state)
+                                                 message.state, options=options is not None)
                 batch.names.add(message.name)
                 self.waiting[message.name] = 1
                 names.append(message.name)
@@ -382,7 +405,7 @@ class PGQueue:
         if unusable:
             self._background(
                 self._run(releaseProgram, [n for n, _ in unusable], [t for _, t in unusable],
-                          [], channelOf(self.schema)),
+                          [], channelOf(self.schema), self.destinationLimit),
                 "Cannot release messages")
         if names and self.noisy:
             _log.info("Claimed {count} messages", count=len(names))
@@ -395,7 +418,7 @@ class PGQueue:
         held = self._held.pop(name, None)
         self.waiting.pop(name, None)
         self.relayed.pop(name, None)
-        self.scratch.remove(name)
+        self.scratch.remove(name, held is None or held.options)
         if held is not None:
             held.batch.names.discard(name)
             if not held.batch.names:
@@ -410,18 +433,16 @@ class PGQueue:
                 if not d.called:
                     d.callback(None)
 
-    def _endBatch(self, batch: _Batch) -> None:
+    def _freeSlots(self) -> None:
         """
-        A batch's messages are all settled: free its connection slot, once
-        no connection holds it.
+        Free the slots waiting to be, by a statement of their own.
         """
-        if batch.names or batch.holds:
-            return
-        if self._batches.pop(batch.token, None) is None or not batch.slot:
-            return
-        self._background(
-            self._run(releaseProgram, [], [], [batch.token], channelOf(self.schema)),
-            "Cannot free a connection slot of %s" % (batch.destination,))
+        slots = self._takeSlots()
+        if slots:
+            self._background(
+                self._run(releaseProgram, [], [], slots, channelOf(self.schema),
+                          self.destinationLimit),
+                "Cannot free connection slots")
 
     def _settle(
             self, message: str, program: Callable[Concatenate[str, str, uuid.UUID, P], Program[T]],
@@ -443,41 +464,34 @@ class PGQueue:
         self._forget(name)
         return d
 
-    def holdSlots(self, messages: Iterable[str], until: defer.Deferred[T]) -> None:
-        """
-        Keep the connection slots of the batches of C{messages} until
-        C{until} fires (the connections relaying them are closed), even if
-        the messages are settled before: a slot counts a connection, and a
-        connection outlives its last message by its C{QUIT}.
-        """
-        batches = {}
-        for name in messages:
-            held = self._held.get(os.path.basename(name))
-            if held is not None:
-                batches[held.batch.token] = held.batch
-        for batch in batches.values():
-            batch.holds += 1
-
-        def over(result: object) -> object:
-            for batch in batches.values():
-                batch.holds -= 1
-                self._endBatch(batch)
-            return result
-
-        until.addBoth(over)
-
     def _notHeld(self, message: str) -> defer.Deferred[T]:
         return defer.fail(StaleLeaseError(
             "message %s is not held by this worker" % (os.path.basename(message),)))
 
     def confirm(self, message: str) -> defer.Deferred[bool]:
         """
-        A message was delivered: remove its copy and its row, in a
-        transaction of its own.  Fails with L{StaleLeaseError} if this
+        A message was delivered: remove its copy and its row, by one
+        statement committed on its own (which also frees the connection
+        slots waiting to be: its batch's, if it was the last message of a
+        batch no connection holds).  Fails with L{StaleLeaseError} if this
         worker lost its lease (another worker may deliver it again).
         """
-        d = self._settle(message, confirmProgram)
-        return defer.succeed(False) if d is None else d
+        name = os.path.basename(message)
+        held = self._held.get(name)
+        slots: list[uuid.UUID] = []
+        if held is not None:
+            batch = held.batch
+            if (batch.slot and batch.names == {name} and not batch.holds
+                    and self._batches.pop(batch.token, None) is not None):
+                # Its last message: the slot goes with it.
+                self._slotsToFree.append(batch.token)
+            slots = self._takeSlots()
+        d = self._settle(name, confirmProgram, slots, channelOf(self.schema),
+                         self.destinationLimit)
+        if d is None:
+            return defer.succeed(False)
+        self._carrying(d, slots)
+        return d
 
     def recordFailure(
         self, message: str, reason: object = "", retryDelay: RetryDelay | None = None,
@@ -555,17 +569,20 @@ class PGQueue:
         for held in chosen:
             del self._held[held.name]
             self.waiting.pop(held.name, None)
-            self.scratch.remove(held.name)
+            self.scratch.remove(held.name, held.options)
             held.batch.names.discard(held.name)
-        slots = []
+        slots = self._takeSlots()
         for batch in {h.batch.token: h.batch for h in chosen}.values():
             if not batch.names and not batch.holds:
-                # Freed by the same transaction.
+                # Freed by the same statement.
                 self._batches.pop(batch.token, None)
                 if batch.slot:
                     slots.append(batch.token)
-        return self._run(releaseProgram, [h.name for h in chosen],
-                         [h.batch.token for h in chosen], slots, channelOf(self.schema))
+        d = self._run(releaseProgram, [h.name for h in chosen],
+                      [h.batch.token for h in chosen], slots, channelOf(self.schema),
+                      self.destinationLimit)
+        self._carrying(d, slots)
+        return d
 
     def renew(self) -> defer.Deferred[list[str]]:
         """
@@ -656,37 +673,7 @@ class PGQueue:
             except Exception:
                 _log.failure("Queue wake observer {observer} failed", observer=observer)
 
-    # The directory queue's interface, for the relaying manager
-
-    def readDirectory(self) -> None:
-        """
-        Nothing to scan: the claimed messages are the queue (see L{claim}).
-        """
-
-    def getWaiting(self) -> list[str]:
-        """
-        The claimed messages waiting to be relayed, in the order claimed.
-        """
-        return list(self.waiting)
-
-    def hasWaiting(self) -> bool:
-        """Whether any claimed message waits."""
-        return bool(self.waiting)
-
-    def getRelayed(self) -> list[str]:
-        """The claimed messages being relayed."""
-        return list(self.relayed)
-
-    def setRelaying(self, message: str) -> None:
-        """
-        A claimed message is being relayed: it is no longer released on
-        L{stop}.
-        """
-        del self.waiting[message]
-        self.relayed[message] = 1
-        held = self._held.get(message)
-        if held is not None:
-            held.started = True
+    # The directory queue's interface: what changes the database
 
     def setWaiting(self, message: str) -> None:
         """
@@ -713,9 +700,6 @@ class PGQueue:
             held.started = False
             self._background(self.release([held.name]), "Cannot release %s" % (held.name,))
 
-    def addMessage(self, message: str) -> None:
-        """Messages come from L{claim}; this does nothing."""
-
     def done(self, message: str) -> None:
         """
         A message was delivered (or returned): remove it (L{confirm}),
@@ -739,52 +723,3 @@ class PGQueue:
             self._forget(name)
         else:
             self._background(d, "Cannot quarantine %s" % (name,))
-
-    def getPath(self, message: str) -> str:
-        """
-        The base path of a claimed message's copy.
-        """
-        return self.scratch.path(message)
-
-    def getEnvelope(self, message: str) -> Any:
-        """
-        The C{[from, to]} envelope of a claimed message.
-        """
-        return loadPickleFile(self.getPath(message) + "-H")
-
-    def getEnvelopeFile(self, message: str) -> IO[bytes]:
-        """
-        Open the envelope file of a claimed message.
-        """
-        return openQueueFile(self.getPath(message) + "-H")
-
-    def schedule(self, message: str) -> RetryState | None:
-        """
-        The retry schedule of a claimed message, as it was when claimed;
-        L{None} if it never failed.
-        """
-        held = self._held.get(os.path.basename(message))
-        if held is None or held.state.failures == 0 and not held.state.warned:
-            return None
-        return held.state
-
-    def isDue(self, message: str, now: float) -> bool:
-        """
-        Whether a claimed message may be tried: always (the database
-        decided when it claimed it).
-        """
-        return os.path.basename(message) in self._held
-
-    def queuedAt(self, message: str) -> float | None:
-        """
-        When a claimed message was queued (the database's clock).
-        """
-        held = self._held.get(os.path.basename(message))
-        return None if held is None else held.queuedAt
-
-    def holds(self, message: str) -> bool:
-        """
-        Whether this worker holds C{message} (claimed, not settled).
-        """
-        return os.path.basename(message) in self._held
-

@@ -7,7 +7,9 @@ Every time that decides anything (when a message is due, when a lease or a
 destination's back-off ends) is the database's clock (C{clock_timestamp()}),
 never a worker's.  Every change to a claimed message is fenced by its lease
 token: a worker whose lease was taken over changes nothing
-(L{StaleLeaseError}).
+(L{StaleLeaseError}).  The programs of one statement (confirming a delivery,
+releasing, renewing, ...) are marked L{oneStatement}: each runs as one
+autocommitted statement.
 
 The first argument of each program is the PostgreSQL schema of the queue,
 checked by L{checkSchemaName} before it gets here.
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mailclient._relaying.pgdb import Program, StaleLeaseError, Statement
+from mailclient._relaying.pgdb import Program, StaleLeaseError, Statement, oneStatement
 from mailclient._wire.queuestate import RetryDelay, RetryState, recipientDomainOf
 
 if TYPE_CHECKING:
@@ -72,6 +74,18 @@ class ClaimedBatch:
 
 
 @dataclass
+class Claim:
+    """
+    What L{claimNextProgram} gives: the batches claimed, and how many
+    seconds until the next message may be claimable (0: one may be now;
+    L{None}: nothing is queued).
+    """
+
+    batches: list[ClaimedBatch]
+    due: float | None
+
+
+@dataclass
 class _Batch:
     """
     A batch a worker holds (see L{ClaimedBatch}).
@@ -99,6 +113,28 @@ class _Held:
     state: RetryState
     started: bool = False
     lost: bool = False
+    #: Whether its copy has an options file.
+    options: bool = False
+
+
+#: Frees the connection slots C{%(slots)s} (a uuid[]) and notifies
+#: C{%(channel)s} for each destination that has a connection limit (its
+#: C{max_connections}, else C{%(cap)s}) and had all its slots taken: a
+#: claimer may have found it full, and may take the slot now.  Freeing a
+#: slot of a destination without a limit, or below it, can unblock no one.
+#: The slots are counted in the statement's snapshot, the ones it frees
+#: included.  Two CTEs, C{freed} and C{woken}; C{woken} runs only if the
+#: statement reads it.
+_FREE_SLOTS = (
+    "freed AS (DELETE FROM {s}.slots WHERE token = ANY(%(slots)s::uuid[])"
+    "  RETURNING destination),"
+    " woken AS (SELECT pg_notify(%(channel)s, 'slot')"
+    "  FROM (SELECT DISTINCT destination FROM freed) f"
+    "  LEFT JOIN {s}.destinations d ON d.destination = f.destination"
+    "  WHERE coalesce(d.max_connections, %(cap)s) > 0"
+    "  AND (SELECT count(*) FROM {s}.slots x WHERE x.destination = f.destination"
+    "       AND x.lease_until > clock_timestamp())"
+    "      >= coalesce(d.max_connections, %(cap)s))")
 
 
 def _state(row: TupleRow) -> RetryState:
@@ -123,6 +159,7 @@ def _checkText(value: str | bytes, what: str) -> str:
     return value
 
 
+@oneStatement
 def enqueueProgram(
     s: str, name: str, sender: str | bytes, recipient: str | bytes, data: bytes,
     origin: str | None = None, options: Mapping[str, object] | None = None,
@@ -159,6 +196,47 @@ def claimProgram(
 
     @return: The L{ClaimedBatch}es.
     """
+    batches, _ = yield from _claim(s, worker, lease, limit, batchSize, maxBatches, smartHost,
+                                   defaultLimit)
+    return batches
+
+
+def claimNextProgram(
+    s: str, worker: str, lease: float, limit: int, batchSize: int, maxBatches: int | None,
+    smartHost: str | None, defaultLimit: int | None, freeSlots: list[uuid.UUID],
+    channel: str,
+) -> Program[Claim]:
+    """
+    What a worker does each time it looks at the queue, in one
+    transaction: free the connection slots C{freeSlots} (of batches it is
+    done with; see L{_FREE_SLOTS}), claim as L{claimProgram} does, and,
+    if fewer messages were due than C{limit}, find when the next one
+    may be (L{nextDueProgram}, the messages just claimed counted as
+    leased).
+
+    @return: A L{Claim}.
+    """
+    if freeSlots:
+        yield Statement(
+            ("WITH " + _FREE_SLOTS + " SELECT (SELECT count(*) FROM woken)").format(s=s),
+            {"slots": freeSlots, "channel": channel, "cap": defaultLimit})
+    batches, candidates = yield from _claim(s, worker, lease, limit, batchSize, maxBatches,
+                                            smartHost, defaultLimit)
+    if candidates >= limit:
+        # As many were due as it could take: more may be.
+        return Claim(batches, 0.0)
+    due = yield from nextDueProgram(s, smartHost)
+    return Claim(batches, due)
+
+
+def _claim(
+    s: str, worker: str, lease: float, limit: int, batchSize: int, maxBatches: int | None,
+    smartHost: str | None, defaultLimit: int | None,
+) -> Program[tuple[list[ClaimedBatch], int]]:
+    """
+    L{claimProgram}'s statements; also how many messages were found
+    claimable before the connection limits were counted.
+    """
     candidates = yield Statement(
         "SELECT m.id, coalesce(%(smart)s, m.domain) FROM {s}.messages m"
         " WHERE NOT m.quarantined AND m.next_attempt <= clock_timestamp()"
@@ -172,35 +250,64 @@ def claimProgram(
         " ORDER BY m.next_attempt, m.queued_at, m.id"
         " LIMIT %(limit)s FOR UPDATE OF m SKIP LOCKED".format(s=s),
         {"smart": smartHost, "cap": defaultLimit, "limit": max(0, limit)})
+    found = len(candidates.rows)
     groups: dict[str | None, list[str]] = {}
     for name, destination in candidates.rows:
         groups.setdefault(destination, []).append(name)
     destinations = sorted(d for d in groups if d is not None)
     free: dict[str, int | None] = {}
+    unlimited: list[str] = []
     if destinations:
-        # Each destination's row is locked (in one order, so two workers
-        # never wait for each other) while its live slots are counted and
-        # new ones taken: the count is the fleet's, whatever the race.
-        yield Statement(
-            "INSERT INTO %s.destinations (destination) SELECT unnest(%%s::text[]) ORDER BY 1"
-            " ON CONFLICT (destination) DO NOTHING" % (s,), (destinations,))
-        locked = yield Statement(
+        # What each destination allows: read without a lock first.  A
+        # destination with no connection limit needs no more: no claim can
+        # take its last slot.  (One whose limit is set meanwhile gets it for
+        # the claims that start after: this one is before.)
+        read = yield Statement(
             "SELECT destination, coalesce(not_before > clock_timestamp(), false),"
-            " max_connections FROM %s.destinations WHERE destination = ANY(%%s)"
-            " ORDER BY destination FOR UPDATE" % (s,), (destinations,))
-        yield Statement(
-            "DELETE FROM %s.slots WHERE destination = ANY(%%s) AND lease_until < clock_timestamp()"
-            % (s,), (destinations,))
-        taken = yield Statement(
-            "SELECT destination, count(*) FROM %s.slots WHERE destination = ANY(%%s)"
-            " GROUP BY destination" % (s,), (destinations,))
-        counts: dict[str, int] = dict(taken.rows)
-        for destination, backedOff, maxConnections in locked.rows:
+            " max_connections FROM %s.destinations WHERE destination = ANY(%%s)" % (s,),
+            (destinations,))
+        settings: dict[str, tuple[str, bool, int | None]] = {r[0]: r for r in read.rows}
+        missing = [d for d in destinations if d not in settings]
+        if missing:
+            # First seen: its row is made (or made by another worker meanwhile).
+            yield Statement(
+                "INSERT INTO %s.destinations (destination) SELECT unnest(%%s::text[])"
+                " ORDER BY 1 ON CONFLICT (destination) DO NOTHING" % (s,), (missing,))
+            added = yield Statement(
+                "SELECT destination, coalesce(not_before > clock_timestamp(), false),"
+                " max_connections FROM %s.destinations WHERE destination = ANY(%%s)" % (s,),
+                (missing,))
+            settings.update((r[0], r) for r in added.rows)
+        limited = sorted(
+            d for d, backedOff, maxConnections in settings.values()
+            if not backedOff and (maxConnections if maxConnections is not None
+                                  else defaultLimit) is not None)
+        counts: dict[str, int] = {}
+        if limited:
+            # Each limited destination's row is locked (in one order, so two
+            # workers never wait for each other) while its live slots are
+            # counted and new ones taken: the count is the fleet's, whatever
+            # the race.  It is counted by a statement of its own, after the
+            # lock: a statement sees what was committed when it started.
+            locked = yield Statement(
+                "SELECT destination, coalesce(not_before > clock_timestamp(), false),"
+                " max_connections FROM %s.destinations WHERE destination = ANY(%%s)"
+                " ORDER BY destination FOR UPDATE" % (s,), (limited,))
+            settings.update((r[0], r) for r in locked.rows)
+            taken = yield Statement(
+                "WITH expired AS (DELETE FROM {s}.slots WHERE destination = ANY(%(d)s)"
+                "  AND lease_until < clock_timestamp())"
+                " SELECT destination, count(*) FROM {s}.slots WHERE destination = ANY(%(d)s)"
+                " AND lease_until >= clock_timestamp() GROUP BY destination".format(s=s),
+                {"d": limited})
+            counts = dict(taken.rows)
+        for destination, backedOff, maxConnections in settings.values():
             cap = maxConnections if maxConnections is not None else defaultLimit
             if backedOff:
                 free[destination] = 0
             elif cap is None:
                 free[destination] = None
+                unlimited.append(destination)
             else:
                 free[destination] = max(0, cap - counts.get(destination, 0))
     batches: list[ClaimedBatch] = []
@@ -218,21 +325,32 @@ def claimProgram(
             del names[:size]
             batches.append(batch)
     if not batches:
-        return []
+        return [], found
     slots = [b for b in batches if b.slot]
-    if slots:
-        yield Statement(
-            "INSERT INTO %s.slots (token, destination, worker, lease_until)"
-            " SELECT unnest(%%s::uuid[]), unnest(%%s::text[]), %%s, %s" % (s, _LEASE),
-            ([b.token for b in slots], [b.destination for b in slots], worker, lease))
     names = [m.name for b in batches for m in b.messages]
     tokens = [b.token for b in batches for _ in b.messages]
+    lease_ = _LEASE.replace("%s", "%(lease)s")
+    # The slots are taken by the same statement, which also drops the
+    # expired slots (of dead workers) of the destinations without a limit,
+    # not counted above.
+    stale = sorted({b.destination for b in slots if b.destination in unlimited})
+    ctes = []
+    if slots:
+        ctes.append("taken AS (INSERT INTO {s}.slots (token, destination, worker, lease_until)"
+                    " SELECT unnest(%(slots)s::uuid[]), unnest(%(destinations)s::text[]),"
+                    " %(worker)s, {lease})")
+    if stale:
+        ctes.append("expired AS (DELETE FROM {s}.slots WHERE destination = ANY(%(expired)s)"
+                    " AND lease_until < clock_timestamp())")
     claimed = yield Statement(
-        "UPDATE %s.messages m SET lease_token = v.token, lease_worker = %%s,"
-        " lease_until = %s, claims = m.claims + 1"
-        " FROM unnest(%%s::text[], %%s::uuid[]) AS v(id, token) WHERE m.id = v.id"
-        " RETURNING %s" % (s, _LEASE, _CLAIMED),
-        (worker, lease, names, tokens))
+        (("WITH " + ", ".join(ctes) + " " if ctes else "")
+         + "UPDATE {s}.messages m SET lease_token = v.token, lease_worker = %(worker)s,"
+         " lease_until = {lease}, claims = m.claims + 1"
+         " FROM unnest(%(names)s::text[], %(tokens)s::uuid[]) AS v(id, token)"
+         " WHERE m.id = v.id RETURNING {columns}").format(s=s, lease=lease_, columns=_CLAIMED),
+        {"slots": [b.token for b in slots], "destinations": [b.destination for b in slots],
+         "worker": worker, "lease": lease, "names": names, "tokens": tokens,
+         "expired": stale})
     rows = {row[0]: row for row in claimed.rows}
     for batch in batches:
         messages = []
@@ -243,9 +361,10 @@ def claimProgram(
                     row[0], row[1], row[2], row[3], bytes(row[4]), row[5], _state(row),
                     row[11]))
         batch.messages = messages
-    return batches
+    return batches, found
 
 
+@oneStatement
 def renewProgram(
     s: str, tokens: list[uuid.UUID], lease: float
 ) -> Program[tuple[set[str], set[uuid.UUID]]]:
@@ -255,22 +374,42 @@ def renewProgram(
     @return: The names of the messages, and the tokens of the slots, still
         held.
     """
-    messages = yield Statement(
-        "UPDATE %s.messages SET lease_until = %s WHERE lease_token = ANY(%%s::uuid[])"
-        " RETURNING id" % (s, _LEASE), (lease, tokens))
-    slots = yield Statement(
-        "UPDATE %s.slots SET lease_until = %s WHERE token = ANY(%%s::uuid[]) RETURNING token"
-        % (s, _LEASE), (lease, tokens))
-    return {row[0] for row in messages.rows}, {row[0] for row in slots.rows}
+    renewed = yield Statement(
+        "WITH m AS (UPDATE {s}.messages SET lease_until = {lease}"
+        "  WHERE lease_token = ANY(%(tokens)s::uuid[]) RETURNING id),"
+        " x AS (UPDATE {s}.slots SET lease_until = {lease}"
+        "  WHERE token = ANY(%(tokens)s::uuid[]) RETURNING token)"
+        " SELECT array(SELECT id FROM m), array(SELECT token FROM x)".format(
+            s=s, lease=_LEASE.replace("%s", "%(lease)s")),
+        {"lease": lease, "tokens": tokens})
+    names, slots = renewed.rows[0]
+    return set(names), set(slots)
 
 
-def confirmProgram(s: str, name: str, token: uuid.UUID) -> Program[bool]:
+@oneStatement
+def confirmProgram(
+    s: str, name: str, token: uuid.UUID, slots: list[uuid.UUID] | None = None,
+    channel: str = "", cap: int | None = None,
+) -> Program[bool]:
     """
-    A message was delivered: remove it, if its lease is still C{token}'s.
+    A message was delivered: remove it, if its lease is still C{token}'s,
+    in one statement committed on its own.  With C{slots}, also free those
+    connection slots in the same statement (see L{_FREE_SLOTS}: C{channel}
+    and C{cap}), whether or not the message was still leased.
     """
-    deleted = yield Statement(
-        "DELETE FROM %s.messages WHERE id = %%s AND lease_token = %%s" % (s,), (name, token))
-    if deleted.rowcount != 1:
+    if not slots:
+        deleted = yield Statement(
+            "DELETE FROM %s.messages WHERE id = %%s AND lease_token = %%s" % (s,), (name, token))
+        count = deleted.rowcount
+    else:
+        result = yield Statement(
+            ("WITH confirmed AS (DELETE FROM {s}.messages WHERE id = %(id)s"
+             "  AND lease_token = %(token)s RETURNING 1), " + _FREE_SLOTS
+             + " SELECT (SELECT count(*) FROM confirmed), (SELECT count(*) FROM woken)"
+             ).format(s=s),
+            {"id": name, "token": token, "slots": slots, "channel": channel, "cap": cap})
+        count = result.rows[0][0]
+    if count != 1:
         raise StaleLeaseError(
             "message %s is no longer leased to this worker: not removed" % (name,))
     return True
@@ -360,27 +499,34 @@ def warnProgram(
     return queued
 
 
+@oneStatement
 def releaseProgram(
-    s: str, names: list[str], tokens: list[uuid.UUID], slots: list[uuid.UUID], channel: str
+    s: str, names: list[str], tokens: list[uuid.UUID], slots: list[uuid.UUID], channel: str,
+    cap: int | None = None,
 ) -> Program[list[str]]:
     """
     Give back messages (each with its token) and connection slots, so that
-    any worker may take them at once, and wake the listening workers.
+    any worker may take them at once, in one statement.  The listening
+    workers are woken if messages were given back, or if a slot was freed
+    that a worker may be waiting for (see L{_FREE_SLOTS}: C{cap} is this
+    worker's default connection limit).
 
     @return: The names of the messages released.
     """
-    released = yield Statement(
-        "UPDATE %s.messages m SET lease_token = NULL, lease_worker = NULL, lease_until = NULL"
-        " FROM unnest(%%s::text[], %%s::uuid[]) AS v(id, token)"
-        " WHERE m.id = v.id AND m.lease_token = v.token RETURNING m.id" % (s,),
-        (names, tokens))
-    freed = yield Statement(
-        "DELETE FROM %s.slots WHERE token = ANY(%%s::uuid[])" % (s,), (slots,))
-    if released.rows or freed.rowcount:
-        yield Statement("SELECT pg_notify(%s, 'released')", (channel,))
-    return [row[0] for row in released.rows]
+    result = yield Statement(
+        ("WITH released AS (UPDATE {s}.messages m SET lease_token = NULL,"
+         "  lease_worker = NULL, lease_until = NULL"
+         "  FROM unnest(%(names)s::text[], %(tokens)s::uuid[]) AS v(id, token)"
+         "  WHERE m.id = v.id AND m.lease_token = v.token RETURNING m.id), " + _FREE_SLOTS
+         + ", given AS (SELECT pg_notify(%(channel)s, 'released')"
+         "  WHERE EXISTS (SELECT 1 FROM released))"
+         " SELECT array(SELECT id FROM released), (SELECT count(*) FROM woken),"
+         " (SELECT count(*) FROM given)").format(s=s),
+        {"names": names, "tokens": tokens, "slots": slots, "channel": channel, "cap": cap})
+    return list(result.rows[0][0])
 
 
+@oneStatement
 def quarantineProgram(s: str, name: str, token: uuid.UUID, reason: str) -> Program[bool]:
     """
     Stop relaying a message that cannot be relayed, leaving it in the
@@ -396,6 +542,7 @@ def quarantineProgram(s: str, name: str, token: uuid.UUID, reason: str) -> Progr
     return True
 
 
+@oneStatement
 def backOffProgram(s: str, destination: str, delay: float, reason: str) -> Program[float]:
     """
     Let no worker connect to C{destination} for C{delay} seconds (or
@@ -415,6 +562,7 @@ def backOffProgram(s: str, destination: str, delay: float, reason: str) -> Progr
     return until.scalar()
 
 
+@oneStatement
 def limitProgram(s: str, destination: str, limit: int | None) -> Program[None]:
     """
     Set the fleet's connection limit for C{destination} (L{None}: each
@@ -426,11 +574,14 @@ def limitProgram(s: str, destination: str, limit: int | None) -> Program[None]:
         .format(s=s), (destination, limit))
 
 
+@oneStatement
 def nextDueProgram(s: str, smartHost: str | None) -> Program[float | None]:
     """
     How many seconds until a message may be claimable (negative: one is
     now); L{None} when nothing is queued.  Connection slots are not
-    counted: freeing one wakes the listening workers.
+    counted: freeing one a worker may be waiting for wakes the listening
+    workers, and a worker that finds due messages it cannot claim looks
+    again soon (C{PGRelayService.idleDelay}).
     """
     due = yield Statement(
         "SELECT extract(epoch FROM min(greatest(m.next_attempt,"
@@ -441,6 +592,7 @@ def nextDueProgram(s: str, smartHost: str | None) -> Program[float | None]:
     return due.scalar()
 
 
+@oneStatement
 def statsProgram(s: str) -> Program[dict[str, int]]:
     """
     Counts of the queue's messages: C{queued} (all), C{due} (may be
@@ -453,12 +605,9 @@ def statsProgram(s: str) -> Program[dict[str, int]]:
         "   AND (lease_until IS NULL OR lease_until < clock_timestamp())),"
         " count(*) FILTER (WHERE lease_until >= clock_timestamp()),"
         " count(*) FILTER (WHERE failures > 0),"
-        " count(*) FILTER (WHERE quarantined)"
-        " FROM %s.messages" % (s,))
-    slots = yield Statement(
-        "SELECT count(*) FROM %s.slots WHERE lease_until > clock_timestamp()" % (s,))
-    row = counts.one() or (0, 0, 0, 0, 0)
-    keys = ("queued", "due", "leased", "deferred", "quarantined")
-    result = {k: int(v) for k, v in zip(keys, row)}
-    result["slots"] = int(slots.scalar() or 0)
-    return result
+        " count(*) FILTER (WHERE quarantined),"
+        " (SELECT count(*) FROM {s}.slots WHERE lease_until > clock_timestamp())"
+        " FROM {s}.messages".format(s=s))
+    row = counts.one() or (0, 0, 0, 0, 0, 0)
+    keys = ("queued", "due", "leased", "deferred", "quarantined", "slots")
+    return {k: int(v or 0) for k, v in zip(keys, row)}

@@ -121,13 +121,20 @@ class PGRelayService(service.Service):
 
     def _cycle(self) -> defer.Deferred[tuple[int, float | None]]:
         room, free = self._room()
-        if room > 0 and free > 0:
-            d = self.queue.claim(limit=room, batches=free)
-        else:
-            d = defer.succeed([])
-        def relay(claimed: list[str]) -> defer.Deferred[tuple[int, float | None]]:
+        if room <= 0 or free <= 0:
+            # Start what waits; claim only if that leaves room.
             self._relay()
-            return self.queue.nextDue().addCallback(lambda due: (len(claimed), due))
+            room, free = self._room()
+            if room <= 0 or free <= 0:
+                return defer.succeed((0, None))
+        # The claim says when the next message falls due: no query of its
+        # own.
+        d = self.queue.claimNext(limit=room, batches=free)
+
+        def relay(claimed: tuple[list[str], float | None]) -> tuple[int, float | None]:
+            names, due = claimed
+            self._relay()
+            return len(names), due
 
         return d.addCallback(relay)
 
@@ -158,7 +165,8 @@ class PGRelayService(service.Service):
             claimed, delay = result
             if not claimed and delay is not None and delay <= 0:
                 # Due, but not claimable: its destination's slots are
-                # taken.  Freeing one notifies; look again within a second.
+                # taken.  Freeing one of a full destination notifies; look
+                # again within a second anyway.
                 delay = self.idleDelay
         if not self.running:
             return

@@ -20,7 +20,7 @@ import re
 import signal
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, error, reactor, task
 from twisted.trial import unittest
@@ -113,17 +113,17 @@ class _RelayTestCase(CLITestMixin, unittest.TestCase):
         os.makedirs(self.directory, 0o700, exist_ok=True)
         return Queue(self.directory).enqueue(SENDER, recipient, data)
 
-    def spawnRelay(self, *argv: str) -> _ChildProcess:
+    def spawnRelay(self, *argv: str, env: Optional[Dict[str, str]] = None) -> _ChildProcess:
         """
-        Start C{mailclient relay ARGV}; it is killed after the test if it
-        still runs.
+        Start C{mailclient relay ARGV} (with C{env} added to its
+        environment); it is killed after the test if it still runs.
         """
         child = _ChildProcess()
         transport = reactor.spawnProcess(  # type: ignore[attr-defined]
             child, sys.executable,
             [sys.executable, "-m", "mailclient", "relay", "--identity", "relay.example.com"]
             + list(argv),
-            env=commandEnv(), path=self.tmp)
+            env={**commandEnv(), **(env or {})}, path=self.tmp)
         child.transport = transport  # type: ignore[attr-defined]
 
         def kill() -> Any:
@@ -310,10 +310,31 @@ class PostgresRelayTests(PostgresTestMixin, _RelayTestCase):
             names.append((yield queue.enqueueMessage(SENDER, recipient, data)))
         return names
 
-    def spawnWorker(self, server: SMTPTestServer, *argv: str) -> _ChildProcess:
+    def spawnWorker(self, server: SMTPTestServer, *argv: str,
+                    env: Optional[Dict[str, str]] = None) -> _ChildProcess:
         return self.spawnRelay("--queue", self.uri, "--schema", self.schema,
                                "--smart-host", "127.0.0.1:%d" % (server.portNumber,),
-                               *argv)
+                               *argv, env=env)
+
+    async def test_scratchInMemory(self) -> None:
+        """
+        Without C{--scratch}, a worker makes its scratch directory in the
+        user's runtime directory (in memory), private, and removes it when
+        it stops.
+        """
+        server = self.startServer()
+        runtime = os.path.join(self.tmp, "run")
+        os.mkdir(runtime, 0o700)
+        names = await self.enqueueAll({"bob@example.org": message(1)})
+        child = self.spawnWorker(server, env={"XDG_RUNTIME_DIR": runtime})
+        await self.waitFor(lambda: len(server.messages) == 1, "delivery", child)
+        [made] = os.listdir(runtime)
+        self.assertTrue(made.startswith("mailclient-relay-"), made)
+        self.assertEqual(os.stat(os.path.join(runtime, made)).st_mode & 0o777, 0o700)
+        code, err = await self.stopRelay(child)
+        self.assertEqual(code, EX_OK, err)
+        self.assertRelayed(err, names)
+        self.assertEqual(os.listdir(runtime), [])
 
     @defer.inlineCallbacks
     def test_smartHost(self) -> Any:
@@ -379,13 +400,17 @@ class PostgresRelayTests(PostgresTestMixin, _RelayTestCase):
     def test_unreachable(self) -> None:
         """
         A database that cannot be reached fails the start with 69, in one
-        line; the temporary scratch directory is removed.
+        line; the scratch directory made for it is removed (it is made in
+        the user's runtime directory, in memory, when there is one; else
+        in /dev/shm or the temporary directory).
         """
         nowhere = os.path.join(self.tmp, "nowhere")
         os.mkdir(nowhere)
         env = commandEnv()
         env["TMPDIR"] = os.path.join(self.tmp, "tmp")
         os.mkdir(env["TMPDIR"])
+        env["XDG_RUNTIME_DIR"] = os.path.join(self.tmp, "run")
+        os.mkdir(env["XDG_RUNTIME_DIR"], 0o700)
         result = subprocess.run(
             [sys.executable, "-m", "mailclient", "relay", "--queue",
              "postgresql://%s@/postgres?host=%s" % (ADMIN, nowhere),
@@ -396,6 +421,7 @@ class PostgresRelayTests(PostgresTestMixin, _RelayTestCase):
         self.assertEqual(result.stdout, b"")
         self.assertOneLine(err, "cannot connect to the relay queue database")
         self.assertEqual(os.listdir(env["TMPDIR"]), [])
+        self.assertEqual(os.listdir(env["XDG_RUNTIME_DIR"]), [])
 
 
 class OptionTests(_RelayTestCase):

@@ -77,6 +77,26 @@ class RelayServiceTests(PostgresTestMixin, TestCase):
         stats = yield workers[0].queue.stats()
         self.assertEqual(stats["slots"], 0)
 
+    async def test_oneTransactionPerLook(self) -> None:
+        """
+        A worker's look at the queue is one transaction: the claim says
+        when the next message falls due, no query of its own asks.
+        """
+        service: PGRelayService = await self.worker()
+        queue = service.queue
+        asked: list[None] = []
+
+        def nextDue() -> defer.Deferred[float | None]:
+            asked.append(None)
+            return defer.succeed(None)
+
+        self.patch(queue, "nextDue", nextDue)
+        for i in range(10):
+            await queue.enqueueMessage("a@example.com", "u%d@example.org" % (i,), b"Hi\n")
+        await self.drained(queue)
+        self.assertEqual(len(self.server.messages), 10)
+        self.assertEqual(asked, [])
+
     @defer.inlineCallbacks
     def test_refusedMessageReturned(self) -> Any:
         """
