@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any, List, Tuple
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from mailclient._relaying.pgqueue import PGQueue
@@ -22,6 +22,7 @@ WORKER = """
 import sys
 
 from twisted.internet import defer, task
+from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from mailclient._relaying.manager import SmartHostESMTPRelayingManager
 from mailclient._relaying.pgdb import connectDatabase
@@ -32,6 +33,9 @@ conninfo, schema, directory, port, name = sys.argv[1:6]
 
 
 def main(reactor):
+    # What goes wrong is told on standard error (the tests show it).
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
+                                     redirectStandardIO=False)
     database = connectDatabase(conninfo, size=2)
     queue = PGQueue(database, directory, schema=schema, worker=name, lease=1.5)
     queue.noisy = False
@@ -133,5 +137,49 @@ class CrashTests(PostgresTestMixin, TestCase):
         # messages) can have been delivered twice.
         self.assertLessEqual(len(received) - len(recipients), 6)
         for child, transport in workers.values():
+            transport.signalProcess("TERM")
+            yield child.ended
+
+    @defer.inlineCallbacks
+    def test_databaseRestart(self) -> Any:
+        """
+        The database restarts while two workers relay: every queued message
+        is still delivered, and only what was in flight (claimed, not yet
+        confirmed) can be delivered twice; the workers carry on with new
+        connections.
+        """
+        recipients = [b"user%d@example.org" % (i,) for i in range(60)]
+        for recipient in recipients:
+            yield self.queue.enqueueMessage("alice@example.com", recipient, b"Subject: x\n\nx\n")
+        restarted: List[defer.Deferred[None]] = []
+
+        def endOfData(protocol: object) -> None:
+            # The twentieth body: restart the database while the workers
+            # are in the middle of their batches.
+            if len(self.server.messages) == 19 and not restarted:
+                restarted.append(threads.deferToThread(self.cluster.restart))
+
+        self.server.atEndOfData = endOfData
+        workers = [self.spawn(name) for name in ("w0", "w1")]
+        yield self.waitFor(lambda: bool(restarted), "the twentieth message")
+        yield restarted[0]
+
+        def queued() -> int:
+            [(count,)] = self.cluster.execute("SELECT count(*) FROM %s.messages" % (self.schema,))
+            return int(count)
+
+        try:
+            yield self.waitFor(lambda: queued() == 0, "the queue to drain", timeout=60)
+        except self.failureException:
+            self.fail("the queue was not drained after the restart; the workers said: %r"
+                      % ([c.err[-1500:] for c, _ in workers],))
+        yield self.server.idle()
+        received: List[bytes] = self.server.recipients()
+        self.assertEqual(sorted(set(received)), sorted(recipients))
+        # Claimed and not confirmed at the restart: at most 2 workers x 2
+        # connections x 3 messages.
+        self.assertLessEqual(len(received) - len(recipients), 12)
+        for child, transport in workers:
+            self.assertFalse(child.ended.called, child.err[-1500:])
             transport.signalProcess("TERM")
             yield child.ended
