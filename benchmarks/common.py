@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import resource
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -84,6 +85,23 @@ class Workload:
 
 
 MB = 1024 * 1024
+
+
+def stopProcess(proc: "subprocess.Popen[bytes]") -> None:
+    """
+    End a helper process (a sink): SIGTERM, then SIGKILL after 10 s; close
+    its pipes.
+    """
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
 
 
 def workloads(quick: bool = False) -> List[Workload]:

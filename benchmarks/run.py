@@ -97,16 +97,7 @@ class Sink:
         return json.loads(reply[4:])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
+        common.stopProcess(self.proc)
 
     def __enter__(self) -> "Sink":
         return self

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import common
+
 HERE = Path(__file__).resolve().parent.parent
 REPO = HERE.parent
 
@@ -98,16 +100,7 @@ class Sink:
                 self._reader.close()
             self._session.close()
             self._session = None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
+        common.stopProcess(self.proc)
 
 
 #: What C{mailclient relay} prints once it relays (after its queue started:

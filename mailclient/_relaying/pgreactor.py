@@ -433,9 +433,20 @@ class _Run(Generic[T]):
         self.done = done
         self.d = d
         self.begun = False
-        try:
+
+        def first() -> Statement:
             self.generator = program()
-            statement = next(self.generator)
+            return next(self.generator)
+
+        self._advance(first)
+
+    def _advance(self, step: Callable[[], Statement]) -> None:
+        """
+        Run the program's next statement, C{step()}; or end with what it
+        returns, or abort with what it raises.
+        """
+        try:
+            statement = step()
         except StopIteration as stop:
             self._end(stop.value)
             return
@@ -458,17 +469,13 @@ class _Run(Generic[T]):
         sent.addCallbacks(self._got, self._abort)
 
     def _got(self, result: Result) -> None:
-        try:
+        def step() -> Statement:
             statement = self.generator.send(result)
             if self.single:
                 raise _SecondStatement("a one-statement program yielded a second statement")
-        except StopIteration as stop:
-            self._end(stop.value)
-            return
-        except BaseException:
-            self._abort(Failure())
-            return
-        self._run(statement)
+            return statement
+
+        self._advance(step)
 
     def _end(self, value: T) -> None:
         self._close()
