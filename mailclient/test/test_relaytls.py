@@ -282,12 +282,11 @@ class RelayTLSTests(_RelayMixin, TestCase):
         self.assertEqual(self.waiting(), [name])
         self.assertEqual([s.authenticated for s in server.sessions], [None])
 
-    @defer.inlineCallbacks
-    def test_smartHostTrustAnchors(self) -> Any:
+    def trustedSmartHost(self, password: bytes) -> tuple[SMTPTestServer, Any]:
         """
-        Given the CA that signed the smart host's certificate
-        (C{tlsCACertificates}, Postfix's C{smtp_tls_CAfile}), the level is
-        C{verify}: the certificate verifies and the credentials go over it.
+        A smart host asking for a login (user C{relay}, password C{secret}),
+        whose CA the manager trusts; the manager's relayers give
+        C{password}.
         """
         certs = certificatesFor(SMART)
         server = SMTPTestServer(hostname=SMART, credentials={"relay": "secret"},
@@ -295,8 +294,18 @@ class RelayTLSTests(_RelayMixin, TestCase):
         port = self.listen(server)
         manager = self.manager(port, smartHost=(SMART, port))
         manager.tlsCACertificates = (certs.caPEM,)
-        manager.fArgs = (lambda addr: b"secret", None, IDENTITY)
+        manager.fArgs = (lambda addr: password, None, IDENTITY)
         manager.fKwArgs = {}
+        return server, manager
+
+    @defer.inlineCallbacks
+    def test_smartHostTrustAnchors(self) -> Any:
+        """
+        Given the CA that signed the smart host's certificate
+        (C{tlsCACertificates}, Postfix's C{smtp_tls_CAfile}), the level is
+        C{verify}: the certificate verifies and the credentials go over it.
+        """
+        _, manager = self.trustedSmartHost(b"secret")
         yield self.relay(manager)
         [report] = self.reports
         self.assertEqual(report.outcome, DeliveryOutcome.DELIVERED)
@@ -310,14 +319,7 @@ class RelayTLSTests(_RelayMixin, TestCase):
         the message: the message waits again, and its report carries the
         server's reply (status 4.7.8 from its 5.7.8), not a lost connection.
         """
-        certs = certificatesFor(SMART)
-        server = SMTPTestServer(hostname=SMART, credentials={"relay": "secret"},
-                                tlsCertificate=certs.good.serverOptions())
-        port = self.listen(server)
-        manager = self.manager(port, smartHost=(SMART, port))
-        manager.tlsCACertificates = (certs.caPEM,)
-        manager.fArgs = (lambda addr: b"wrong", None, IDENTITY)
-        manager.fKwArgs = {}
+        server, manager = self.trustedSmartHost(b"wrong")
 
         class LoggingIn(relaymanager.ESMTPManagedRelayerFactory):
             def buildProtocol(self, addr: Any) -> Any:
