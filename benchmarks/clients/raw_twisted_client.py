@@ -14,11 +14,41 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterator, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import common  # noqa: E402
+
+
+def finalReplies(proto: Any, data: bytes, good: Tuple[bytes, ...],
+                 errors: List[str]) -> Iterator[bytes]:
+    """
+    The last line of each complete reply in what C{proto} has buffered and
+    C{data}; a reply whose code does not start with one of C{good} is
+    recorded in C{errors} and aborts the connection.
+    """
+    proto.buffer += data
+    while True:
+        end = proto.buffer.find(b"\r\n")
+        if end < 0:
+            return
+        line, proto.buffer = proto.buffer[:end], proto.buffer[end + 2:]
+        if line[3:4] == b"-":
+            continue
+        if line[:1] not in good:
+            errors.append(line.decode("ascii", "replace"))
+            proto.transport.abortConnection()
+            return
+        yield line
+
+
+def sendNow(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} and send it in this turn of the reactor.
+    """
+    transport.write(data)
+    transport.doWrite()
 
 
 def lockstepSteps(w: Any) -> List[bytes]:
@@ -59,22 +89,10 @@ def lockstep(args: Any) -> None:
             self.step = 0
 
         def dataReceived(self, data: bytes) -> None:
-            self.buffer += data
-            while True:
-                end = self.buffer.find(b"\r\n")
-                if end < 0:
-                    return
-                line, self.buffer = self.buffer[:end], self.buffer[end + 2:]
-                if line[3:4] == b"-":
-                    continue
-                if line[:1] not in (b"2", b"3"):
-                    counts["errors"].append(line.decode("ascii", "replace"))
-                    self.transport.abortConnection()
-                    return
+            for _ in finalReplies(self, data, (b"2", b"3"), counts["errors"]):
                 counts["replies"] += 1
                 if self.step < len(steps):
-                    self.transport.write(steps[self.step])
-                    self.transport.doWrite()
+                    sendNow(self.transport, steps[self.step])
                     self.step += 1
 
         def connectionLost(self, reason: Any) -> None:
@@ -136,29 +154,15 @@ def main() -> None:
             self.transport.setTcpNoDelay(True)
 
         def dataReceived(self, data: bytes) -> None:
-            self.buffer += data
-            while True:
-                end = self.buffer.find(b"\r\n")
-                if end < 0:
-                    return
-                line, self.buffer = self.buffer[:end], self.buffer[end + 2:]
-                if line[3:4] == b"-":
-                    continue
-                if not line.startswith(b"2"):
-                    counts["errors"].append(line.decode("ascii", "replace"))
-                    self.transport.abortConnection()
-                    return
+            for _ in finalReplies(self, data, (b"2",), counts["errors"]):
                 self.step += 1
                 if self.step == 1:
-                    self.transport.write(ehlo)
-                    self.transport.doWrite()
+                    sendNow(self.transport, ehlo)
                 elif self.step == 2:
-                    self.transport.write(self.transaction)
-                    self.transport.doWrite()
+                    sendNow(self.transport, self.transaction)
                 elif self.step == 2 + self.replies:
                     self.ok = True
-                    self.transport.write(b"QUIT\r\n")
-                    self.transport.doWrite()
+                    sendNow(self.transport, b"QUIT\r\n")
                 elif self.step > 2 + self.replies:
                     self.transport.loseConnection()
 

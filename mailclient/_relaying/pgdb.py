@@ -229,6 +229,18 @@ class _SecondStatement(Exception):
     """
 
 
+def nextStatement(program: Program[T], result: Result, single: bool) -> Statement:
+    """
+    Give C{program} the result of its statement and return its next one
+    (L{StopIteration} once it is done): a one-statement (C{single})
+    program has none.
+    """
+    statement = program.send(result)
+    if single:
+        raise _SecondStatement("a one-statement program yielded a second statement")
+    return statement
+
+
 def _driveSync(cursor: psycopg.Cursor[TupleRow], program: Program[T], single: bool = False
                ) -> T:
     try:
@@ -236,9 +248,7 @@ def _driveSync(cursor: psycopg.Cursor[TupleRow], program: Program[T], single: bo
         while True:
             cursor.execute(statement.sql, statement.params)
             rows = cursor.fetchall() if cursor.description is not None else []
-            statement = program.send(Result(rows, cursor.rowcount))
-            if single:
-                raise _SecondStatement("a one-statement program yielded a second statement")
+            statement = nextStatement(program, Result(rows, cursor.rowcount), single)
     except StopIteration as stop:
         return stop.value
     finally:
@@ -252,9 +262,7 @@ async def _driveAsync(cursor: psycopg.AsyncCursor[TupleRow], program: Program[T]
         while True:
             await cursor.execute(statement.sql, statement.params)
             rows = await cursor.fetchall() if cursor.description is not None else []
-            statement = program.send(Result(rows, cursor.rowcount))
-            if single:
-                raise _SecondStatement("a one-statement program yielded a second statement")
+            statement = nextStatement(program, Result(rows, cursor.rowcount), single)
     except StopIteration as stop:
         return stop.value
     finally:

@@ -36,8 +36,8 @@ from mailclient._relaying.pgdb import (
     Program,
     Result,
     Statement,
-    _SecondStatement,
     driver,
+    nextStatement,
     translate,
 )
 
@@ -469,13 +469,7 @@ class _Run(Generic[T]):
         sent.addCallbacks(self._got, self._abort)
 
     def _got(self, result: Result) -> None:
-        def step() -> Statement:
-            statement = self.generator.send(result)
-            if self.single:
-                raise _SecondStatement("a one-statement program yielded a second statement")
-            return statement
-
-        self._advance(step)
+        self._advance(lambda: nextStatement(self.generator, result, self.single))
 
     def _end(self, value: T) -> None:
         self._close()
